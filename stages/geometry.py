@@ -5,9 +5,9 @@ Affine matrices are ``(2, 3)`` and map source pixel coordinates to destination p
 
 from __future__ import annotations
 
+import kornia
 import numpy as np
 import torch
-import kornia
 
 # ArcFace 5-point template for a 112x112 crop (eyes, nose tip, mouth corners), normalised to [0, 1].
 ARCFACE_TEMPLATE = np.array(
@@ -133,7 +133,7 @@ def warp_crops(
 
 
 def points5_from_68(lm68: np.ndarray) -> np.ndarray:
-    """Five alignment points ``(5, 2) float32`` from iBUG 68 landmarks: eye centres, nose tip, mouth corners."""
+    """Five points ``(5, 2) float32`` from iBUG 68 landmarks: eye centres, nose tip, mouth corners."""
     lm68 = np.asarray(lm68, dtype=np.float32)
     return np.stack(
         [lm68[36:42].mean(0), lm68[42:48].mean(0), lm68[30], lm68[48], lm68[54]]

@@ -29,6 +29,7 @@ class FaceRecord:
     crop: ``(S, S, 3) uint8`` RGB aligned crop of the target face, set by the align stage.
     swapped: ``(S, S, 3) uint8`` RGB swapped face in crop coordinates, set by the swap stage.
     mask: ``(S, S) float32`` in [0, 1], paste weight in crop coordinates, set by the swap stage.
+    pasted: the blend stage pasted a swapped face here.
     """
 
     box: np.ndarray
@@ -41,6 +42,7 @@ class FaceRecord:
     crop: np.ndarray | None = None
     swapped: np.ndarray | None = None
     mask: np.ndarray | None = None
+    pasted: bool = False
 
     @property
     def area(self) -> float:

@@ -1,0 +1,44 @@
+# swapstream. Every target bootstraps the virtualenv it needs (.venv, pinned by requirements.txt).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FACENET := facenet-pytorch==2.6.0
+
+.PHONY: help swap-video test test-fast lint bench clean-venv
+
+help:
+	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
+	@echo "make test       run the test suite"
+	@echo "make lint       ruff"
+	@echo "make bench      speed of the pipeline against a plain decode+encode"
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and exactly: the local CPU wheel; nothing later may replace it.
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps $(FACENET)
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch was changed: ' + torch.__version__)"
+	touch $@
+
+swap-video: $(STAMP)
+	@if [ -z "$(IN)" ] || [ -z "$(SRC)" ]; then \
+		echo "usage: make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
+	$(PY) -m pipeline swap --input "$(IN)" --source "$(SRC)" $(if $(OUT),--output "$(OUT)") $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) -m pipeline.bench $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,44 @@
+"""Command line: ``python -m pipeline swap --input IN --source SRC [--output OUT] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="swapstream: video face swap")
+    sub = parser.add_subparsers(dest="command", required=True)
+    swap = sub.add_parser("swap", help="swap the face of a photo onto the faces in a video")
+    swap.add_argument("--input", required=True, help="video to change (never modified)")
+    swap.add_argument("--source", required=True, help="photo of the face to put in the video")
+    swap.add_argument("--output", help="output video (default: <input stem>.swapped.mp4 beside the input)")
+    swap.add_argument("--config", help="YAML config merged over configs/default.yaml")
+    swap.add_argument("--quiet", action="store_true", help="no progress bar")
+    swap.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. executor=local"
+    )
+    args = parser.parse_args(argv)
+
+    from pipeline.config import ConfigError, load_config
+    from stages.decode import InputError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        from pipeline.run import swap_video
+
+        summary = swap_video(args.input, args.source, args.output, cfg, progress=not args.quiet)
+    except (InputError, ConfigError) as exc:
+        print(f"swapstream: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("swapstream: interrupted; no output written", file=sys.stderr)
+        return 130
+    print(summary.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

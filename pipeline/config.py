@@ -1,0 +1,75 @@
+"""Configuration: YAML files under configs/ plus ``key.path=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used."""
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {where}{key}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where}{key} is a section, not a value")
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` → (["a", "b"], 3); the value is parsed as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc.problem})") from None
+    return path, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults, then the given YAML file (if any), then overrides; unknown keys are errors."""
+    with open(DEFAULT_CONFIG) as f:
+        cfg = yaml.safe_load(f)
+    if path is not None and Path(path).resolve() != DEFAULT_CONFIG:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            with open(p) as f:
+                extra = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{p}: a config file must be a mapping of keys")
+        _merge(cfg, extra, "")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: dict = cfg
+        for i, k in enumerate(keys[:-1]):
+            if not isinstance(node.get(k), dict):
+                raise ConfigError(f"unknown config section {'.'.join(keys[: i + 1])} in override {text!r}")
+            node = node[k]
+        if keys[-1] not in node:
+            raise ConfigError(f"unknown config key {'.'.join(keys)} in override {text!r}")
+        if isinstance(node[keys[-1]], dict):
+            raise ConfigError(f"config key {'.'.join(keys)} is a section, not a value")
+        node[keys[-1]] = value
+    return copy.deepcopy(cfg)

@@ -1,0 +1,204 @@
+"""Executors: run the same stage objects in-process or as a streaming DAG of Ray actors.
+
+A stage is described by a :class:`StageSpec` (its class and constructor arguments) so that each executor
+can build it where it runs: in this process, or inside a Ray actor. Both executors feed every stage its
+batches in frame order, pass flushed look-ahead batches on downstream, and hand the sink batches in
+frame order; given the same specs and input they produce identical frames.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stages.types import FrameBatch
+
+Sink = Callable[[FrameBatch], None]
+
+
+@dataclass
+class StageSpec:
+    """How to build one stage: ``cls(*args)``. ``num_gpus`` is the Ray resource request of its actor."""
+
+    name: str
+    cls: type
+    args: tuple[Any, ...] = ()
+    num_gpus: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Any:
+        return self.cls(*self.args, **self.kwargs)
+
+
+class OrderedSink:
+    """Passes batches on in frame order, holding back any that arrive early."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.next_index = 0
+        self._held: dict[int, FrameBatch] = {}
+
+    def __call__(self, batch: FrameBatch) -> None:
+        if len(batch) == 0:
+            return
+        self._held[int(batch.indices[0])] = batch
+        while self.next_index in self._held:
+            b = self._held.pop(self.next_index)
+            self.next_index = int(b.indices[-1]) + 1
+            self.sink(b)
+
+    def close(self) -> None:
+        if self._held:
+            missing = self.next_index
+            raise RuntimeError(f"pipeline lost frames: frame {missing} never arrived")
+
+
+class LocalExecutor:
+    """Calls the stages one after another in this process (tests, debugging, single clips)."""
+
+    def __init__(self, specs: list[StageSpec]) -> None:
+        self.stages = [s.build() for s in specs]
+
+    def run(self, batches: Iterable[FrameBatch], sink: Sink) -> None:
+        ordered = OrderedSink(sink)
+        for batch in batches:
+            ordered(self._through(batch, 0))
+        for k, stage in enumerate(self.stages):
+            for held in stage.flush():
+                ordered(self._through(held, k + 1))
+        ordered.close()
+
+    def _through(self, batch: FrameBatch, first: int) -> FrameBatch:
+        for stage in self.stages[first:]:
+            batch = stage(batch)
+        return batch
+
+    def close(self) -> None:
+        self.stages = []
+
+
+def _ray():
+    import ray
+
+    return ray
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` when set; otherwise start an embedded local instance (no dashboard)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runtime_env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=runtime_env, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+
+
+class _StageActor:
+    """Hosts one stage inside a Ray actor."""
+
+    def __init__(self, spec: StageSpec) -> None:
+        self.stage = spec.build()
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        return self.stage(batch)
+
+    def flush(self) -> list[FrameBatch]:
+        return self.stage.flush()
+
+
+class RayExecutor:
+    """One Ray actor per stage; batches flow as object refs with at most ``max_in_flight`` per edge.
+
+    Each actor receives its calls in submission order (Ray keeps the order of one caller's calls to a
+    synchronous actor), so stateful stages see frames in order. When an edge holds ``max_in_flight``
+    unfinished batches the driver waits for the oldest (backpressure), and the sink gets results in order.
+    """
+
+    def __init__(self, specs: list[StageSpec], max_in_flight: int = 4) -> None:
+        ray = _ray()
+        init_ray()
+        self.max_in_flight = max(1, int(max_in_flight))
+        gpus = ray.cluster_resources().get("GPU", 0)
+        remote = ray.remote(_StageActor)
+        self.actors = []
+        for spec in specs:
+            if spec.num_gpus > gpus:
+                raise RuntimeError(
+                    f"stage {spec.name} asks for {spec.num_gpus} GPU(s) but the Ray cluster has {gpus}: "
+                    "set ray.swap_num_gpus=0 to run it on CPU"
+                )
+            self.actors.append(
+                remote.options(name=None, num_cpus=0, num_gpus=spec.num_gpus, max_concurrency=1).remote(spec)
+            )
+        self.names = [s.name for s in specs]
+
+    def run(self, batches: Iterable[FrameBatch], sink: Sink) -> None:
+        ray = _ray()
+        ordered = OrderedSink(sink)
+        edges: list[deque] = [deque() for _ in self.actors]
+        outputs: deque = deque()
+
+        def submit(ref, first: int):
+            for k in range(first, len(self.actors)):
+                edge = edges[k]
+                while edge and _done(ray, edge[0]):
+                    edge.popleft()
+                if len(edge) >= self.max_in_flight:
+                    ray.wait([edge[0]], num_returns=1)
+                    edge.popleft()
+                ref = self.actors[k].process.remote(ref)
+                edge.append(ref)
+            outputs.append(ref)
+
+        def drain(block: bool) -> None:
+            while outputs and (
+                (block and len(outputs) >= self.max_in_flight) or _done(ray, outputs[0])
+            ):
+                ordered(ray.get(outputs.popleft()))
+
+        for batch in batches:
+            submit(ray.put(batch), 0)
+            drain(block=True)
+        for k, actor in enumerate(self.actors):
+            for held in ray.get(actor.flush.remote()):
+                if k + 1 < len(self.actors):
+                    submit(ray.put(held), k + 1)
+                else:
+                    outputs.append(ray.put(held))
+            drain(block=True)
+        while outputs:
+            ordered(ray.get(outputs.popleft()))
+        ordered.close()
+
+    def close(self) -> None:
+        ray = _ray()
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+def _done(ray, ref) -> bool:
+    ready, _ = ray.wait([ref], num_returns=1, timeout=0)
+    return bool(ready)
+
+
+def make_executor(kind: str, specs: list[StageSpec], cfg: dict):
+    """``kind``: ``local`` (in-process) or ``ray``."""
+    if kind == "local":
+        return LocalExecutor(specs)
+    if kind == "ray":
+        return RayExecutor(specs, max_in_flight=cfg["ray"]["max_in_flight"])
+    raise ValueError(f"executor must be 'ray' or 'local', not {kind!r}")

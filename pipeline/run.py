@@ -1,0 +1,146 @@
+"""One swap job: validate inputs, build the stages, run them on an executor, encode with the source audio."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import pipeline
+from pipeline.executors import StageSpec, make_executor
+from stages.decode import InputError, probe, read_batches
+from stages.encode import VideoWriter
+from stages.types import FrameBatch
+
+
+@dataclass
+class Summary:
+    """What a finished job did."""
+
+    frames: int
+    frames_with_face: int
+    faces_swapped: int
+    seconds: float
+    output: Path
+
+    def line(self) -> str:
+        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"swapstream: {self.frames} frames, {self.frames_with_face} with a face, "
+            f"{self.faces_swapped} faces swapped, {self.seconds:.1f} s ({fps:.1f} frames/s) -> {self.output}"
+        )
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read a photo as ``(H, W, 3) uint8`` RGB, upright per its EXIF orientation; InputError if unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    try:
+        with Image.open(p) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"{p}: not a readable image ({exc})") from None
+
+
+def prepare_source(path: str | Path, cfg: dict):
+    """Detect the largest face in the source photo and align it: returns the swap stage's SourceFace."""
+    from stages.detect import DetectStage
+    from stages.landmarks import LandmarkStage
+    from stages.swap_classic import make_source_face
+
+    image = load_image(path)
+    faces = DetectStage(cfg).detect_image(image)
+    if not faces:
+        raise InputError(f"no face found in {path}: use a photo where the face is at least 64 px wide")
+    face = max(faces, key=lambda f: f.area)
+    LandmarkStage(cfg).landmarks_for(image, [face])
+    return make_source_face(image, face.points5, face.landmarks68, cfg)
+
+
+def build_specs(cfg: dict, source) -> list[StageSpec]:
+    """The stage chain between decode and encode, per config."""
+    from stages.align import AlignStage
+    from stages.blend import BlendStage
+    from stages.detect import DetectStage
+    from stages.landmarks import LandmarkStage
+    from stages.swap_classic import ClassicSwapStage
+    from stages.track import TrackStage
+
+    backend = cfg["swap"]["backend"]
+    if backend != "classic":
+        raise InputError(f"swap.backend={backend!r} is not available: use swap.backend=classic")
+    return [
+        StageSpec("detect", DetectStage, (cfg,)),
+        StageSpec("landmarks", LandmarkStage, (cfg,)),
+        StageSpec("track", TrackStage, (cfg,)),
+        StageSpec("align", AlignStage, (cfg,)),
+        StageSpec("swap", ClassicSwapStage, (cfg, source), num_gpus=float(cfg["ray"]["swap_num_gpus"])),
+        StageSpec("blend", BlendStage, (cfg,)),
+    ]
+
+
+def default_output(input_path: str | Path) -> Path:
+    """``<stem>.swapped.mp4`` beside the input."""
+    p = Path(input_path)
+    return p.with_name(f"{p.stem}.swapped.mp4")
+
+
+def check_paths(input_path: Path, output: Path) -> None:
+    """Refuse an output that would overwrite the input or that cannot be written."""
+    if output.resolve() == input_path.resolve() or (output.exists() and os.path.samefile(output, input_path)):
+        raise InputError(f"{output}: output path is the input video; choose another OUT")
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: output folder {output.parent} does not exist")
+    if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise InputError(f"{output}: output must end in .mp4, .mov or .mkv")
+
+
+def swap_video(
+    input_path: str | Path,
+    source_path: str | Path,
+    output: str | Path | None,
+    cfg: dict,
+    progress: bool = True,
+) -> Summary:
+    """Swap the source photo's face onto the faces of ``input_path``; write ``output`` atomically."""
+    started = time.perf_counter()
+    input_path = Path(input_path)
+    output = Path(output) if output else default_output(input_path)
+    info = probe(input_path)
+    check_paths(input_path, output)
+    source = prepare_source(source_path, cfg)
+    executor = make_executor(cfg["executor"], build_specs(cfg, source), cfg)
+    counts = {"frames": 0, "with_face": 0, "swapped": 0}
+    writer = VideoWriter(output, info, cfg, pipeline.__version__)
+    bar = _progress(info.frames, progress, output.name)
+
+    def sink(batch: FrameBatch) -> None:
+        writer.write(batch)
+        counts["frames"] += len(batch)
+        counts["with_face"] += sum(1 for faces in batch.faces if faces)
+        counts["swapped"] += sum(1 for faces in batch.faces for f in faces if f.pasted)
+        bar.update(len(batch))
+
+    try:
+        executor.run(read_batches(input_path, int(cfg["batch_size"]), video_id=str(input_path)), sink)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+        executor.close()
+    elapsed = time.perf_counter() - started
+    return Summary(counts["frames"], counts["with_face"], counts["swapped"], elapsed, output)
+
+
+def _progress(total: int, enabled: bool, name: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit="frame", desc=name, disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,127 @@
+"""Decode: stream a video file into FrameBatches (PyAV), display orientation, pts kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stages.types import FrameBatch
+
+
+class InputError(ValueError):
+    """An input file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class VideoInfo:
+    """What the encoder needs to know about the input video stream.
+
+    width, height: display size after rotation. rotation: clockwise degrees applied to decoded frames.
+    time_base: of the video stream; frame pts are in this unit. frames: container's count (0 if unknown).
+    """
+
+    path: str
+    width: int
+    height: int
+    time_base: Fraction
+    average_rate: Fraction | None
+    rotation: int
+    frames: int
+    codec: str
+    audio_streams: int
+    metadata: dict = field(default_factory=dict)
+
+
+def _rotation_of(frame: av.VideoFrame) -> int:
+    """Clockwise rotation in degrees (0, 90, 180, 270) that brings ``frame`` to display orientation.
+
+    PyAV reports the display matrix angle counter-clockwise (as ffmpeg's av_display_rotation_get);
+    the ffmpeg CLI turns the picture clockwise by the negated angle, and so do we.
+    """
+    angle = round(float(getattr(frame, "rotation", 0) or 0))
+    return (-angle) % 360
+
+
+def rotate(image: np.ndarray, clockwise_degrees: int) -> np.ndarray:
+    """Rotate ``(H, W, 3)`` by 0/90/180/270 degrees clockwise (contiguous copy when rotated)."""
+    if clockwise_degrees == 0:
+        return image
+    k = {90: 3, 180: 2, 270: 1}.get(clockwise_degrees)
+    if k is None:
+        raise InputError(f"unsupported rotation {clockwise_degrees} degrees")
+    return np.ascontiguousarray(np.rot90(image, k=k))
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Open ``path`` and decode its first frame; raise InputError when it is not a readable video."""
+    path = str(path)
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise InputError(f"{path}: has no video stream")
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise InputError(f"{path}: video stream has no decodable frames")
+            rot = _rotation_of(first)
+            w, h = (first.height, first.width) if rot in (90, 270) else (first.width, first.height)
+            return VideoInfo(
+                path=path,
+                width=w,
+                height=h,
+                time_base=stream.time_base,
+                average_rate=stream.average_rate,
+                rotation=rot,
+                frames=stream.frames or 0,
+                codec=stream.codec_context.name,
+                audio_streams=len(container.streams.audio),
+                metadata=dict(container.metadata),
+            )
+    except InputError:
+        raise
+    except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
+        raise InputError(f"{path}: not a readable video ({exc})") from None
+
+
+def read_batches(path: str | Path, batch_size: int, video_id: str | None = None) -> Iterator[FrameBatch]:
+    """Yield FrameBatches of up to ``batch_size`` consecutive frames, streaming (never the whole video).
+
+    frames: ``(N, H, W, 3) uint8`` RGB in display orientation; pts in the video stream's time base.
+    """
+    path = str(path)
+    vid = video_id or path
+    frames: list[np.ndarray] = []
+    pts: list[int] = []
+    index = 0
+    last_pts = -1
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            rgb = rotate(frame.to_ndarray(format="rgb24"), _rotation_of(frame))
+            p = frame.pts if frame.pts is not None else last_pts + 1
+            last_pts = p
+            frames.append(rgb)
+            pts.append(p)
+            if len(frames) == batch_size:
+                yield _batch(vid, index, pts, frames)
+                index += len(frames)
+                frames, pts = [], []
+        if frames:
+            yield _batch(vid, index, pts, frames)
+
+
+def _batch(video_id: str, start: int, pts: list[int], frames: list[np.ndarray]) -> FrameBatch:
+    return FrameBatch(
+        video_id=video_id,
+        indices=np.arange(start, start + len(frames), dtype=np.int64),
+        pts=np.asarray(pts, dtype=np.int64),
+        frames=np.stack(frames),
+    )

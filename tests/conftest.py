@@ -1,0 +1,30 @@
+"""Shared test fixtures: the real media in ../shared/data (never copied into the repository)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+VIDEOS = DATA / "videos"
+FACES = DATA / "faces"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not VIDEOS.is_dir():
+        pytest.fail(f"test media not found at {DATA}: clone the repository next to ../shared")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def base_cfg() -> dict:
+    from pipeline.config import load_config
+
+    return load_config()

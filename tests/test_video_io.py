@@ -1,0 +1,130 @@
+"""Decode and encode: display orientation, pts, audio copied byte for byte, synthetic tag, atomic output."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stages.decode import InputError, probe, read_batches
+from stages.encode import SYNTHETIC_KEY, VideoWriter, temporary_path
+
+
+def audio_packets(path: Path) -> list[tuple[int, int, bytes]]:
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        return [(p.pts, p.dts, bytes(p)) for p in c.demux(s) if p.dts is not None]
+
+
+def video_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(f.pts * s.time_base) for f in c.decode(s)]
+
+
+def transcode(src: Path, dst: Path, cfg: dict, batch_size: int = 16) -> int:
+    info = probe(src)
+    writer = VideoWriter(dst, info, cfg, "test")
+    n = 0
+    for batch in read_batches(src, batch_size):
+        writer.write(batch)
+        n += len(batch)
+    writer.close()
+    return n
+
+
+@pytest.mark.parametrize(
+    "name", ["liveportrait_d20.mp4", "hamilton_short_clip.mp4", "sadtalker_WDA_KatieHill_000.mp4"]
+)
+def test_transcode_keeps_frames_timestamps_audio_and_tags(name, data_dir, base_cfg, tmp_path):
+    src = data_dir / "videos" / name
+    out = tmp_path / "out.mp4"
+    n = transcode(src, out, base_cfg)
+    assert n == len(video_times(src))
+    assert video_times(out) == video_times(src)
+    a_in, a_out = audio_packets(src), audio_packets(out)
+    assert len(a_in) == len(a_out) > 0
+    assert a_in == a_out  # pts, dts and payload bytes identical
+    with av.open(str(out)) as c:
+        assert "swapstream" in c.metadata.get(SYNTHETIC_KEY, "")
+        assert "synthetic" in c.metadata.get("comment", "")
+    assert not temporary_path(out).exists()
+
+
+def test_batches_are_consecutive_and_bounded(data_dir):
+    src = data_dir / "videos" / "liveportrait_d20.mp4"
+    seen = 0
+    for batch in read_batches(src, 16):
+        assert len(batch) <= 16
+        assert batch.frames.dtype == np.uint8 and batch.frames.shape[1:] == (480, 480, 3)
+        assert batch.indices[0] == seen and np.all(np.diff(batch.indices) == 1)
+        seen += len(batch)
+    assert seen == 175
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def test_rotation_metadata_is_applied(data_dir, tmp_path):
+    """A phone-style clip (display matrix rotated 90°) decodes upright, as the ffmpeg CLI shows it."""
+    src = data_dir / "videos" / "hamilton_short_clip.mp4"
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(
+        [_ffmpeg(), "-v", "error", "-display_rotation", "90", "-i", str(src), "-c", "copy", "-t", "1",
+         str(rotated)],
+        check=True,
+    )
+    info = probe(rotated)
+    assert (info.width, info.height) == (360, 640)
+    first = next(read_batches(rotated, 4)).frames[0]
+    assert first.shape == (640, 360, 3)
+    # Reference: the ffmpeg CLI applies the display matrix itself.
+    raw = subprocess.run(
+        [_ffmpeg(), "-v", "error", "-i", str(rotated), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24",
+         "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(640, 360, 3)
+    assert np.abs(first.astype(int) - ref.astype(int)).mean() < 3.0
+
+
+def test_not_a_video_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("not a video")
+    with pytest.raises(InputError, match="notes.mp4"):
+        probe(bogus)
+    with pytest.raises(InputError, match="no such file"):
+        probe(tmp_path / "missing.mp4")
+
+
+def test_abort_leaves_no_file(data_dir, base_cfg, tmp_path):
+    src = data_dir / "videos" / "liveportrait_d20.mp4"
+    out = tmp_path / "out.mp4"
+    writer = VideoWriter(out, probe(src), base_cfg, "test")
+    writer.write(next(read_batches(src, 4)))
+    assert temporary_path(out).exists() and not out.exists()
+    writer.abort()
+    assert not temporary_path(out).exists() and not out.exists()
+
+
+def test_watermark_marks_frames(data_dir, base_cfg, tmp_path):
+    cfg = {**base_cfg, "encode": {**base_cfg["encode"], "watermark": True}}
+    src = data_dir / "videos" / "liveportrait_d20.mp4"
+    out = tmp_path / "wm.mp4"
+    writer = VideoWriter(out, probe(src), cfg, "test")
+    batch = next(read_batches(src, 2))
+    original = batch.frames.copy()
+    writer.write(batch)
+    writer.close()
+    assert np.array_equal(batch.frames, original)  # the batch itself is not drawn on
+    with av.open(str(out)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    corner = np.abs(frame[-40:, :150].astype(int) - original[0][-40:, :150].astype(int)).mean()
+    assert corner > 10
