@@ -1,0 +1,45 @@
+"""Small deterministic stages for executor tests (importable by Ray workers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stages.types import FrameBatch
+
+
+class Brighten:
+    """Stateless: adds the frame index to every pixel (mod 256)."""
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        batch = batch.writable()
+        batch.frames += (batch.indices % 256).astype(np.uint8)[:, None, None, None]
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        return []
+
+
+class DelayOne:
+    """Holds each batch back until the next one arrives (look-ahead); mixes in the previous frame's mean."""
+
+    def __init__(self) -> None:
+        self.held: FrameBatch | None = None
+        self.prev_mean = 0
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        out, self.held = self.held, batch
+        if out is None:
+            return FrameBatch(batch.video_id, batch.indices[:0], batch.pts[:0], batch.frames[:0], [])
+        return self._mix(out)
+
+    def _mix(self, batch: FrameBatch) -> FrameBatch:
+        batch = batch.writable()
+        for i in range(len(batch)):
+            mean = int(batch.frames[i].mean())
+            batch.frames[i] ^= np.uint8(self.prev_mean % 256)
+            self.prev_mean = mean
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        out, self.held = self.held, None
+        return [self._mix(out)] if out is not None else []
