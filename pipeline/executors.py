@@ -164,9 +164,7 @@ class RayExecutor:
             outputs.append(ref)
 
         def drain(block: bool) -> None:
-            while outputs and (
-                (block and len(outputs) >= self.max_in_flight) or _done(ray, outputs[0])
-            ):
+            while outputs and ((block and len(outputs) >= self.max_in_flight) or _done(ray, outputs[0])):
                 ordered(ray.get(outputs.popleft()))
 
         for batch in batches:

@@ -10,10 +10,13 @@ import numpy as np
 import torch
 
 # ArcFace 5-point template for a 112x112 crop (eyes, nose tip, mouth corners), normalised to [0, 1].
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-) / 112.0
+ARCFACE_TEMPLATE = (
+    np.array(
+        [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+        dtype=np.float32,
+    )
+    / 112.0
+)
 
 
 def crop_template(crop_size: int, face_scale: float, centre_y: float) -> np.ndarray:
@@ -135,6 +138,6 @@ def warp_crops(
 def points5_from_68(lm68: np.ndarray) -> np.ndarray:
     """Five points ``(5, 2) float32`` from iBUG 68 landmarks: eye centres, nose tip, mouth corners."""
     lm68 = np.asarray(lm68, dtype=np.float32)
-    return np.stack(
-        [lm68[36:42].mean(0), lm68[42:48].mean(0), lm68[30], lm68[48], lm68[54]]
-    ).astype(np.float32)
+    return np.stack([lm68[36:42].mean(0), lm68[42:48].mean(0), lm68[30], lm68[48], lm68[54]]).astype(
+        np.float32
+    )

@@ -1,0 +1,72 @@
+"""Independent checks of a swapped video against its input (dlib's own detector and descriptor)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def decode_all(path: Path, every: int = 1) -> list[np.ndarray]:
+    """Frames ``(H, W, 3) uint8`` RGB of a short clip, every ``every``-th one (display orientation)."""
+    from stages.decode import read_batches
+
+    out = []
+    for batch in read_batches(path, 16):
+        for i, frame in zip(batch.indices, batch.frames):
+            if i % every == 0:
+                out.append(frame)
+    return out
+
+
+def video_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(f.pts * s.time_base) for f in c.decode(s)]
+
+
+def audio_packets(path: Path) -> list[tuple[int, int, bytes]]:
+    with av.open(str(path)) as c:
+        return [(p.pts, p.dts, bytes(p)) for p in c.demux(*c.streams.audio) if p.dts is not None]
+
+
+@lru_cache(maxsize=1)
+def _dlib_models():
+    import dlib
+    import face_recognition_models as frm
+
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(frm.pose_predictor_model_location()),
+        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+    )
+
+
+def face_descriptor(image: np.ndarray) -> np.ndarray | None:
+    """dlib 128-d descriptor of the largest face (dlib's HOG detector), None if no face."""
+    detector, predictor, recogniser = _dlib_models()
+    rects = detector(image, 1)
+    if not rects:
+        return None
+    rect = max(rects, key=lambda r: r.width() * r.height())
+    shape = predictor(image, rect)
+    return np.asarray(recogniser.compute_face_descriptor(image, shape), dtype=np.float64)
+
+
+def psnr_outside(original: np.ndarray, output: np.ndarray, boxes: list[np.ndarray], grow: float) -> float:
+    """PSNR (dB) of the pixels outside every box grown by ``grow`` × its size on each side."""
+    h, w = original.shape[:2]
+    keep = np.ones((h, w), dtype=bool)
+    for x1, y1, x2, y2 in boxes:
+        bw, bh = x2 - x1, y2 - y1
+        keep[
+            max(0, int(y1 - grow * bh)) : min(h, int(y2 + grow * bh) + 1),
+            max(0, int(x1 - grow * bw)) : min(w, int(x2 + grow * bw) + 1),
+        ] = False
+    if not keep.any():
+        return float("inf")
+    diff = original[keep].astype(np.float64) - output[keep].astype(np.float64)
+    mse = float((diff**2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

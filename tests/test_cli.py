@@ -1,0 +1,85 @@
+"""Bad input: one-line error naming the file, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.__main__ import main
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(["swap", *args, "--quiet", "executor=local"])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_source_without_face(tmp_path, data_dir, capsys):
+    from PIL import Image
+
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    out = tmp_path / "out.mp4"
+    code, err = run(
+        capsys,
+        "--input",
+        str(data_dir / "videos" / "liveportrait_d20.mp4"),
+        "--source",
+        str(blank),
+        "--output",
+        str(out),
+    )
+    assert code == 2
+    assert "no face found in" in err and "wall.png" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [blank]
+
+
+def test_input_not_a_video(tmp_path, data_dir, capsys):
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_bytes(b"\x00" * 1000)
+    code, err = run(
+        capsys,
+        "--input",
+        str(bogus),
+        "--source",
+        str(data_dir / "faces" / "obama_a.jpg"),
+        "--output",
+        str(tmp_path / "out.mp4"),
+    )
+    assert code == 2 and "clip.mp4" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+    assert bogus.read_bytes() == b"\x00" * 1000
+
+
+def test_output_equal_to_input_is_refused(tmp_path, data_dir, capsys):
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(data_dir / "videos" / "liveportrait_d20.mp4", clip)
+    before = clip.read_bytes()
+    code, err = run(
+        capsys,
+        "--input",
+        str(clip),
+        "--source",
+        str(data_dir / "faces" / "obama_a.jpg"),
+        "--output",
+        str(clip),
+    )
+    assert code == 2 and "clip.mp4" in err and "input" in err
+    assert clip.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+@pytest.mark.parametrize("override", ["swap.nonsense=1", "executor"])
+def test_bad_override(override, data_dir, capsys, tmp_path):
+    code, err = run(
+        capsys,
+        "--input",
+        str(data_dir / "videos" / "liveportrait_d20.mp4"),
+        "--source",
+        str(data_dir / "faces" / "obama_a.jpg"),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        override,
+    )
+    assert code == 2 and override.split("=")[0] in err
