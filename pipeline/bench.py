@@ -1,0 +1,63 @@
+"""``make bench``: frames/s of the swap pipeline against a plain decode + re-encode of the same clip.
+
+    python -m pipeline.bench [--input CLIP] [--source FACE] [--executors local,ray] [key=value ...]
+
+All figures come from one run on one machine; compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import pipeline
+from pipeline.config import load_config
+from pipeline.run import swap_video
+from stages.decode import probe, read_batches
+from stages.encode import VideoWriter
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def transcode_fps(clip: Path, out: Path, cfg: dict) -> tuple[int, float]:
+    """Decode and re-encode ``clip`` with the pipeline's own reader and writer: the speed limit."""
+    started = time.perf_counter()
+    writer = VideoWriter(out, probe(clip), cfg, pipeline.__version__)
+    n = 0
+    for batch in read_batches(clip, int(cfg["batch_size"])):
+        writer.write(batch)
+        n += len(batch)
+    writer.close()
+    return n, n / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench")
+    parser.add_argument("--input", type=Path, default=DATA / "videos" / "liveportrait_d20.mp4")
+    parser.add_argument("--source", type=Path, default=DATA / "faces" / "obama_a.jpg")
+    parser.add_argument("--executors", default="local,ray")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(None, args.overrides)
+        frames, fps = transcode_fps(args.input, Path(tmp) / "transcode.mp4", cfg)
+        rows.append(("decode + re-encode", frames, frames / fps, fps))
+        for kind in args.executors.split(","):
+            cfg = load_config(None, [*args.overrides, f"executor={kind}"])
+            summary = swap_video(args.input, args.source, Path(tmp) / f"{kind}.mp4", cfg, progress=False)
+            rows.append(
+                (f"swap, executor={kind}", summary.frames, summary.seconds, summary.frames / summary.seconds)
+            )
+    base = rows[0][3]
+    print(f"clip: {args.input.name}, source: {args.source.name}")
+    print(f"{'run':<26}{'frames':>8}{'seconds':>10}{'frames/s':>10}{'x transcode':>13}")
+    for name, n, secs, rate in rows:
+        print(f"{name:<26}{n:>8}{secs:>10.1f}{rate:>10.1f}{rate / base:>13.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
