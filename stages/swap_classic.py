@@ -1,0 +1,473 @@
+"""Classic face swap: piecewise-affine landmark warp of one source face, Lab colour match, soft paste mask.
+
+No learned weights. For every selected face of a batch (aligned crop + 68 landmarks set by the align stage)
+the source face is warped onto the target's landmark geometry, colour-matched to the target in CIE Lab, and
+given a soft mask that covers the face hull (jaw line and lifted brows), eroded and feathered, with a hole
+over the target's own open mouth.
+
+Every result depends only on that face's own inputs: the batched steps are element-wise (their values do
+not depend on which other faces share the batch) and every reduction runs per face, so the outputs are
+bit-identical whatever the batch composition. Runs on the CPU (many small element-wise kernels; no network).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import ConvexHull, Delaunay, QhullError
+
+from stages.geometry import crop_template, estimate_similarity, transform_points, warp_crops
+from stages.types import FrameBatch
+
+JAW = np.arange(0, 17)
+BROWS = np.arange(17, 27)
+INNER_LIP = np.arange(60, 68)
+
+BROW_LIFT = 0.45  # brows are lifted by this share of the eye distance: the seam sits on the forehead
+RING_PUSH = 1.3  # outer warp ring: hull points pushed out from the face centre by this factor
+EDGE_POINTS = 5  # control points per crop edge (corners included)
+MOUTH_FEATHER = 0.006  # outward feather of the inner-mouth hole, fraction of the crop size
+EDGE_TOL = 1e-4  # barycentric slack for pixels on a triangle edge
+MIN_AREA = 1e-2  # target triangles with less (px^2) or folded over are skipped
+STD_RATIO = (0.5, 2.0)  # clamp of the per-channel std ratio in the colour transfer
+
+
+@dataclass
+class SourceFace:
+    """The identity pasted onto every target face.
+
+    crop: ``(S, S, 3) uint8`` RGB aligned source face (same template as the align stage).
+    landmarks68: ``(68, 2) float32`` iBUG 68 landmarks in crop pixels.
+    """
+
+    crop: np.ndarray
+    landmarks68: np.ndarray
+
+
+def make_source_face(
+    image: np.ndarray, points5: np.ndarray, landmarks68: np.ndarray, cfg: dict
+) -> SourceFace:
+    """Align a source photo's face the way the align stage aligns target faces.
+
+    image: ``(H, W, 3) uint8`` RGB. points5: ``(5, 2)`` detector points (or ``points5_from_68``).
+    landmarks68: ``(68, 2)`` in image pixels. Returns the aligned crop and landmarks in crop pixels.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"source image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    points5 = np.asarray(points5, dtype=np.float32)
+    landmarks68 = np.asarray(landmarks68, dtype=np.float32)
+    if points5.shape != (5, 2) or landmarks68.shape != (68, 2):
+        raise ValueError(
+            "source face needs points5 (5, 2) and landmarks68 (68, 2), "
+            f"got {points5.shape} and {landmarks68.shape}"
+        )
+    acfg = cfg["align"]
+    size = int(acfg["crop_size"])
+    m = estimate_similarity(points5, crop_template(size, float(acfg["face_scale"]), float(acfg["centre_y"])))
+    crop = warp_crops(image[None], [0], [m], size)[0]
+    return SourceFace(crop=crop, landmarks68=transform_points(landmarks68, m))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# control points, triangulation, piecewise-affine warp
+
+
+def _lifted_brows(lm: np.ndarray) -> np.ndarray:
+    """``(..., 68, 2)`` landmarks → ``(..., 10, 2)`` brow points lifted along the face's up direction."""
+    up = lm[..., 27, :] - lm[..., 8, :]
+    up = up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-6)
+    eye_dist = np.linalg.norm(lm[..., 36:42, :].mean(-2) - lm[..., 42:48, :].mean(-2), axis=-1)
+    return lm[..., BROWS, :] + (BROW_LIFT * eye_dist)[..., None, None] * up[..., None, :]
+
+
+def hull_points(lm: np.ndarray) -> np.ndarray:
+    """Outline of the pasted face ``(..., 27, 2)``: jaw 0-16 then lifted brows 26..17 (float64)."""
+    lm = np.asarray(lm, dtype=np.float64)
+    return np.concatenate([lm[..., JAW, :], _lifted_brows(lm)[..., ::-1, :]], axis=-2)
+
+
+def control_points(lm: np.ndarray, size: int) -> np.ndarray:
+    """Warp control points ``(..., K, 2) float64`` in crop pixels from ``(..., 68, 2)`` landmarks.
+
+    68 landmarks, the lifted brows, the hull pushed outward from the nose (a ring that may leave the crop)
+    and fixed points just outside the crop border, so the warp is the identity at the border and smooth
+    out to the mask edge.
+    """
+    lm = np.asarray(lm, dtype=np.float64)
+    hull = hull_points(lm)
+    centre = lm[..., 27:36, :].mean(-2, keepdims=True)
+    ring = centre + RING_PUSH * (hull - centre)
+    t = np.linspace(-1.0, size, EDGE_POINTS)
+    lo, hi = np.full_like(t, -1.0), np.full_like(t, float(size))
+    mid, lo_m, hi_m = t[1:-1], lo[1:-1], hi[1:-1]
+    border = np.concatenate(
+        [np.stack([t, lo], 1), np.stack([t, hi], 1), np.stack([lo_m, mid], 1), np.stack([hi_m, mid], 1)]
+    )
+    border = np.broadcast_to(border, lm.shape[:-2] + border.shape)
+    return np.concatenate([lm, _lifted_brows(lm), ring, border], axis=-2)
+
+
+def triangulate(points: np.ndarray) -> np.ndarray:
+    """Delaunay triangles ``(T, 3) int64`` over ``(K, 2)`` points (fixed qhull options: deterministic)."""
+    tri = Delaunay(np.asarray(points, dtype=np.float64), qhull_options="Qbb Qc Qz Q12")
+    return np.ascontiguousarray(tri.simplices, dtype=np.int64)
+
+
+def _triangle_maps(src: np.ndarray, dst: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per (face, triangle) affine maps, float64.
+
+    src ``(K, 2)``, dst ``(F, K, 2)``, tri ``(T, 3)``. Returns ``bary (F, T, 2, 3)`` (the barycentric
+    coordinates u, v of a dst pixel as ``c0*x + c1*y + c2``), ``warp (F, T, 2, 3)`` dst → src pixel
+    and ``valid (F, T)`` (dst triangle not degenerate and not folded over relative to src).
+    """
+    s = src[tri]  # (T, 3, 2)
+    d = dst[:, tri]  # (F, T, 3, 2)
+    a = d[..., 0, :]
+    e1, e2 = d[..., 1, :] - a, d[..., 2, :] - a
+    det = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]  # twice the signed area
+    s1, s2 = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
+    sdet = s1[:, 0] * s2[:, 1] - s1[:, 1] * s2[:, 0]
+    valid = det * np.sign(sdet)[None] > 2.0 * MIN_AREA
+    safe = np.where(valid, det, 1.0)
+    # [u, v] = inv([e1 e2]) (p - a)
+    i00, i01 = e2[..., 1] / safe, -e2[..., 0] / safe
+    i10, i11 = -e1[..., 1] / safe, e1[..., 0] / safe
+    cu = np.stack([i00, i01, -(i00 * a[..., 0] + i01 * a[..., 1])], -1)  # (F, T, 3)
+    cv = np.stack([i10, i11, -(i10 * a[..., 0] + i11 * a[..., 1])], -1)
+    bary = np.stack([cu, cv], -2)
+    # src = s0 + u (s1 - s0) + v (s2 - s0)
+    warp = s1[None, :, :, None] * cu[..., None, :] + s2[None, :, :, None] * cv[..., None, :]
+    warp[..., 2] += s[None, :, 0, :]
+    bary = np.where(valid[..., None, None], bary, 0.0)
+    warp = np.where(valid[..., None, None], warp, 0.0)
+    return bary, warp, valid
+
+
+def piecewise_affine_grid(src: np.ndarray, dst: np.ndarray, tri: np.ndarray, size: int) -> torch.Tensor:
+    """Source pixel coordinates of every destination pixel, ``(F, size, size, 2) float32`` (x, y).
+
+    src: ``(K, 2)`` control points in the source image. dst: ``(F, K, 2)`` the same points per destination.
+    tri: ``(T, 3)`` triangles over the points. Each destination pixel takes the affine map of the valid
+    triangle it lies in; where folded-over triangles (skipped) make valid ones overlap, the one it is
+    deepest inside. Pixels no valid triangle covers keep the identity. Rasterisation is one pass per
+    triangle over the union of its boxes in the batch, element-wise only, so every face's result is
+    independent of the other faces in the batch.
+    """
+    dst = np.asarray(dst, dtype=np.float64)
+    src = np.asarray(src, dtype=np.float64)
+    n = len(dst)
+    bary, warp, valid = _triangle_maps(src, dst, tri)
+    cw = np.array([0.0, 0.0, 1.0]) - bary[..., 0, :] - bary[..., 1, :]
+    coeffs = np.concatenate([bary, cw[..., None, :]], -2)  # (F, T, 3, 3): u, v, w = c0*x + c1*y + c2
+    coeffs[~valid] = np.array([0.0, 0.0, -1.0])  # invalid triangles: u = v = w = -1, never accepted
+    b = torch.from_numpy(coeffs.astype(np.float32))
+    pts = dst[:, tri]  # (F, T, 3, 2)
+    lo = np.clip(np.floor(pts.min(2)) - 1, 0, size - 1).astype(np.int64)  # (F, T, 2)
+    hi = np.clip(np.ceil(pts.max(2)) + 1, 0, size - 1).astype(np.int64)
+    coords = torch.arange(size, dtype=torch.float32)
+    # a pixel joins a triangle when all its barycentric coordinates are >= -EDGE_TOL
+    best = torch.full((n, size, size), -EDGE_TOL)
+    label = torch.full((n, size, size), len(tri), dtype=torch.int64)
+    for t in range(len(tri)):
+        faces = np.flatnonzero(valid[:, t])
+        if len(faces) == 0:
+            continue
+        x0, y0 = lo[faces, t].min(0)
+        x1, y1 = hi[faces, t].max(0)
+        bt = b[:, t]  # (F, 3, 3)
+        along_x = bt[:, :, 0:1] * coords[x0 : x1 + 1] + bt[:, :, 2:3]  # (F, 3, w)
+        along_y = bt[:, :, 1:2] * coords[y0 : y1 + 1]  # (F, 3, h)
+        score = (along_x[:, :, None, :] + along_y[:, :, :, None]).amin(1)  # (F, h, w)
+        view_best = best[:, y0 : y1 + 1, x0 : x1 + 1]
+        better = score > view_best
+        view_best.clamp_(min=score)
+        label[:, y0 : y1 + 1, x0 : x1 + 1].masked_fill_(better, t)
+    identity = np.broadcast_to(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (n, 1, 2, 3))
+    coef = torch.from_numpy(np.concatenate([warp, identity], 1).astype(np.float32)).reshape(n, -1, 6)
+    c = torch.gather(coef, 1, label.reshape(n, -1, 1).expand(-1, -1, 6))  # (F, S*S, 6)
+    gx = coords.repeat(size)[None]  # x of pixel i*size + j is j
+    gy = coords.repeat_interleave(size)[None]
+    sx = ((c[..., 0] * gx + c[..., 1] * gy) + c[..., 2]).clamp_(-1.0, float(size))
+    sy = ((c[..., 3] * gx + c[..., 4] * gy) + c[..., 5]).clamp_(-1.0, float(size))
+    return torch.stack([sx, sy], -1).reshape(n, size, size, 2)
+
+
+def sample_pixels(image: torch.Tensor, grid_px: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling at pixel coordinates (align_corners=True convention, border padding).
+
+    image: ``(F, C, H, W)`` or ``(1, C, H, W)`` (shared by all). grid_px: ``(F, h, w, 2)`` x, y in pixels.
+    Returns ``(F, C, h, w)``.
+    """
+    h, w = image.shape[-2:]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=grid_px.dtype)
+    grid = grid_px * scale - 1.0
+    if image.shape[0] != grid.shape[0]:
+        image = image.expand(grid.shape[0], -1, -1, -1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# masks
+
+
+def _convex_halfplanes(polys: np.ndarray) -> np.ndarray:
+    """Inward half-planes of each polygon's convex hull, ``(F, E, 3) float64`` rows ``(nx, ny, c)`` with
+    ``nx*x + ny*y + c`` the distance inside that edge; padded with copies of the first edge."""
+    planes = []
+    for poly in polys:
+        try:
+            verts = poly[ConvexHull(poly).vertices]
+        except QhullError:
+            verts = poly[:0]
+        rows = []
+        if len(verts) >= 3:
+            centre = verts.mean(0)
+            for a, b in zip(verts, np.roll(verts, -1, 0)):
+                e = b - a
+                length = float(np.hypot(*e))
+                if length < 1e-9:
+                    continue
+                n = np.array([-e[1], e[0]]) / length
+                if n @ (centre - a) < 0:
+                    n = -n
+                rows.append([n[0], n[1], -(n @ a)])
+        if not rows:
+            rows = [[0.0, 0.0, -1e6]]  # empty polygon: everything outside
+        planes.append(np.array(rows))
+    width = max(len(p) for p in planes)
+    return np.stack([np.concatenate([p, np.repeat(p[:1], width - len(p), 0)]) for p in planes])
+
+
+def hull_distance(hulls: np.ndarray, size: int, step: int = 4) -> torch.Tensor:
+    """Signed distance (px, positive inside) to the convex hull of each ``(P, 2)`` outline.
+
+    hulls: ``(F, P, 2)`` in crop pixels. Exact inside the hull (the distance to a convex polygon is the least
+    distance to its edge lines); evaluated on a grid every ``step`` px and bilinearly upsampled, which is
+    exact wherever one edge is nearest. Returns ``(F, size, size) float32``.
+    """
+    planes = torch.from_numpy(_convex_halfplanes(np.asarray(hulls, dtype=np.float64)).astype(np.float32))
+    g = (size - 1) // step + 1
+    xs = torch.linspace(0.0, float(size - 1), g)
+    d = None
+    for e in range(planes.shape[1]):
+        p = planes[:, e]
+        de = (p[:, 0, None, None] * xs[None, None, :] + p[:, 1, None, None] * xs[None, :, None]) + p[
+            :, 2, None, None
+        ]
+        d = de if d is None else torch.minimum(d, de)
+    return F.interpolate(d[:, None], size=(size, size), mode="bilinear", align_corners=True)[:, 0]
+
+
+def polygon_distance(polys: np.ndarray, size: int, pad: float) -> torch.Tensor:
+    """Signed distance (px, positive inside) to possibly non-convex closed polygons ``(F, P, 2)``.
+
+    Computed exactly at full resolution inside the union of the polygons' boxes grown by ``pad`` px;
+    elsewhere ``-pad``. Returns ``(F, size, size) float32``.
+    """
+    polys = np.asarray(polys, dtype=np.float32)
+    n = len(polys)
+    out = torch.full((n, size, size), -float(pad))
+    lo = np.clip(np.floor(polys.reshape(-1, 2).min(0) - pad), 0, size - 1).astype(int)
+    hi = np.clip(np.ceil(polys.reshape(-1, 2).max(0) + pad), 0, size - 1).astype(int)
+    xs = torch.arange(lo[0], hi[0] + 1, dtype=torch.float32)[None, None, :]
+    ys = torch.arange(lo[1], hi[1] + 1, dtype=torch.float32)[None, :, None]
+    p = torch.from_numpy(polys)
+    dist2 = None
+    inside = None
+    for k in range(p.shape[1]):
+        a, b = p[:, k], p[:, (k + 1) % p.shape[1]]
+        ax, ay = a[:, 0, None, None], a[:, 1, None, None]
+        ex, ey = (b[:, 0] - a[:, 0])[:, None, None], (b[:, 1] - a[:, 1])[:, None, None]
+        len2 = ex * ex + ey * ey
+        px, py = xs - ax, ys - ay
+        t = ((px * ex + py * ey) / torch.clamp(len2, min=1e-12)).clamp(0.0, 1.0)
+        dx, dy = px - t * ex, py - t * ey
+        d2 = dx * dx + dy * dy
+        dist2 = d2 if dist2 is None else torch.minimum(dist2, d2)
+        # even-odd crossing test of a ray towards +x
+        by = ay + ey
+        crosses = (ay > ys) != (by > ys)
+        xcross = ax + (ys - ay) * ex / torch.where(ey == 0, torch.ones_like(ey), ey)
+        hit = crosses & (xs < xcross)
+        inside = hit if inside is None else inside ^ hit
+    d = torch.sqrt(dist2)
+    out[:, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1] = torch.where(inside, d, -d).clamp(min=-float(pad))
+    return out
+
+
+def _smooth_ramp(x: torch.Tensor) -> torch.Tensor:
+    """0 for x <= 0, 1 for x >= 1, C1 smoothstep between."""
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def feather_profile(d: torch.Tensor, erode: float, sigma: float) -> torch.Tensor:
+    """Soft mask ``(..., H, W)`` in [0, 1] from the signed distance ``d`` (px, positive inside) to the hull.
+
+    The hull is eroded by ``erode`` px and blurred by a Gaussian of std ``sigma`` px whose kernel is truncated
+    at radius ``min(2 sigma, erode)``: the profile a straight edge gets from that blur. The truncation keeps
+    the mask exactly 0 on and outside the hull (a blur reaching outside the jaw line would paste the source's
+    background and neck as a faint halo around the face). With the defaults (erode 7.7 px, sigma 12.8 px at
+    S = 256) the ramp runs from the hull to 15 px inside it: the seam stays on skin and the face is covered
+    almost out to its contour, which the identity of the result needs.
+    """
+    radius = max(min(2.0 * sigma, erode), 0.5)
+    if sigma <= 0:
+        return _smooth_ramp((d - erode + radius) / (2.0 * radius))
+    tail = 0.5 * math.erfc(radius / sigma / math.sqrt(2.0))
+    ramp = (torch.special.ndtr((d - erode) / sigma) - tail) / (1.0 - 2.0 * tail)
+    return ramp.clamp(0.0, 1.0)
+
+
+def face_masks(lm_crop: np.ndarray, cfg: dict) -> torch.Tensor:
+    """Paste masks ``(F, S, S) float32`` in [0, 1] from target landmarks ``(F, 68, 2)`` in crop pixels."""
+    size = int(cfg["align"]["crop_size"])
+    erode = float(cfg["blend"]["erode"]) * size
+    sigma = float(cfg["blend"]["feather"]) * size
+    mask = feather_profile(hull_distance(hull_points(lm_crop), size), erode, sigma)
+    if cfg["classic"].get("keep_inner_mouth", True):
+        width = MOUTH_FEATHER * size
+        d = polygon_distance(np.asarray(lm_crop)[:, INNER_LIP], size, pad=width + 2.0)
+        hole = 1.0 - _smooth_ramp(-d / width)
+        mask = mask * (1.0 - hole)
+    return torch.where(mask < 1e-3, torch.zeros_like(mask), mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# colour
+
+
+def lab_transfer(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, stride: int = 4) -> torch.Tensor:
+    """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer).
+
+    src, dst: ``(3, H, W) float32`` RGB in [0, 1]. weight: ``(H, W)`` >= 0. The statistics use every
+    ``stride``-th pixel. Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never
+    depend on the batch.
+    """
+    w = weight[::stride, ::stride].reshape(1, -1)
+    total = w.sum()
+    if float(total) < 1.0:
+        return src
+    fs = kornia.color.rgb_to_lab(src[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
+    fd = kornia.color.rgb_to_lab(dst[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
+    mu_s = (fs * w).sum(1) / total
+    mu_d = (fd * w).sum(1) / total
+    sd_s = torch.sqrt(((fs - mu_s[:, None]) ** 2 * w).sum(1) / total)
+    sd_d = torch.sqrt(((fd - mu_d[:, None]) ** 2 * w).sum(1) / total)
+    ratio = (sd_d / sd_s.clamp(min=1e-3)).clamp(*STD_RATIO)
+    lab = kornia.color.rgb_to_lab(src[None])[0]
+    out = (lab - mu_s[:, None, None]) * ratio[:, None, None] + mu_d[:, None, None]
+    return kornia.color.lab_to_rgb(out[None])[0].clamp(0.0, 1.0)
+
+
+def close_source_mouth(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Paint an open source mouth shut: its inner-lip area (grown a little) takes a darkened lip tone.
+
+    crop: ``(S, S, 3) uint8`` RGB, lm: ``(68, 2)`` crop pixels. Returns ``(S, S, 3) float32`` RGB in [0, 1].
+    The target keeps its own mouth interior, so the source's teeth must never show: where the inner-lip
+    polygon's straight chords cut the curved lip edge they would otherwise peek out at the mouth corners,
+    and a closed target mouth would squeeze them into a white line between the lips.
+    """
+    size = crop.shape[0]
+    img = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div(255.0)
+    lm = np.asarray(lm, dtype=np.float64)
+    opening = float(np.linalg.norm(lm[[61, 62, 63]] - lm[[67, 66, 65]], axis=1).mean())
+    grow = min(0.15 * opening, 0.006 * size)
+    if grow < 0.25:
+        return img.permute(1, 2, 0).numpy()
+    soft = 0.006 * size
+    d_in = polygon_distance(lm[None, INNER_LIP], size, pad=grow + soft + 2.0)[0]
+    d_out = polygon_distance(lm[None, 48:60], size, pad=2.0)[0]
+    lips = (d_out > 0) & (d_in < -grow)
+    flat = img.reshape(3, -1)[:, lips.reshape(-1)]
+    tone = (flat.median(1).values if flat.shape[1] > 0 else img.reshape(3, -1).mean(1)) * 0.7
+    fill = 1.0 - _smooth_ramp((-d_in - grow) / soft)
+    out = img * (1.0 - fill) + tone[:, None, None] * fill
+    return out.permute(1, 2, 0).contiguous().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage
+
+
+class ClassicSwapStage:
+    """Swap every selected face of a batch with one source face (no learned weights).
+
+    Sets ``face.swapped`` ``(S, S, 3) uint8`` RGB and ``face.mask`` ``(S, S) float32`` in [0, 1] on every
+    selected face that has ``crop`` and ``landmarks68``; other faces are left as they are.
+    """
+
+    def __init__(self, cfg: dict, source: SourceFace) -> None:
+        self.cfg = cfg
+        self.size = int(cfg["align"]["crop_size"])
+        if source.crop.shape != (self.size, self.size, 3):
+            raise ValueError(
+                f"source crop is {source.crop.shape}, expected ({self.size}, {self.size}, 3): "
+                "build it with make_source_face and the same config"
+            )
+        self.source = source
+        self.color = str(cfg["classic"].get("color_transfer", "lab"))
+        if self.color not in ("lab", "none"):
+            raise ValueError(f"classic.color_transfer must be 'lab' or 'none', got {self.color!r}")
+        self.src_points = control_points(source.landmarks68, self.size)
+        self.triangles = triangulate(self.src_points)
+        if cfg["classic"].get("keep_inner_mouth", True):
+            src = torch.from_numpy(close_source_mouth(source.crop, source.landmarks68)).permute(2, 0, 1)
+        else:
+            src = torch.from_numpy(np.ascontiguousarray(source.crop)).permute(2, 0, 1).float().div(255.0)
+        self.src_tensor = src[None].contiguous()
+
+    def swap(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Swap a stack of aligned target crops.
+
+        crops: ``(F, S, S, 3) uint8`` RGB. landmarks: ``(F, 68, 2)`` in crop pixels.
+        Returns swapped ``(F, S, S, 3) uint8`` RGB and masks ``(F, S, S) float32`` in [0, 1].
+        """
+        n, size = len(crops), self.size
+        if n == 0:
+            return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32)
+        lm = np.asarray(landmarks, dtype=np.float64)
+        lm = np.where(np.isfinite(lm), lm, size / 2.0)
+        grid = piecewise_affine_grid(self.src_points, control_points(lm, size), self.triangles, size)
+        warped = sample_pixels(self.src_tensor, grid)  # (F, 3, S, S)
+        masks = face_masks(lm, self.cfg)
+        if self.color == "lab":
+            target = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0)
+            warped = torch.stack([lab_transfer(warped[i], target[i], masks[i]) for i in range(n)])
+        swapped = warped.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return swapped.numpy(), masks.contiguous().numpy()
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        todo = [
+            face
+            for faces in batch.faces
+            for face in faces
+            if face.selected
+            and face.crop is not None
+            and face.landmarks68 is not None
+            and face.affine is not None
+        ]
+        if not todo:
+            return batch
+        for face in todo:
+            if face.crop.shape != (self.size, self.size, 3):
+                raise ValueError(
+                    f"aligned crop is {face.crop.shape} but align.crop_size is {self.size}: "
+                    "run the align stage with the same config as the swap stage"
+                )
+        crops = np.stack([face.crop for face in todo])
+        lm = np.stack([transform_points(face.landmarks68, face.affine) for face in todo])
+        swapped, masks = self.swap(crops, lm)
+        for face, sw, m in zip(todo, swapped, masks):
+            face.swapped = sw
+            face.mask = m
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        return []

@@ -1,0 +1,321 @@
+"""Classic swap stage: piecewise-affine warp, paste mask, Lab colour transfer, batch independence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import kornia
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from stages.geometry import (
+    crop_template,
+    estimate_similarity,
+    points5_from_68,
+    transform_points,
+    warp_crops,
+)
+from stages.swap_classic import (
+    INNER_LIP,
+    ClassicSwapStage,
+    SourceFace,
+    control_points,
+    face_masks,
+    hull_points,
+    lab_transfer,
+    make_source_face,
+    piecewise_affine_grid,
+    sample_pixels,
+    triangulate,
+)
+from stages.types import FaceRecord, FrameBatch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+S = 256
+
+
+@pytest.fixture(scope="module")
+def cfg() -> dict:
+    with open(ROOT / "configs" / "default.yaml") as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture(scope="module")
+def landmarker():
+    dlib = pytest.importorskip("dlib")
+    frm = pytest.importorskip("face_recognition_models")
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+
+    def run(image: np.ndarray) -> np.ndarray:
+        dets = detector(image, 0) or detector(image, 1)
+        assert dets, "dlib found no face in a test image"
+        rect = max(dets, key=lambda r: r.width() * r.height())
+        shape = predictor(image, rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+
+    return run
+
+
+def _frames(name: str, wanted: list[int]) -> dict[int, np.ndarray]:
+    out = {}
+    with av.open(str(DATA / "videos" / name)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(wanted):
+                break
+    return out
+
+
+@pytest.fixture(scope="module")
+def source(cfg, landmarker) -> SourceFace:
+    image = np.asarray(Image.open(DATA / "faces" / "obama_a.jpg").convert("RGB"))
+    lm = landmarker(image)
+    return make_source_face(image, points5_from_68(lm), lm, cfg)
+
+
+@pytest.fixture(scope="module")
+def targets(cfg, landmarker) -> dict:
+    """Aligned crops ``(F, S, S, 3)``, landmarks in crop pixels ``(F, 68, 2)`` and the frames they came from.
+
+    Frame 40 of liveportrait_d20 has the mouth wide open; frame 0 has it closed.
+    """
+    frames = _frames("liveportrait_d20.mp4", [0, 40, 120])
+    keys = sorted(frames)
+    tmpl = crop_template(S, cfg["align"]["face_scale"], cfg["align"]["centre_y"])
+    lms, mats = [], []
+    for k in keys:
+        lm = landmarker(frames[k])
+        m = estimate_similarity(points5_from_68(lm), tmpl)
+        lms.append(lm)
+        mats.append(m)
+    stack = np.stack([frames[k] for k in keys])
+    crops = warp_crops(stack, list(range(len(keys))), mats, S)
+    crop_lm = np.stack([transform_points(lm, m) for lm, m in zip(lms, mats)])
+    return {"keys": keys, "frames": stack, "lm": lms, "affine": mats, "crops": crops, "crop_lm": crop_lm}
+
+
+@pytest.fixture(scope="module")
+def stage(cfg, source) -> ClassicSwapStage:
+    return ClassicSwapStage(cfg, source)
+
+
+def test_make_source_face_aligns_like_the_align_stage(cfg, source):
+    assert source.crop.shape == (S, S, 3) and source.crop.dtype == np.uint8
+    assert source.landmarks68.shape == (68, 2) and source.landmarks68.dtype == np.float32
+    tmpl = crop_template(S, cfg["align"]["face_scale"], cfg["align"]["centre_y"])
+    # in crop pixels the 5 points are already aligned: the best similarity onto the template is the identity
+    m = estimate_similarity(points5_from_68(source.landmarks68), tmpl)
+    assert np.allclose(m, [[1, 0, 0], [0, 1, 0]], atol=1e-3)
+
+
+def test_warp_is_identity_when_landmarks_coincide(source):
+    pts = control_points(source.landmarks68, S)
+    tri = triangulate(pts)
+    grid = piecewise_affine_grid(pts, pts[None], tri, S)
+    ys, xs = torch.meshgrid(
+        torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij"
+    )
+    assert torch.allclose(grid[0], torch.stack([xs, ys], -1), atol=1e-3)
+    img = torch.from_numpy(source.crop).permute(2, 0, 1).float()[None] / 255.0
+    out = sample_pixels(img, grid)
+    assert (out - img).abs().max().item() * 255.0 <= 1.0
+
+
+def test_warp_maps_each_source_landmark_onto_the_target_landmark(source, targets):
+    """Warp an image with a dot at every source landmark; each dot must land on the target landmark.
+
+    One channel per landmark so neighbouring dots never merge; a dot's position is the centroid of its
+    upper half (robust to the different stretch of the triangles around a vertex). The inner-lip points
+    get 1.5 px: there the warp squeezes the source's open, smiling mouth into a closed target mouth (and
+    the target keeps its own mouth there anyway).
+    """
+    src = source.landmarks68.astype(np.float64)
+    pts = control_points(src, S)
+    tri = triangulate(pts)
+    dst_lm = targets["crop_lm"].astype(np.float64)  # real target faces, open and closed mouths
+    grid = piecewise_affine_grid(pts, control_points(dst_lm, S), tri, S)
+    ys, xs = torch.meshgrid(
+        torch.arange(S, dtype=torch.float32), torch.arange(S, dtype=torch.float32), indexing="ij"
+    )
+    sx = torch.from_numpy(src[:, 0]).float()[:, None, None]
+    sy = torch.from_numpy(src[:, 1]).float()[:, None, None]
+    dots = torch.exp(-((xs - sx) ** 2 + (ys - sy) ** 2) / (2 * 0.8**2))[None]  # (1, 68, S, S)
+    warped = sample_pixels(dots, grid)  # (F, 68, S, S)
+    for f in range(len(dst_lm)):
+        for k in range(68):
+            tx, ty = dst_lm[f, k]
+            x0, x1 = int(max(tx - 4, 0)), int(min(tx + 5, S))
+            y0, y1 = int(max(ty - 4, 0)), int(min(ty + 5, S))
+            w = warped[f, k, y0:y1, x0:x1]
+            assert w.max() > 0.5, f"dot {k} of face {f} is not near its target"
+            w = (w - 0.5 * w.max()).clamp(min=0.0)
+            cx = float((w * xs[y0:y1, x0:x1]).sum() / w.sum())
+            cy = float((w * ys[y0:y1, x0:x1]).sum() / w.sum())
+            err = float(np.hypot(cx - tx, cy - ty))
+            limit = 1.5 if k in INNER_LIP else 1.0
+            assert err < limit, f"landmark {k} of face {f} lands {err:.2f} px from its target"
+
+
+def _polygon_mask(poly: np.ndarray) -> np.ndarray:
+    """``(S, S) bool``: pixel centres inside the closed polygon ``(P, 2)`` (even-odd rule)."""
+    from skimage.measure import points_in_poly
+
+    ys, xs = np.mgrid[0:S, 0:S]
+    return points_in_poly(np.stack([xs.ravel(), ys.ravel()], 1), poly).reshape(S, S)
+
+
+def _convex(poly: np.ndarray) -> np.ndarray:
+    from scipy.spatial import ConvexHull
+
+    return poly[ConvexHull(poly).vertices]
+
+
+def test_mask_properties(cfg, targets):
+    lm = targets["crop_lm"]
+    masks = face_masks(lm, cfg).numpy()
+    assert masks.shape == (len(lm), S, S) and masks.dtype == np.float32
+    assert masks.min() >= 0.0 and masks.max() <= 1.0
+    for f in range(len(lm)):
+        m = masks[f]
+        hull = _polygon_mask(_convex(hull_points(lm[f])))
+        assert (m[~hull] == 0).all(), "mask leaks outside the face hull"
+        # deep inside the face: nose bridge, nose tip, cheeks
+        for k in (28, 30, 31, 35):
+            x, y = np.round(lm[f, k]).astype(int)
+            assert m[y, x] == pytest.approx(1.0, abs=1e-6), f"mask not 1 at landmark {k}"
+        # the brows are covered (the seam lies on the forehead, not on the brows); their outer ends come
+        # close to the face contour at the temples
+        bx, by = np.round(lm[f, 19:25]).astype(int).T
+        assert m[by, bx].min() > 0.95
+        bx, by = np.round(lm[f, 17:27]).astype(int).T
+        assert m[by, bx].mean() > 0.85
+        # the hull ramp is smooth: no hard edge away from the mouth hole
+        gy, gx = np.gradient(m)
+        grad = np.hypot(gx, gy)
+        mouth = lm[f, 48:68]
+        near_mouth = np.zeros_like(m, dtype=bool)
+        x0, y0 = np.floor(mouth.min(0) - 8).astype(int)
+        x1, y1 = np.ceil(mouth.max(0) + 8).astype(int)
+        near_mouth[max(y0, 0) : y1, max(x0, 0) : x1] = True
+        assert grad[~near_mouth].max() < 0.1
+        assert grad.max() < 1.0  # the mouth hole is feathered too
+
+
+def test_mask_keeps_the_open_mouth_of_the_target(cfg, targets):
+    lm = targets["crop_lm"]
+    f = targets["keys"].index(40)
+    opening = np.linalg.norm(lm[f, 62] - lm[f, 66])
+    assert opening > 10, "test frame should have the mouth open"
+    m = face_masks(lm[f : f + 1], cfg).numpy()[0]
+    inner = _polygon_mask(lm[f, INNER_LIP])
+    assert inner.sum() > 100
+    assert (m[inner] == 0).all()
+    # without keep_inner_mouth the mouth is pasted over
+    off = {**cfg, "classic": {**cfg["classic"], "keep_inner_mouth": False}}
+    m_off = face_masks(lm[f : f + 1], off).numpy()[0]
+    assert m_off[inner].mean() > 0.9
+
+
+def test_colour_transfer_matches_the_target_lab_mean(cfg, stage, targets):
+    lm = targets["crop_lm"]
+    pts = control_points(lm.astype(np.float64), S)
+    grid = piecewise_affine_grid(stage.src_points, pts, stage.triangles, S)
+    warped = sample_pixels(stage.src_tensor, grid)
+    target = torch.from_numpy(targets["crops"]).permute(0, 3, 1, 2).float() / 255.0
+    masks = face_masks(lm, cfg)
+
+    def lab_mean(img: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        lab = kornia.color.rgb_to_lab(img[None])[0]
+        return (lab * w).sum((1, 2)) / w.sum()
+
+    for f in range(len(lm)):
+        w = masks[f]
+        before = (lab_mean(warped[f], w) - lab_mean(target[f], w)).abs()
+        out = lab_transfer(warped[f], target[f], w)
+        after = (lab_mean(out, w) - lab_mean(target[f], w)).abs()
+        assert before.max() > 3.0, "source and target should differ in colour before the transfer"
+        assert after.max() < 1.0, f"Lab mean after transfer is off by {after.tolist()}"
+
+
+def _swap(stage: ClassicSwapStage, targets: dict, order: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    return stage.swap(targets["crops"][order], targets["crop_lm"][order])
+
+
+def test_output_does_not_depend_on_batch_composition(stage, targets):
+    n = len(targets["keys"])
+    full_sw, full_m = _swap(stage, targets, list(range(n)))
+    assert full_sw.dtype == np.uint8 and full_m.dtype == np.float32
+    for order in ([1], [2, 0], [0, 2, 1, 1], [2]):
+        sw, m = _swap(stage, targets, order)
+        for i, j in enumerate(order):
+            assert np.array_equal(sw[i], full_sw[j]) and np.array_equal(m[i], full_m[j])
+
+
+def test_colour_transfer_none_keeps_source_colours(cfg, source, targets):
+    none = {**cfg, "classic": {**cfg["classic"], "color_transfer": "none"}}
+    plain = ClassicSwapStage(none, source)
+    lab = ClassicSwapStage(cfg, source)
+    sw_none, m_none = plain.swap(targets["crops"][:1], targets["crop_lm"][:1])
+    sw_lab, m_lab = lab.swap(targets["crops"][:1], targets["crop_lm"][:1])
+    assert np.array_equal(m_none, m_lab)
+    inside = m_lab[0] > 0.5
+    assert np.abs(sw_none[0][inside].astype(int) - sw_lab[0][inside].astype(int)).mean() > 2.0
+
+
+def test_strong_pose_and_degenerate_landmarks_never_give_nan(stage, source):
+    rng = np.random.default_rng(0)
+    lm = source.landmarks68.astype(np.float64)
+    centre = lm[30]
+    faces = []
+    for yaw in (0.3, 0.6, 0.85):
+        # squash the image-left half of the face towards the nose and shift the nose aside: a strong 3/4 view
+        squashed = lm.copy()
+        left = squashed[:, 0] < centre[0]
+        squashed[left, 0] = centre[0] + (squashed[left, 0] - centre[0]) * (1.0 - yaw)
+        squashed[27:36, 0] -= 25.0 * yaw
+        squashed += rng.normal(0.0, 2.0, squashed.shape)
+        faces.append(squashed)
+    faces.append(lm + rng.normal(0.0, 12.0, lm.shape))  # folded triangles everywhere
+    faces.append(np.full_like(lm, 128.0))  # all points on one spot
+    faces.append(np.full_like(lm, np.nan))
+    crops = np.repeat(source.crop[None], len(faces), 0)
+    sw, m = stage.swap(crops, np.stack(faces).astype(np.float32))
+    assert sw.shape == (len(faces), S, S, 3)
+    assert np.isfinite(m).all() and m.min() >= 0.0 and m.max() <= 1.0
+    assert (m[-2:] == 0).all(), "a face without usable landmarks must not be pasted"
+    assert (m[:3].reshape(3, -1).max(1) == 1.0).all()
+
+
+def test_stage_fills_selected_faces_only(cfg, stage, targets):
+    n = len(targets["keys"])
+    faces = []
+    for i in range(n):
+        rec = FaceRecord(
+            box=np.zeros(4, np.float32),
+            score=1.0,
+            points5=points5_from_68(targets["lm"][i]),
+            landmarks68=targets["lm"][i],
+            affine=targets["affine"][i],
+            crop=targets["crops"][i],
+            selected=i != 1,
+        )
+        faces.append([rec])
+    batch = FrameBatch("v", np.arange(n), np.arange(n), targets["frames"], faces)
+    out = stage(batch)
+    assert out is batch and stage.flush() == []
+    assert faces[1][0].swapped is None and faces[1][0].mask is None
+    alone_sw, alone_m = stage.swap(targets["crops"][[0, 2]], targets["crop_lm"][[0, 2]])
+    for k, i in enumerate((0, 2)):
+        face = faces[i][0]
+        assert face.swapped.shape == (S, S, 3) and face.swapped.dtype == np.uint8
+        assert face.mask.shape == (S, S) and face.mask.dtype == np.float32
+        assert np.array_equal(face.swapped, alone_sw[k]) and np.array_equal(face.mask, alone_m[k])
+    # frames are not written by the swap stage
+    assert np.array_equal(out.frames, targets["frames"])
