@@ -20,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     swap.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. executor=local"
     )
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]  # overrides may come before or after the options
 
     from pipeline.config import ConfigError, load_config
     from stages.decode import InputError

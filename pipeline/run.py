@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class Summary:
     faces_swapped: int
     seconds: float
     output: Path
+    frames_digest: str | None = None  # sha256 of the decoded frames handed to the encoder, when asked for
 
     def line(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -107,8 +109,14 @@ def swap_video(
     output: str | Path | None,
     cfg: dict,
     progress: bool = True,
+    digest: bool = False,
 ) -> Summary:
-    """Swap the source photo's face onto the faces of ``input_path``; write ``output`` atomically."""
+    """Swap the source photo's face onto the faces of ``input_path``; write ``output`` atomically.
+
+    digest: also hash every output frame, in order, before encoding (``Summary.frames_digest``). The
+    executors are compared on this: libx264 here does not always produce the same bytes for the same
+    frames, so comparing encoded files would test the encoder, not the pipeline.
+    """
     started = time.perf_counter()
     input_path = Path(input_path)
     output = Path(output) if output else default_output(input_path)
@@ -119,8 +127,11 @@ def swap_video(
     counts = {"frames": 0, "with_face": 0, "swapped": 0}
     writer = VideoWriter(output, info, cfg, pipeline.__version__)
     bar = _progress(info.frames, progress, output.name)
+    hasher = hashlib.sha256() if digest else None
 
     def sink(batch: FrameBatch) -> None:
+        if hasher is not None:
+            hasher.update(np.ascontiguousarray(batch.frames).tobytes())
         writer.write(batch)
         counts["frames"] += len(batch)
         counts["with_face"] += sum(1 for faces in batch.faces if faces)
@@ -137,7 +148,14 @@ def swap_video(
         bar.close()
         executor.close()
     elapsed = time.perf_counter() - started
-    return Summary(counts["frames"], counts["with_face"], counts["swapped"], elapsed, output)
+    return Summary(
+        counts["frames"],
+        counts["with_face"],
+        counts["swapped"],
+        elapsed,
+        output,
+        hasher.hexdigest() if hasher is not None else None,
+    )
 
 
 def _progress(total: int, enabled: bool, name: str):

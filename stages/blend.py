@@ -10,7 +10,7 @@ import kornia
 import numpy as np
 import torch
 
-from stages.geometry import invert_affine, shift_affine, transform_points
+from stages.geometry import invert_affine, shift_affine, tensor_of, transform_points
 from stages.types import FaceRecord, FrameBatch
 
 
@@ -55,8 +55,8 @@ def blend_face(
     x1, y1, x2, y2 = box
     # crop → window of the frame starting at (x1, y1); same pixel convention as geometry.warp_crops
     mt = torch.from_numpy(shift_affine(m_inv, x1, y1, in_source=False))[None]
-    sw = torch.from_numpy(np.ascontiguousarray(face.swapped)).permute(2, 0, 1).float().div_(255.0)
-    mk = torch.from_numpy(np.ascontiguousarray(face.mask, dtype=np.float32))[None]
+    sw = tensor_of(face.swapped).permute(2, 0, 1).float().div_(255.0)
+    mk = tensor_of(np.asarray(face.mask, dtype=np.float32))[None]
     warped = kornia.geometry.transform.warp_affine(
         torch.cat([sw, mk])[None],
         mt,
@@ -69,7 +69,7 @@ def blend_face(
     write = (alpha > 0).numpy()
     if not write.any():
         return None
-    region = torch.from_numpy(np.ascontiguousarray(frame[y1:y2, x1:x2])).permute(2, 0, 1).float()
+    region = tensor_of(frame[y1:y2, x1:x2]).permute(2, 0, 1).float()
     out = region * (1.0 - alpha) + warped[:3].mul(255.0) * alpha
     patch = out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     return box, patch, write

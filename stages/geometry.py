@@ -95,9 +95,15 @@ def shift_affine(m: np.ndarray, dx: float, dy: float, *, in_source: bool) -> np.
     return m.astype(np.float32)
 
 
+def tensor_of(array: np.ndarray) -> torch.Tensor:
+    """A torch view of ``array``; copied only when it is read-only (Ray object store) or not contiguous."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, C) uint8`` → ``(N, C, H, W) float32`` in [0, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = tensor_of(images)
     return t.permute(0, 3, 1, 2).float().div_(255.0)
 
 

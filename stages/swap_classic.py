@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
-from stages.geometry import crop_template, estimate_similarity, transform_points, warp_crops
+from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
 from stages.types import FrameBatch
 
 JAW = np.arange(0, 17)
@@ -375,7 +375,7 @@ def close_source_mouth(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
     and a closed target mouth would squeeze them into a white line between the lips.
     """
     size = crop.shape[0]
-    img = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div(255.0)
+    img = tensor_of(crop).permute(2, 0, 1).float().div(255.0)
     lm = np.asarray(lm, dtype=np.float64)
     opening = float(np.linalg.norm(lm[[61, 62, 63]] - lm[[67, 66, 65]], axis=1).mean())
     grow = min(0.15 * opening, 0.006 * size)
@@ -420,7 +420,7 @@ class ClassicSwapStage:
         if cfg["classic"].get("keep_inner_mouth", True):
             src = torch.from_numpy(close_source_mouth(source.crop, source.landmarks68)).permute(2, 0, 1)
         else:
-            src = torch.from_numpy(np.ascontiguousarray(source.crop)).permute(2, 0, 1).float().div(255.0)
+            src = tensor_of(source.crop).permute(2, 0, 1).float().div(255.0)
         self.src_tensor = src[None].contiguous()
 
     def swap(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -438,7 +438,7 @@ class ClassicSwapStage:
         warped = sample_pixels(self.src_tensor, grid)  # (F, 3, S, S)
         masks = face_masks(lm, self.cfg)
         if self.color == "lab":
-            target = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0)
+            target = tensor_of(crops).permute(0, 3, 1, 2).float().div(255.0)
             warped = torch.stack([lab_transfer(warped[i], target[i], masks[i]) for i in range(n)])
         swapped = warped.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         return swapped.numpy(), masks.contiguous().numpy()

@@ -83,3 +83,24 @@ def test_bad_override(override, data_dir, capsys, tmp_path):
         override,
     )
     assert code == 2 and override.split("=")[0] in err
+
+
+def test_swap_writes_beside_the_input_by_default(tmp_path, data_dir, capsys):
+    """A successful run: default output name, summary line, nothing else left behind."""
+    clip = tmp_path / "talk.mp4"
+    shutil.copyfile(data_dir / "videos" / "retalking_face_5.mp4", clip)
+    code = main(
+        [
+            "swap",
+            "--input",
+            str(clip),
+            "--source",
+            str(data_dir / "faces" / "obama_a.jpg"),
+            "--quiet",
+            "executor=local",
+        ]
+    )
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4", "talk.swapped.mp4"]
+    assert out.startswith("swapstream: 122 frames, 122 with a face") and "talk.swapped.mp4" in out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.__main__ import main
+from pipeline.config import load_config
+from pipeline.run import swap_video
 from stages.detect import DetectStage
 from tests.media_checks import audio_packets, decode_all, face_descriptor, psnr_outside, video_times
 
@@ -20,32 +21,24 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def swapped(data_dir, tmp_path_factory):
-    """Run each case once through the CLI (in-process executor)."""
+    """Run each case once with the in-process executor: output path and frame digest per video."""
     out_dir = tmp_path_factory.mktemp("e2e")
+    cfg = load_config(None, ["executor=local"])
     results = {}
     for video, face in CASES:
         out = out_dir / f"{video}.swapped.mp4"
-        code = main(
-            [
-                "swap",
-                "--input",
-                str(data_dir / "videos" / video),
-                "--source",
-                str(data_dir / "faces" / face),
-                "--output",
-                str(out),
-                "--quiet",
-                "executor=local",
-            ]
+        summary = swap_video(
+            data_dir / "videos" / video, data_dir / "faces" / face, out, cfg, progress=False, digest=True
         )
-        assert code == 0
-        results[video] = out
+        assert summary.output == out and out.is_file()
+        assert summary.frames_with_face > 0 and summary.faces_swapped >= summary.frames_with_face // 2
+        results[video] = (out, summary.frames_digest)
     return results
 
 
 @pytest.mark.parametrize("video,face", CASES)
 def test_container_is_faithful(video, face, swapped, data_dir):
-    src, out = data_dir / "videos" / video, swapped[video]
+    src, out = data_dir / "videos" / video, swapped[video][0]
     assert video_times(out) == video_times(src)
     a_in = audio_packets(src)
     assert a_in and audio_packets(out) == a_in
@@ -59,7 +52,7 @@ def test_container_is_faithful(video, face, swapped, data_dir):
 def test_background_untouched_and_identity_moved(video, face, swapped, data_dir, base_cfg):
     from pipeline.run import load_image
 
-    src, out = data_dir / "videos" / video, swapped[video]
+    src, out = data_dir / "videos" / video, swapped[video][0]
     every = 12
     originals, outputs = decode_all(src, every), decode_all(out, every)
     assert len(originals) == len(outputs)
@@ -83,23 +76,12 @@ def test_background_untouched_and_identity_moved(video, face, swapped, data_dir,
 
 
 def test_ray_executor_writes_the_same_frames(swapped, data_dir, tmp_path):
+    """Same input, same config: the Ray actors hand the encoder exactly the frames the in-process run did."""
     video, face = CASES[0]
     out = tmp_path / "ray.mp4"
-    code = main(
-        [
-            "swap",
-            "--input",
-            str(data_dir / "videos" / video),
-            "--source",
-            str(data_dir / "faces" / face),
-            "--output",
-            str(out),
-            "--quiet",
-            "executor=ray",
-        ]
+    cfg = load_config(None, ["executor=ray"])
+    summary = swap_video(
+        data_dir / "videos" / video, data_dir / "faces" / face, out, cfg, progress=False, digest=True
     )
-    assert code == 0
-    local_frames, ray_frames = decode_all(swapped[video]), decode_all(out)
-    assert len(local_frames) == len(ray_frames)
-    for a, b in zip(local_frames, ray_frames):
-        assert np.array_equal(a, b)
+    assert summary.frames == len(video_times(out))
+    assert summary.frames_digest == swapped[video][1]
