@@ -73,3 +73,21 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(extra)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_track_ids_stable_across_a_real_clip(data_dir, base_cfg):
+    """One talking head: every frame's face continues the same track from first frame to last."""
+    from pipeline.executors import LocalExecutor, StageSpec
+    from stages.decode import read_batches
+    from stages.detect import DetectStage
+
+    ids: list[list[int]] = []
+    executor = LocalExecutor(
+        [StageSpec("detect", DetectStage, (base_cfg,)), StageSpec("track", TrackStage, (base_cfg,))]
+    )
+    executor.run(
+        read_batches(data_dir / "videos" / "retalking_face_5.mp4", 16),
+        lambda b: ids.extend([f.track_id for f in faces] for faces in b.faces),
+    )
+    assert len(ids) == 122
+    assert all(frame_ids == [0] for frame_ids in ids)
