@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.errors import ModelFileError
+
 WEIGHT_FILES = {"pnet": "pnet.pt", "rnet": "rnet.pt", "onet": "onet.pt"}
 INSTALL_HINT = "run `make` (it installs facenet-pytorch with --no-deps; only its weight files are used)"
 
@@ -47,7 +49,7 @@ def facenet_weights_dir() -> Path:
     """Folder ``<site-packages>/facenet_pytorch/data`` holding the MTCNN weights (package not imported)."""
     spec = importlib.util.find_spec("facenet_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise ModelFileError(
             "MTCNN weights not found: the facenet-pytorch package is not installed "
             f"(looked for facenet_pytorch/data/pnet.pt, rnet.pt, onet.pt); {INSTALL_HINT}"
         )
@@ -85,7 +87,7 @@ def load_weights(net: nn.Module, path: str | Path) -> nn.Module:
     Returns ``net`` frozen (no grad), in eval mode."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MTCNN weight file missing: {path}; {INSTALL_HINT}")
+        raise ModelFileError(f"MTCNN weight file missing: {path}; {INSTALL_HINT}")
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path} is not a plain state_dict (got {type(state_dict).__name__})")
@@ -223,8 +225,10 @@ def batched_nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshold: float, mode: str = "union"
 ) -> np.ndarray:
     """NMS run independently per group id (e.g. frame index). Returns kept indices ``(M,) int64``, sorted."""
-    keep = [np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
-            for g in np.unique(groups)]
+    keep = [
+        np.flatnonzero(groups == g)[nms(boxes[groups == g], scores[groups == g], threshold, mode)]
+        for g in np.unique(groups)
+    ]
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 

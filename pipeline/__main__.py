@@ -26,15 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
     args.overrides = [*args.overrides, *extra]  # overrides may come before or after the options
 
-    from pipeline.config import ConfigError, load_config
-    from stages.decode import InputError
+    from pipeline.config import load_config
+    from stages.errors import SwapstreamError
 
     try:
         cfg = load_config(args.config, args.overrides)
         from pipeline.run import swap_video
 
         summary = swap_video(args.input, args.source, args.output, cfg, progress=not args.quiet)
-    except (InputError, ConfigError) as exc:
+    except SwapstreamError as exc:
         print(f"swapstream: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

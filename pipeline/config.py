@@ -8,12 +8,10 @@ from typing import Any
 
 import yaml
 
+from stages.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used."""
 
 
 def _merge(base: dict, update: dict, where: str) -> dict:
@@ -44,10 +42,43 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+# Settings that take one of a fixed set of values; checked when the config is loaded, before any work.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "executor": ("ray", "local"),
+    "runtime.device": ("cpu", "cuda", "auto"),
+    "detect.model": ("mtcnn",),
+    "landmarks.model": ("dlib", "fan"),
+    "swap.backend": ("classic",),
+    "swap.target": ("all", "largest"),
+    "classic.color_transfer": ("lab", "none"),
+}
+
+
+def _check(cfg: dict, defaults: dict, where: str = "") -> None:
+    """Each value has its default's type (ints and floats mix) and, where listed, one of CHOICES."""
+    for key, default in defaults.items():
+        name, value = f"{where}{key}", cfg[key]
+        if isinstance(default, dict):
+            _check(value, default, f"{name}.")
+            continue
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(CHOICES[name])}")
+        number = (int, float)
+        if isinstance(default, bool) or default is None:
+            ok = default is None or isinstance(value, bool)
+        elif isinstance(default, number):
+            ok = isinstance(value, number) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ConfigError(f"{name}={value!r} should be a {type(default).__name__} like {default!r}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Defaults, then the given YAML file (if any), then overrides; unknown keys are errors."""
     with open(DEFAULT_CONFIG) as f:
-        cfg = yaml.safe_load(f)
+        defaults = yaml.safe_load(f)
+    cfg = copy.deepcopy(defaults)
     if path is not None and Path(path).resolve() != DEFAULT_CONFIG:
         p = Path(path)
         if not p.is_file():
@@ -72,4 +103,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if isinstance(node[keys[-1]], dict):
             raise ConfigError(f"config key {'.'.join(keys)} is a section, not a value")
         node[keys[-1]] = value
-    return copy.deepcopy(cfg)
+    _check(cfg, defaults)
+    return cfg

@@ -12,8 +12,9 @@ import numpy as np
 
 import pipeline
 from pipeline.executors import StageSpec, make_executor
-from stages.decode import InputError, probe, read_batches
+from stages.decode import probe, read_batches
 from stages.encode import VideoWriter
+from stages.errors import ConfigError, InputError
 from stages.types import FrameBatch
 
 
@@ -76,7 +77,7 @@ def build_specs(cfg: dict, source) -> list[StageSpec]:
 
     backend = cfg["swap"]["backend"]
     if backend != "classic":
-        raise InputError(f"swap.backend={backend!r} is not available: use swap.backend=classic")
+        raise ConfigError(f"swap.backend={backend!r} is not available: use swap.backend=classic")
     return [
         StageSpec("detect", DetectStage, (cfg,)),
         StageSpec("landmarks", LandmarkStage, (cfg,)),

@@ -10,11 +10,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stages.errors import InputError
 from stages.types import FrameBatch
 
-
-class InputError(ValueError):
-    """An input file that cannot be used; the message names the file and the problem."""
+__all__ = ["InputError", "VideoInfo", "probe", "read_batches", "rotate"]
 
 
 @dataclass

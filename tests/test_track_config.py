@@ -75,6 +75,23 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("swap.target=biggest", "swap.target='biggest' is not one of: all, largest"),
+        ("landmarks.model=hrnet", "landmarks.model"),
+        ("encode.crf=high", "encode.crf='high' should be a int"),
+        ("encode.watermark=1", "encode.watermark=1 should be a bool"),
+        ("detect.thresholds=0.5", "detect.thresholds"),
+    ],
+)
+def test_config_values_are_checked_on_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+    assert load_config(None, ["align.face_scale=1"])["align"]["face_scale"] == 1  # ints and floats mix
+
+
 def test_track_ids_stable_across_a_real_clip(data_dir, base_cfg):
     """One talking head: every frame's face continues the same track from first frame to last."""
     from pipeline.executors import LocalExecutor, StageSpec
