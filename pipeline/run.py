@@ -100,6 +100,10 @@ def check_paths(input_path: Path, output: Path) -> None:
         raise InputError(f"{output}: output path is the input video; choose another OUT")
     if not output.parent.is_dir():
         raise InputError(f"{output}: output folder {output.parent} does not exist")
+    if output.is_dir():
+        raise InputError(f"{output}: is a folder; give the output video's file name")
+    if not os.access(output.parent, os.W_OK):
+        raise InputError(f"{output}: cannot write to {output.parent}; choose another OUT")
     if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise InputError(f"{output}: output must end in .mp4, .mov or .mkv")
 

@@ -121,3 +121,19 @@ def test_missing_fan_weights_say_where_to_put_them(tmp_path, data_dir, capsys, m
     assert code == 2 and len(err.splitlines()) == 1
     assert "2DFAN4-11f355bf06.pth.tar" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_output_that_is_a_folder_is_refused(tmp_path, data_dir, capsys):
+    folder = tmp_path / "out.mp4"
+    folder.mkdir()
+    code, err = run(
+        capsys,
+        "--input",
+        str(data_dir / "videos" / "liveportrait_d20.mp4"),
+        "--source",
+        str(data_dir / "faces" / "obama_a.jpg"),
+        "--output",
+        str(folder),
+    )
+    assert code == 2 and "is a folder" in err
+    assert list(folder.iterdir()) == []
