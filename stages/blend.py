@@ -10,7 +10,7 @@ import kornia
 import numpy as np
 import torch
 
-from stages.geometry import invert_affine, shift_affine, tensor_of, transform_points
+from stages.geometry import footprint_box, invert_affine, shift_affine, tensor_of
 from stages.types import FaceRecord, FrameBatch
 
 
@@ -25,16 +25,8 @@ def mask_footprint(
     ys, xs = np.nonzero(mask > 0)
     if len(xs) == 0:
         return None
-    x0, x1, y0, y1 = xs.min() - 1, xs.max() + 1, ys.min() - 1, ys.max() + 1
-    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float32)
-    pts = transform_points(corners, m_inv)
-    bx1 = max(0, int(np.floor(pts[:, 0].min())) - 1)
-    by1 = max(0, int(np.floor(pts[:, 1].min())) - 1)
-    bx2 = min(width, int(np.ceil(pts[:, 0].max())) + 2)
-    by2 = min(height, int(np.ceil(pts[:, 1].max())) + 2)
-    if bx2 <= bx1 or by2 <= by1:
-        return None
-    return bx1, by1, bx2, by2
+    rect = (xs.min() - 1, ys.min() - 1, xs.max() + 1, ys.max() + 1)
+    return footprint_box(m_inv, mask.shape[0], height, width, rect=rect)
 
 
 def blend_face(

@@ -65,12 +65,21 @@ def transform_points(pts: np.ndarray, m: np.ndarray) -> np.ndarray:
     return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
-def footprint_box(m_inv: np.ndarray, size: int, height: int, width: int) -> tuple[int, int, int, int] | None:
+def footprint_box(
+    m_inv: np.ndarray,
+    size: int,
+    height: int,
+    width: int,
+    rect: tuple[float, float, float, float] | None = None,
+) -> tuple[int, int, int, int] | None:
     """Integer box ``(x1, y1, x2, y2)`` (exclusive end) of the frame covered by a ``size`` square crop.
 
-    m_inv maps crop pixels to frame pixels. Clipped to the frame; None when it lies outside.
+    m_inv maps crop pixels to frame pixels. rect: only this ``(x0, y0, x1, y1)`` part of the crop
+    (default: all of it). A pixel of margin covers the bilinear footprint. Clipped to the frame; None when
+    it lies outside.
     """
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float32)
+    x0, y0, x1, y1 = rect if rect is not None else (0, 0, size, size)
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float32)
     pts = transform_points(corners, m_inv)
     x1 = max(0, int(np.floor(pts[:, 0].min())) - 1)
     y1 = max(0, int(np.floor(pts[:, 1].min())) - 1)
