@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.checkpoints import load_state_dict_file
 from stages.errors import ModelFileError
 
 WEIGHT_FILES = {"pnet": "pnet.pt", "rnet": "rnet.pt", "onet": "onet.pt"}
@@ -56,42 +57,14 @@ def facenet_weights_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data"
 
 
-def load_strict(net: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``net`` with strict key and shape matching.
-
-    Raises ValueError naming every missing, unexpected or mis-shaped key and the ``source`` file.
-    """
-    own = net.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-        for k, v in own.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append("missing key(s): " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected key(s): " + ", ".join(unexpected))
-    if mismatched:
-        problems.append("shape mismatch: " + ", ".join(mismatched))
-    if problems:
-        raise ValueError(f"{source} does not match {type(net).__name__}: " + "; ".join(problems))
-    net.load_state_dict(state_dict, strict=True)
-
-
 def load_weights(net: nn.Module, path: str | Path) -> nn.Module:
     """Read a plain state_dict file (``weights_only=True``) into ``net`` strictly.
 
-    Returns ``net`` frozen (no grad), in eval mode."""
+    Returns ``net`` frozen (no grad), in eval mode. Errors name the file and the first bad key."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"MTCNN weight file missing: {path}; {INSTALL_HINT}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} is not a plain state_dict (got {type(state_dict).__name__})")
-    load_strict(net, state_dict, str(path))
+    load_state_dict_file(net, path)
     net.requires_grad_(False)
     return net.eval()
 

@@ -1,0 +1,77 @@
+"""Strict loading of plain state_dict files (``torch.load(weights_only=True)``) with one-line errors.
+
+A file must hold a plain ``{key: Tensor}`` dict: wrapper dicts (``{"state_dict": ...}``, ``{"model": ...}``)
+and ``module.`` prefixes are refused, not unwrapped, so a file only loads if it is exactly what the network
+expects. Values are copied into the model's own tensors, so they take the model's dtype and device
+(a float16 file loads into a float32 model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.errors import ModelFileError
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
+def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a one-line ValueError naming ``source`` and the first key (in the model's order) that is
+    missing or has another shape, else the first unexpected key, with the counts of each problem."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    misshaped = [k for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if not (missing or unexpected or misshaped):
+        return
+    bad = set(missing) | set(misshaped)
+    first = next(k for k in own if k in bad) if bad else unexpected[0]
+    if first in state_dict and first in own:
+        file_shape, own_shape = _shape(state_dict[first]), _shape(own[first])
+        what = f"key {first!r} has shape {file_shape} in the file, {own_shape} in the model"
+    elif first in own:
+        what = f"key {first!r} is missing"
+    else:
+        what = f"key {first!r} is not in the model"
+    counts = (
+        f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped key(s) in all"
+    )
+    if unexpected and all(k.startswith("module.") for k in unexpected):
+        counts += "; the file's keys carry a 'module.' prefix: save model.module.state_dict() instead"
+    raise ValueError(f"{source} does not fit {type(model).__name__}: {what} ({counts})")
+
+
+def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
+    """Read the plain state_dict at ``path`` with ``weights_only=True`` and load it into ``model`` strictly.
+
+    Returns ``model`` (training mode and ``requires_grad`` unchanged). Raises ModelFileError if the file
+    does not exist, ValueError (one line, naming the file and the first offending key) otherwise.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: weight file for {type(model).__name__} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip or storage errors: all mean "not a usable weights file"
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path}: not a weights-only torch file ({type(exc).__name__}: {first_line})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a plain state_dict, got {type(obj).__name__}")
+    not_tensors = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        kind = type(obj[not_tensors[0]]).__name__
+        raise ValueError(
+            f"{path}: expected a plain state_dict of tensors, but entry {not_tensors[0]!r} is {kind} "
+            f"(a wrapper dict? its keys start {keys}; save the inner state_dict)"
+        )
+    check_state_dict(model, obj, str(path))
+    model.load_state_dict(obj, strict=True)
+    return model
