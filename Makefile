@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: help swap-video test test-fast lint bench clean-venv
+.PHONY: help swap-video test test-fast lint bench weights clean-venv
 
 help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
 	@echo "make test       run the test suite"
 	@echo "make lint       ruff"
 	@echo "make bench      speed of the pipeline against a plain decode+encode"
+	@echo "make weights [DIR=weights]   fetch the public FaceShifter checkpoints and check their hashes"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pipeline.bench $(ARGS)
+
+weights: $(STAMP)
+	$(PY) -m pipeline weights --dir "$(or $(DIR),weights)"
 
 clean-venv:
 	rm -rf $(VENV)

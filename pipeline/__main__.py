@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     swap.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. executor=local"
     )
+    fetch = sub.add_parser("weights", help="download the public checkpoints the registry knows, check hashes")
+    fetch.add_argument("--dir", default="weights", help="folder to put them in (faceshifter.weights_dir)")
+    fetch.add_argument("--only", action="append", help="registry name (repeatable); default: all public")
     args, extra = parser.parse_known_args(argv)
+    if args.command == "weights":
+        return fetch_weights(args.dir, args.only, parser, extra)
     unknown = [a for a in extra if a.startswith("-") or "=" not in a]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
@@ -42,6 +47,39 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(summary.line())
     return 0
+
+
+def fetch_weights(
+    folder: str, only: list[str] | None, parser: argparse.ArgumentParser, extra: list[str]
+) -> int:
+    """``make weights``: fetch what has a public address; list what the user must supply."""
+    from models.weights import REGISTRY, download
+    from stages.errors import SwapstreamError
+
+    if extra:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    names = only or list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        print(
+            f"swapstream: error: unknown model(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    failed = 0
+    for name in names:
+        entry = REGISTRY[name]
+        if entry.url is None:
+            print(f"{name}: user-supplied {entry.filename}: {entry.obtain}")
+            continue
+        try:
+            path, digest = download(name, folder)
+        except SwapstreamError as exc:
+            print(f"swapstream: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{name}: {path} sha256 {digest}")
+    return EXIT_BAD_INPUT if failed else 0
 
 
 if __name__ == "__main__":

@@ -48,9 +48,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "runtime.device": ("cpu", "cuda", "auto"),
     "detect.model": ("mtcnn",),
     "landmarks.model": ("dlib", "fan"),
-    "swap.backend": ("classic",),
+    "swap.backend": ("classic", "faceshifter"),
     "swap.target": ("all", "largest"),
     "classic.color_transfer": ("lab", "none"),
+    "faceshifter.arcface": ("arcface_iresnet100", "arcface_iresnet50"),
+    "faceshifter.hear": ("auto", "always", "never"),
 }
 
 

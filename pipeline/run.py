@@ -14,7 +14,7 @@ import pipeline
 from pipeline.executors import StageSpec, make_executor
 from stages.decode import probe, read_batches
 from stages.encode import VideoWriter
-from stages.errors import ConfigError, InputError
+from stages.errors import InputError
 from stages.types import FrameBatch
 
 
@@ -52,38 +52,54 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def prepare_source(path: str | Path, cfg: dict):
-    """Detect the largest face in the source photo and align it: returns the swap stage's SourceFace."""
+    """Detect the largest face in the source photo and prepare what the swap backend needs from it.
+
+    classic: the aligned SourceFace with its landmarks. faceshifter: the raw ArcFace embedding
+    ``(512,) float32``; its weight files are checked here, before any output exists.
+    """
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
-    from stages.swap_classic import make_source_face
 
+    backend = cfg["swap"]["backend"]
+    if backend == "faceshifter":
+        from models.weights import locate
+
+        fs = cfg["faceshifter"]
+        locate("aei_net", fs["weights_dir"])
+        if fs["hear"] == "always":
+            locate("hear_net", fs["weights_dir"])
     image = load_image(path)
     faces = DetectStage(cfg).detect_image(image)
     if not faces:
         raise InputError(f"no face found in {path}: use a photo where the face is at least 64 px wide")
     face = max(faces, key=lambda f: f.area)
+    if backend == "faceshifter":
+        from stages.swap_faceshifter import source_identity
+
+        return source_identity(image, face.points5, cfg)
+    from stages.swap_classic import make_source_face
+
     LandmarkStage(cfg).landmarks_for(image, [face])
     return make_source_face(image, face.points5, face.landmarks68, cfg)
 
 
 def build_specs(cfg: dict, source) -> list[StageSpec]:
-    """The stage chain between decode and encode, per config."""
+    """The stage chain between decode and encode, per config (``source`` from :func:`prepare_source`)."""
     from stages.align import AlignStage
     from stages.blend import BlendStage
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
     from stages.swap_classic import ClassicSwapStage
+    from stages.swap_faceshifter import FaceShifterSwapStage
     from stages.track import TrackStage
 
-    backend = cfg["swap"]["backend"]
-    if backend != "classic":
-        raise ConfigError(f"swap.backend={backend!r} is not available: use swap.backend=classic")
+    swap_cls = {"classic": ClassicSwapStage, "faceshifter": FaceShifterSwapStage}[cfg["swap"]["backend"]]
     return [
         StageSpec("detect", DetectStage, (cfg,)),
         StageSpec("landmarks", LandmarkStage, (cfg,)),
         StageSpec("track", TrackStage, (cfg,)),
         StageSpec("align", AlignStage, (cfg,)),
-        StageSpec("swap", ClassicSwapStage, (cfg, source), num_gpus=float(cfg["ray"]["swap_num_gpus"])),
+        StageSpec("swap", swap_cls, (cfg, source), num_gpus=float(cfg["ray"]["swap_num_gpus"])),
         StageSpec("blend", BlendStage, (cfg,)),
     ]
 

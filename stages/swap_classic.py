@@ -325,13 +325,18 @@ def feather_profile(d: torch.Tensor, erode: float, sigma: float) -> torch.Tensor
     return ramp.clamp(0.0, 1.0)
 
 
-def face_masks(lm_crop: np.ndarray, cfg: dict) -> torch.Tensor:
-    """Paste masks ``(F, S, S) float32`` in [0, 1] from target landmarks ``(F, 68, 2)`` in crop pixels."""
+def face_masks(lm_crop: np.ndarray, cfg: dict, keep_inner_mouth: bool | None = None) -> torch.Tensor:
+    """Paste masks ``(F, S, S) float32`` in [0, 1] from target landmarks ``(F, 68, 2)`` in crop pixels.
+
+    keep_inner_mouth: cut out the inner-lip area (default: ``classic.keep_inner_mouth``).
+    """
     size = int(cfg["align"]["crop_size"])
     erode = float(cfg["blend"]["erode"]) * size
     sigma = float(cfg["blend"]["feather"]) * size
     mask = feather_profile(hull_distance(hull_points(lm_crop), size), erode, sigma)
-    if cfg["classic"].get("keep_inner_mouth", True):
+    if keep_inner_mouth is None:
+        keep_inner_mouth = bool(cfg["classic"].get("keep_inner_mouth", True))
+    if keep_inner_mouth:
         width = MOUTH_FEATHER * size
         d = polygon_distance(np.asarray(lm_crop)[:, INNER_LIP], size, pad=width + 2.0)
         hole = 1.0 - _smooth_ramp(-d / width)

@@ -1,0 +1,177 @@
+"""Registry of the learned models swapstream can load: file, hash, origin and input conventions.
+
+Learned swap models are user-supplied (nothing is downloaded at run time). ``python -m pipeline weights``
+(``make weights``) fetches the files that have a public address and checks their hashes; every other file
+is put in ``weights.dir`` by the user. A known sha256 is checked on load; where the public file's hash is
+not known to us it is printed on download, so a user can pin it with ``weights.sha256.<name>=...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.checkpoints import load_state_dict_file
+from stages.errors import ModelFileError
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One checkpoint and what its network expects.
+
+    network: factory name in :func:`build_network`. crop_size: side of the network's input crop.
+    template: alignment template (``arcface``: the 5-point ArcFace layout spanning ``face_scale`` of
+    the crop). normalisation: how uint8 RGB becomes the network input.
+    """
+
+    name: str
+    filename: str
+    network: str
+    sha256: str | None
+    url: str | None
+    obtain: str
+    crop_size: int
+    template: str = "arcface"
+    face_scale: float = 1.0
+    normalisation: str = "RGB, (x/255 - 0.5) / 0.5, range [-1, 1]"
+
+
+_GHOST = "https://github.com/sberbank-ai/sber-swap/releases/download"
+
+REGISTRY: dict[str, WeightFile] = {
+    w.name: w
+    for w in [
+        WeightFile(
+            name="arcface_iresnet100",
+            filename="backbone.pth",
+            network="iresnet100",
+            sha256=None,
+            url=f"{_GHOST}/arcface/backbone.pth",
+            obtain="GHOST release 'arcface' (arcface_model/backbone.pth) or arcface_torch r100 backbone.pth",
+            crop_size=112,
+        ),
+        WeightFile(
+            name="arcface_iresnet50",
+            filename="arcface_r50_backbone.pth",
+            network="iresnet50",
+            sha256=None,
+            url=None,
+            obtain="arcface_torch model zoo r50 backbone.pth, renamed to arcface_r50_backbone.pth",
+            crop_size=112,
+        ),
+        WeightFile(
+            name="aei_net",
+            filename="G_unet_2blocks.pth",
+            network="aei_net",
+            sha256=None,
+            url=f"{_GHOST}/sber-swap-v2.0/G_unet_2blocks.pth",
+            obtain="GHOST release 'sber-swap-v2.0' (weights/G_unet_2blocks.pth), or our trainer's generator",
+            crop_size=256,
+        ),
+        WeightFile(
+            name="hear_net",
+            filename="hear_net.pth",
+            network="hear_net",
+            sha256=None,
+            url=None,
+            obtain="no public checkpoint: train one with `python -m pipeline train hear`",
+            crop_size=256,
+        ),
+    ]
+}
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def locate(name: str, weights_dir: str | Path, expected_sha256: str | None = None) -> Path:
+    """Path of registry entry ``name`` inside ``weights_dir``, its hash checked when one is known.
+
+    Raises ModelFileError naming the file, the folder and how to get it.
+    """
+    if name not in REGISTRY:
+        raise ModelFileError(f"unknown model {name!r}: known models are {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
+    path = Path(weights_dir) / entry.filename
+    if not path.is_file():
+        how = "run `make weights`" if entry.url else entry.obtain
+        raise ModelFileError(f"{path}: {name} weights missing; put {entry.filename} in {weights_dir} ({how})")
+    expected = expected_sha256 or entry.sha256
+    if expected:
+        actual = sha256_of(path)
+        if actual != expected.lower():
+            raise ModelFileError(
+                f"{path}: sha256 {actual[:16]}… does not match the expected {expected[:16]}…; "
+                "the file is damaged or a different model: fetch it again"
+            )
+    return path
+
+
+def download(name: str, weights_dir: str | Path) -> tuple[Path, str]:
+    """Fetch a registry entry that has a public address into ``weights_dir``; returns (path, sha256).
+
+    Written under a temporary name and renamed when complete and verified.
+    """
+    entry = REGISTRY[name]
+    if entry.url is None:
+        raise ModelFileError(f"{entry.filename}: no public address known; {entry.obtain}")
+    folder = Path(weights_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{entry.filename}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
+            shutil.copyfileobj(response, out)
+        digest = sha256_of(tmp)
+        if entry.sha256 and digest != entry.sha256:
+            raise ModelFileError(f"{entry.url}: downloaded file has sha256 {digest}, expected {entry.sha256}")
+        final = folder / entry.filename
+        os.replace(tmp, final)
+        return final, digest
+    except OSError as exc:
+        raise ModelFileError(
+            f"{entry.url}: download failed ({exc}); put {entry.filename} in {folder} by hand"
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def build_network(network: str) -> torch.nn.Module:
+    """A freshly initialised network for a registry entry's ``network`` name."""
+    from models.aei_net import AEINet
+    from models.arcface import iresnet50, iresnet100
+    from models.hear_net import HEARNet
+
+    factories = {"iresnet100": iresnet100, "iresnet50": iresnet50, "aei_net": AEINet, "hear_net": HEARNet}
+    return factories[network]()
+
+
+def load_network(
+    name: str,
+    weights_dir: str | Path,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    expected_sha256: str | None = None,
+) -> torch.nn.Module:
+    """Build registry entry ``name``'s network and load its checkpoint from ``weights_dir`` strictly.
+
+    Returns the network in eval mode, gradients off, on ``device`` in ``dtype``. A missing or damaged
+    file raises ModelFileError; a file of another layout raises ValueError naming the first bad key.
+    """
+    path = locate(name, weights_dir, expected_sha256)
+    net = build_network(REGISTRY[name].network)
+    load_state_dict_file(net, path)
+    net.eval().requires_grad_(False)
+    return net.to(device=device, dtype=dtype)

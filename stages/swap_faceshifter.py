@@ -1,0 +1,123 @@
+"""FaceShifter swap: AEI-Net generator conditioned on the source's ArcFace identity, HEAR-Net refinement.
+
+Target crops come from the align stage (``align.face_scale=1.0``: the ArcFace template spans the crop,
+as the public GHOST generator was trained; see ``configs/faceshifter.yaml``). The source identity is
+embedded once, before the video starts (:func:`source_identity`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.arcface import INPUT_SIZE as ARCFACE_SIZE
+from models.weights import load_network
+from stages.detect import resolve_device
+from stages.errors import ConfigError, ModelFileError
+from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
+from stages.swap_classic import face_masks
+from stages.types import FrameBatch
+
+
+def to_signed(crops: np.ndarray, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """``(N, S, S, 3) uint8`` RGB → ``(N, 3, S, S)`` RGB in [-1, 1] on ``device``."""
+    x = tensor_of(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x.to(device=device, dtype=dtype)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``(N, 3, S, S)`` RGB in [-1, 1] → ``(N, S, S, 3) uint8`` RGB (rounded, clipped)."""
+    x = images.float().cpu().add(1.0).mul(127.5).round_().clamp_(0, 255)
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def arcface_input(crops: torch.Tensor) -> torch.Tensor:
+    """Aligned crops ``(N, 3, S, S)`` in [-1, 1] (ArcFace template spanning the crop) → 112² crops."""
+    if crops.shape[-1] == ARCFACE_SIZE:
+        return crops
+    return F.interpolate(
+        crops, size=(ARCFACE_SIZE, ARCFACE_SIZE), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+def source_identity(image: np.ndarray, points5: np.ndarray, cfg: dict) -> np.ndarray:
+    """Raw ArcFace embedding ``(512,) float32`` of the face at ``points5`` in ``image`` (uint8 RGB)."""
+    fs = cfg["faceshifter"]
+    arcface = load_network(fs["arcface"], fs["weights_dir"], "cpu")
+    m = estimate_similarity(points5, crop_template(ARCFACE_SIZE, 1.0, 0.5))
+    crop = warp_crops(image[None], [0], [m], ARCFACE_SIZE)
+    with torch.inference_mode():
+        return arcface(to_signed(crop, "cpu", torch.float32))[0].numpy().astype(np.float32)
+
+
+class FaceShifterSwapStage:
+    """Sets ``swapped`` ``(S, S, 3) uint8`` RGB and ``mask`` ``(S, S) float32`` on every selected face.
+
+    cfg ``faceshifter``: weights_dir, arcface (registry name), hear (auto: refine when ``hear_net.pth`` is
+    in weights_dir | always: its absence is an error | never), batch_size (faces per forward pass),
+    half (fp16 on CUDA).
+    identity: the source's raw ArcFace embedding ``(512,) float32``.
+    """
+
+    def __init__(self, cfg: dict, identity: np.ndarray) -> None:
+        fs = cfg["faceshifter"]
+        torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
+        self.cfg = cfg
+        self.size = int(cfg["align"]["crop_size"])
+        if float(cfg["align"]["face_scale"]) != 1.0:
+            raise ConfigError(
+                "swap.backend=faceshifter needs align.face_scale=1.0 (the crop its generator was trained "
+                "on): use --config configs/faceshifter.yaml"
+            )
+        self.device = resolve_device(cfg["runtime"]["device"])
+        self.dtype = torch.float16 if (self.device == "cuda" and fs["half"]) else torch.float32
+        self.batch_size = int(fs["batch_size"])
+        weights = fs["weights_dir"]
+        self.generator = load_network("aei_net", weights, self.device, self.dtype)
+        self.hear = None
+        self.arcface = None
+        if fs["hear"] in ("auto", "always"):
+            try:
+                self.hear = load_network("hear_net", weights, self.device, self.dtype)
+            except ModelFileError:
+                if fs["hear"] == "always":
+                    raise
+            if self.hear is not None:
+                self.arcface = load_network(fs["arcface"], weights, self.device, torch.float32)
+        self.identity = torch.from_numpy(np.asarray(identity, np.float32))[None].to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def swap(self, crops: np.ndarray) -> np.ndarray:
+        """Aligned target crops ``(F, S, S, 3) uint8`` RGB → swapped ``(F, S, S, 3) uint8`` RGB."""
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            x = to_signed(crops[start : start + self.batch_size], self.device, self.dtype)
+            z = self.identity.expand(len(x), -1)
+            y, _ = self.generator(x, z)
+            if self.hear is not None:
+                z_self = self.arcface(arcface_input(x.float())).to(self.dtype)
+                reconstruction, _ = self.generator(x, z_self)
+                y = self.hear(y, x - reconstruction)
+            out.append(to_uint8(y))
+        return np.concatenate(out)
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        todo = [
+            f
+            for faces in batch.faces
+            for f in faces
+            if f.selected and f.crop is not None and f.landmarks68 is not None and f.affine is not None
+        ]
+        if not todo:
+            return batch
+        swapped = self.swap(np.stack([f.crop for f in todo]))
+        lm = np.stack([transform_points(f.landmarks68, f.affine) for f in todo])
+        masks = face_masks(lm, self.cfg, keep_inner_mouth=False).numpy()
+        for face, sw, m in zip(todo, swapped, masks):
+            face.swapped = sw
+            face.mask = m
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        return []

@@ -1,0 +1,52 @@
+"""The checkpoint registry: locating files, hash checks, strict loading into the named network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.hear_net import HEARNet
+from models.weights import REGISTRY, load_network, locate, sha256_of
+from stages.errors import ModelFileError
+
+
+def test_registry_entries_are_complete():
+    for name, entry in REGISTRY.items():
+        assert entry.name == name and entry.filename and entry.obtain and entry.crop_size in (112, 256)
+    assert REGISTRY["aei_net"].crop_size == 256 and REGISTRY["arcface_iresnet100"].crop_size == 112
+
+
+def test_missing_file_names_file_folder_and_remedy(tmp_path):
+    with pytest.raises(ModelFileError) as err:
+        locate("hear_net", tmp_path)
+    msg = str(err.value)
+    assert "hear_net.pth" in msg and str(tmp_path) in msg and "train" in msg
+    with pytest.raises(ModelFileError, match="make weights"):
+        locate("aei_net", tmp_path)
+    with pytest.raises(ModelFileError, match="unknown model"):
+        locate("simswap", tmp_path)
+
+
+def test_hash_is_checked_when_known(tmp_path):
+    torch.manual_seed(1)
+    net = HEARNet()
+    torch.save(net.state_dict(), tmp_path / "hear_net.pth")
+    digest = sha256_of(tmp_path / "hear_net.pth")
+    assert locate("hear_net", tmp_path, expected_sha256=digest) == tmp_path / "hear_net.pth"
+    with pytest.raises(ModelFileError, match="does not match"):
+        locate("hear_net", tmp_path, expected_sha256="0" * 64)
+    loaded = load_network("hear_net", tmp_path, expected_sha256=digest)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    net.eval()
+    with torch.inference_mode():
+        assert torch.equal(loaded(x, x * 0.1), net(x, x * 0.1))
+
+
+def test_truncated_file_is_a_one_line_error(tmp_path):
+    torch.save(HEARNet().state_dict(), tmp_path / "hear_net.pth")
+    data = (tmp_path / "hear_net.pth").read_bytes()
+    (tmp_path / "hear_net.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError) as err:
+        load_network("hear_net", tmp_path)
+    assert "hear_net.pth" in str(err.value) and len(str(err.value).splitlines()) == 1
