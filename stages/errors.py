@@ -16,4 +16,4 @@ class ConfigError(SwapstreamError, ValueError):
 
 
 class ModelFileError(SwapstreamError, FileNotFoundError):
-    """A model weight file that is missing; the message says where to put it."""
+    """A model weight file that is missing or damaged; the message says where to put a good one."""
