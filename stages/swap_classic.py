@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
-from stages.types import FrameBatch
+from stages.types import FrameBatch, swap_inputs
 
 JAW = np.arange(0, 17)
 BROWS = np.arange(17, 27)
@@ -449,25 +449,9 @@ class ClassicSwapStage:
         return swapped.numpy(), masks.contiguous().numpy()
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        todo = [
-            face
-            for faces in batch.faces
-            for face in faces
-            if face.selected
-            and face.crop is not None
-            and face.landmarks68 is not None
-            and face.affine is not None
-        ]
+        todo, crops, lm = swap_inputs(batch, self.size)
         if not todo:
             return batch
-        for face in todo:
-            if face.crop.shape != (self.size, self.size, 3):
-                raise ValueError(
-                    f"aligned crop is {face.crop.shape} but align.crop_size is {self.size}: "
-                    "run the align stage with the same config as the swap stage"
-                )
-        crops = np.stack([face.crop for face in todo])
-        lm = np.stack([transform_points(face.landmarks68, face.affine) for face in todo])
         swapped, masks = self.swap(crops, lm)
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw

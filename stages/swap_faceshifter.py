@@ -15,9 +15,9 @@ from models.arcface import INPUT_SIZE as ARCFACE_SIZE
 from models.weights import load_network
 from stages.detect import resolve_device
 from stages.errors import ConfigError, ModelFileError
-from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
+from stages.geometry import crop_template, estimate_similarity, tensor_of, warp_crops
 from stages.swap_classic import face_masks
-from stages.types import FrameBatch
+from stages.types import FrameBatch, swap_inputs
 
 
 def to_signed(crops: np.ndarray, device: str, dtype: torch.dtype) -> torch.Tensor:
@@ -103,16 +103,10 @@ class FaceShifterSwapStage:
         return np.concatenate(out)
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        todo = [
-            f
-            for faces in batch.faces
-            for f in faces
-            if f.selected and f.crop is not None and f.landmarks68 is not None and f.affine is not None
-        ]
+        todo, crops, lm = swap_inputs(batch, self.size)
         if not todo:
             return batch
-        swapped = self.swap(np.stack([f.crop for f in todo]))
-        lm = np.stack([transform_points(f.landmarks68, f.affine) for f in todo])
+        swapped = self.swap(crops)
         masks = face_masks(lm, self.cfg, keep_inner_mouth=False).numpy()
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw

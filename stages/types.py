@@ -81,3 +81,30 @@ class FrameBatch:
         if not self.frames.flags.writeable:
             self.frames = self.frames.copy()
         return self
+
+
+def swap_inputs(batch: FrameBatch, size: int) -> tuple[list[FaceRecord], np.ndarray, np.ndarray]:
+    """What a swap stage works on: the selected faces the align stage prepared, in frame order.
+
+    Returns the faces, their crops ``(F, size, size, 3) uint8`` RGB and their 68 landmarks in crop
+    pixels ``(F, 68, 2) float32``. Raises ValueError when a crop has another size (mismatched configs).
+    """
+    from stages.geometry import transform_points
+
+    faces = [
+        f
+        for frame_faces in batch.faces
+        for f in frame_faces
+        if f.selected and f.crop is not None and f.landmarks68 is not None and f.affine is not None
+    ]
+    if not faces:
+        return [], np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 68, 2), np.float32)
+    for f in faces:
+        if f.crop.shape != (size, size, 3):
+            raise ValueError(
+                f"aligned crop is {f.crop.shape} but align.crop_size is {size}: "
+                "run the align stage with the same config as the swap stage"
+            )
+    crops = np.stack([f.crop for f in faces])
+    landmarks = np.stack([transform_points(f.landmarks68, f.affine) for f in faces])
+    return faces, crops, landmarks
