@@ -1,4 +1,10 @@
-"""Command line: ``python -m pipeline swap --input IN --source SRC [--output OUT] [key=value ...]``."""
+"""Command line.
+
+python -m pipeline swap --input IN --source SRC [--output OUT] [--config FILE] [key=value ...]
+python -m pipeline weights [--dir weights]
+python -m pipeline prepare-faces INPUT... --out DIR [...]
+python -m pipeline train aei|hear --data DIR --out DIR [--config FILE] [key=value ...]
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,26 @@ import sys
 EXIT_BAD_INPUT = 2
 
 
+# Sub-commands with parsers of their own: the rest of the command line is handed to them.
+DELEGATED = {
+    "prepare-faces": (
+        "pipeline.prepare_faces",
+        "align faces from videos or photos into 256 px training crops",
+    ),
+    "train": ("pipeline.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="swapstream: video face swap")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     swap = sub.add_parser("swap", help="swap the face of a photo onto the faces in a video")
     swap.add_argument("--input", required=True, help="video to change (never modified)")
     swap.add_argument("--source", required=True, help="photo of the face to put in the video")
