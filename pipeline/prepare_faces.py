@@ -483,7 +483,8 @@ def main(argv: list[str]) -> int:
     """``prepare-faces INPUT... --out DIR [--size 256] [--every 5] [--max-per-input N] [--min-face 64]
     [--config FILE] [--quiet] [key=value ...]``. Exit 0 when done, 2 on unusable input or config."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="cut aligned face crops (FaceShifter training data) out of photos and videos"
+        prog=f"python -m pipeline {PROG}",
+        description="cut aligned face crops (FaceShifter training data) out of photos and videos",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNG crops and index.jsonl")
