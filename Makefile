@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: help swap-video test test-fast lint bench weights clean-venv
+.PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear clean-venv
 
 help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
@@ -14,6 +14,8 @@ help:
 	@echo "make lint       ruff"
 	@echo "make bench      speed of the pipeline against a plain decode+encode"
 	@echo "make weights [DIR=weights]   fetch the public FaceShifter checkpoints and check their hashes"
+	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
+	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,14 @@ bench: $(STAMP)
 
 weights: $(STAMP)
 	$(PY) -m pipeline weights --dir "$(or $(DIR),weights)"
+
+prepare-faces: $(STAMP)
+	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make prepare-faces IN=\"a.mp4 photos/\" OUT=crops/" >&2; exit 2; fi
+	$(PY) -m pipeline prepare-faces $(IN) --out "$(OUT)" $(ARGS)
+
+train-aei train-hear: train-%: $(STAMP)
+	@if [ -z "$(DATA)" ]; then echo "usage: make $@ DATA=crops/ [OUT=runs/$*] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
+	$(PY) -m pipeline train $* --data "$(DATA)" --out "$(or $(OUT),runs/$*)" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -90,6 +90,7 @@ def test_config_values_are_checked_on_load(override, message):
         load_config(None, [override])
     assert message in str(err.value)
     assert load_config(None, ["align.face_scale=1"])["align"]["face_scale"] == 1  # ints and floats mix
+    assert load_config(None, ["train.lr=4e-4"])["train"]["lr"] == 4e-4  # YAML 1.1 would read text
 
 
 def test_track_ids_stable_across_a_real_clip(data_dir, base_cfg):
