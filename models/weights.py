@@ -3,7 +3,7 @@
 Learned swap models are user-supplied (nothing is downloaded at run time). ``python -m pipeline weights``
 (``make weights``) fetches the files that have a public address and checks their hashes; every other file
 is put in ``weights.dir`` by the user. A known sha256 is checked on load; where the public file's hash is
-not known to us it is printed on download, so a user can pin it with ``weights.sha256.<name>=...``.
+not known to us it is printed on download, so a user can pin it with ``faceshifter.sha256.<name>=...``.
 """
 
 from __future__ import annotations
@@ -175,3 +175,20 @@ def load_network(
     load_state_dict_file(net, path)
     net.eval().requires_grad_(False)
     return net.to(device=device, dtype=dtype)
+
+
+def pinned_sha256(name: str, cfg: dict) -> str | None:
+    """The sha256 the user pinned for ``name`` in ``faceshifter.sha256`` (None when not pinned)."""
+    return (cfg["faceshifter"].get("sha256") or {}).get(name) or None
+
+
+def locate_configured(name: str, cfg: dict) -> Path:
+    """:func:`locate` with ``faceshifter.weights_dir`` and any pinned hash from the config."""
+    return locate(name, cfg["faceshifter"]["weights_dir"], pinned_sha256(name, cfg))
+
+
+def load_configured(
+    name: str, cfg: dict, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """:func:`load_network` with ``faceshifter.weights_dir`` and any pinned hash from the config."""
+    return load_network(name, cfg["faceshifter"]["weights_dir"], device, dtype, pinned_sha256(name, cfg))

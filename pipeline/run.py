@@ -62,12 +62,11 @@ def prepare_source(path: str | Path, cfg: dict):
 
     backend = cfg["swap"]["backend"]
     if backend == "faceshifter":
-        from models.weights import locate
+        from models.weights import locate_configured
 
-        fs = cfg["faceshifter"]
-        locate("aei_net", fs["weights_dir"])
-        if fs["hear"] == "always":
-            locate("hear_net", fs["weights_dir"])
+        locate_configured("aei_net", cfg)
+        if cfg["faceshifter"]["hear"] == "always":
+            locate_configured("hear_net", cfg)
     image = load_image(path)
     faces = DetectStage(cfg).detect_image(image)
     if not faces:

@@ -53,7 +53,7 @@ from models.losses import (
     discriminator_loss,
     hear_loss,
 )
-from models.weights import REGISTRY, load_network
+from models.weights import REGISTRY, load_configured
 from stages.errors import ConfigError, InputError, ModelFileError, SwapstreamError
 
 KINDS = ("aei", "hear")
@@ -238,9 +238,8 @@ def identity_encoder(arch: dict[str, Any], cfg: dict, device: str) -> nn.Module:
             torch.manual_seed(TINY_IDENTITY_SEED)
             net: nn.Module = IResNet(TINY_IDENTITY_LAYERS)
     else:
-        fs = cfg["faceshifter"]
         try:
-            net = load_network(fs["arcface"], fs["weights_dir"], "cpu")
+            net = load_configured(cfg["faceshifter"]["arcface"], cfg, "cpu")
         except ModelFileError as exc:
             raise ModelFileError(
                 f"training needs the frozen identity encoder: {exc} (or use train.tiny=true for a smoke run)"
@@ -614,10 +613,10 @@ def _check_inputs(kind: str, data_dir: str | Path, cfg: dict) -> dict[str, Any]:
                 f"{path}: train.aei_checkpoint not found (the {EXPORT_NAMES['aei']} of `train aei`)"
             )
     if not arch["identity"]["tiny"]:
-        from models.weights import locate
+        from models.weights import locate_configured
 
         try:
-            locate(cfg["faceshifter"]["arcface"], cfg["faceshifter"]["weights_dir"])
+            locate_configured(cfg["faceshifter"]["arcface"], cfg)
         except ModelFileError as exc:
             raise ModelFileError(
                 f"training needs the frozen identity encoder: {exc} (or use train.tiny=true for a smoke run)"

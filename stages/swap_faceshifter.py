@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from models.arcface import INPUT_SIZE as ARCFACE_SIZE
-from models.weights import load_network
+from models.weights import load_configured
 from stages.detect import resolve_device
 from stages.errors import ConfigError, ModelFileError
 from stages.geometry import crop_template, estimate_similarity, tensor_of, warp_crops
@@ -44,7 +44,7 @@ def arcface_input(crops: torch.Tensor) -> torch.Tensor:
 def source_identity(image: np.ndarray, points5: np.ndarray, cfg: dict) -> np.ndarray:
     """Raw ArcFace embedding ``(512,) float32`` of the face at ``points5`` in ``image`` (uint8 RGB)."""
     fs = cfg["faceshifter"]
-    arcface = load_network(fs["arcface"], fs["weights_dir"], "cpu")
+    arcface = load_configured(fs["arcface"], cfg, "cpu")
     m = estimate_similarity(points5, crop_template(ARCFACE_SIZE, 1.0, 0.5))
     crop = warp_crops(image[None], [0], [m], ARCFACE_SIZE)
     with torch.inference_mode():
@@ -73,18 +73,17 @@ class FaceShifterSwapStage:
         self.device = resolve_device(cfg["runtime"]["device"])
         self.dtype = torch.float16 if (self.device == "cuda" and fs["half"]) else torch.float32
         self.batch_size = int(fs["batch_size"])
-        weights = fs["weights_dir"]
-        self.generator = load_network("aei_net", weights, self.device, self.dtype)
+        self.generator = load_configured("aei_net", cfg, self.device, self.dtype)
         self.hear = None
         self.arcface = None
         if fs["hear"] in ("auto", "always"):
             try:
-                self.hear = load_network("hear_net", weights, self.device, self.dtype)
+                self.hear = load_configured("hear_net", cfg, self.device, self.dtype)
             except ModelFileError:
                 if fs["hear"] == "always":
                     raise
             if self.hear is not None:
-                self.arcface = load_network(fs["arcface"], weights, self.device, torch.float32)
+                self.arcface = load_configured(fs["arcface"], cfg, self.device, torch.float32)
         self.identity = torch.from_numpy(np.asarray(identity, np.float32))[None].to(self.device, self.dtype)
 
     @torch.inference_mode()

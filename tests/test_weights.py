@@ -50,3 +50,18 @@ def test_truncated_file_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError) as err:
         load_network("hear_net", tmp_path)
     assert "hear_net.pth" in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_pinned_hash_from_config_is_enforced(tmp_path, base_cfg):
+    import copy
+
+    from models.weights import load_configured
+
+    torch.save(HEARNet().state_dict(), tmp_path / "hear_net.pth")
+    cfg = copy.deepcopy(base_cfg)
+    cfg["faceshifter"]["weights_dir"] = str(tmp_path)
+    cfg["faceshifter"]["sha256"]["hear_net"] = sha256_of(tmp_path / "hear_net.pth")
+    assert load_configured("hear_net", cfg) is not None
+    cfg["faceshifter"]["sha256"]["hear_net"] = "f" * 64
+    with pytest.raises(ModelFileError, match="does not match"):
+        load_configured("hear_net", cfg)
