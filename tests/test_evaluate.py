@@ -1,0 +1,172 @@
+"""The quality evaluator (pipeline/evaluate.py) on constructed cases: a video against its own copy, a copy
+whose face region jumps 3 px every other frame, synthetic head poses and synthetic landmark shapes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.evaluate import (
+    FACE_MODEL_3D,
+    POSE_LANDMARKS,
+    camera_matrix,
+    detect_faces,
+    evaluate,
+    expression_error,
+    head_pose,
+    main,
+    matrix_from_euler,
+    procrustes_align,
+    summary_line,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+VIDEO = DATA / "videos" / "liveportrait_d20.mp4"
+SOURCE = DATA / "faces" / "obama_a.jpg"
+SHIFT_PX = 3
+JITTER_THRESHOLD_IOD = 0.015  # a 3 px jump every frame is about 0.04 IOD on this clip's ~75 px eye distance
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """First 1.5 s of liveportrait_d20.mp4 (480², 25 fps, with audio), stream-copied."""
+    import imageio_ffmpeg
+
+    out = tmp_path_factory.mktemp("evaluate") / "clip.mp4"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(VIDEO)]
+    subprocess.run([*cmd, "-t", "1.5", "-c", "copy", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def self_result(clip, base_cfg) -> dict:
+    copy = clip.with_name("copy.mp4")
+    shutil.copyfile(clip, copy)
+    return evaluate(clip, copy, SOURCE, base_cfg)
+
+
+@pytest.fixture(scope="module")
+def shifted(clip) -> Path:
+    """The clip with each frame's face region (dlib box grown 20 %) moved 3 px right on odd frames;
+    libx264 crf 10 at the clip's frame rate, video only."""
+    out = clip.with_name("shifted.mp4")
+    with av.open(str(clip)) as src, av.open(str(out), "w") as dst:
+        stream_in = src.streams.video[0]
+        rate = stream_in.average_rate or Fraction(25)
+        stream = dst.add_stream("libx264", rate=rate)
+        stream.width, stream.height = stream_in.width, stream_in.height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "10"}
+        stream.time_base = 1 / Fraction(rate)
+        for i, frame in enumerate(src.decode(stream_in)):
+            rgb = frame.to_ndarray(format="rgb24")
+            if i % 2 == 1:
+                faces = detect_faces(rgb)
+                assert faces, f"no dlib face in frame {i} of the clip"
+                x1, y1, x2, y2 = faces[0].box
+                gw, gh = 0.2 * (x2 - x1), 0.2 * (y2 - y1)
+                h, w = rgb.shape[:2]
+                x1, y1 = max(0, int(x1 - gw)), max(0, int(y1 - gh))
+                x2, y2 = min(w, int(x2 + gw)), min(h, int(y2 + gh))
+                rgb = rgb.copy()
+                rgb[y1:y2, x1 + SHIFT_PX : x2] = frame.to_ndarray(format="rgb24")[y1:y2, x1 : x2 - SHIFT_PX]
+            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            new.pts = i
+            new.time_base = stream.time_base
+            dst.mux(stream.encode(new))
+        dst.mux(stream.encode())
+    return out
+
+
+def test_self_copy_scores_perfectly(self_result):
+    r = self_result
+    assert r["frames"]["scored"] >= 30 and r["frames"]["original"] == r["frames"]["output"]
+    assert r["identity"]["nearer_source_share"] == 0.0
+    assert r["identity"]["distance_to_original"]["mean"] < 1e-6
+    assert r["identity"]["distance_to_source"]["mean"] > 0.6  # obama_a is another person
+    assert r["flicker"] == pytest.approx(1.0, abs=0.01)
+    assert r["pose_error_deg"]["mean"] < 1e-6
+    assert r["expression_error_iod"]["mean"] < 1e-6
+    assert r["jitter_iod"] < 1e-6 and r["jitter_pairs"] >= 29
+    integrity = r["integrity"]
+    assert integrity["frame_count_equal"] and integrity["timestamps_equal"]
+    assert integrity["audio_identical"] and integrity["audio_packets"]["original"] > 0
+    assert integrity["background_ok"] and integrity["all_ok"]
+    json.dumps(r, allow_nan=False)  # JSON-able
+    line = summary_line(r)
+    assert "\n" not in line and "integrity ok" in line
+
+
+def test_shifted_face_raises_jitter_and_flicker(shifted, clip, self_result, base_cfg):
+    r = evaluate(clip, shifted, SOURCE, base_cfg, max_frames=24)
+    assert r["jitter_pairs"] >= 20
+    assert r["jitter_iod"] > JITTER_THRESHOLD_IOD
+    assert r["jitter_iod"] > 3 * self_result["jitter_iod"]
+    assert r["flicker"] > 1.2
+    assert r["frames"]["truncated"]
+    assert not r["integrity"]["audio_identical"]  # nothing but the video was written
+    assert "FAILED" in summary_line(r)
+
+
+@pytest.mark.parametrize("angles", [(20.0, -10.0, 5.0), (0.0, 0.0, 0.0), (-30.0, 15.0, -10.0)])
+def test_pnp_recovers_known_pose(angles):
+    width, height = 640, 480
+    rvec = cv2.Rodrigues(matrix_from_euler(*angles))[0]
+    tvec = np.array([[20.0], [-10.0], [2500.0]])
+    projected = cv2.projectPoints(FACE_MODEL_3D, rvec, tvec, camera_matrix(width, height), None)[0]
+    landmarks = np.zeros((68, 2))
+    landmarks[list(POSE_LANDMARKS)] = projected.reshape(-1, 2)
+    yaw, pitch, roll = head_pose(landmarks, width, height)
+    assert np.allclose((yaw, pitch, roll), angles, atol=1.0)
+
+
+def _face_shape() -> np.ndarray:
+    """A 68-point shape: the dlib landmarks of the first frame of the clip (deterministic, real)."""
+    with av.open(str(VIDEO)) as c:
+        frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24")
+    return detect_faces(frame)[0].landmarks
+
+
+def test_procrustes_expression_ignores_similarity_transforms():
+    shape = _face_shape()
+    angle = np.radians(25.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = 1.7 * shape @ rot.T + np.array([40.0, -12.0])
+    assert expression_error(moved, shape) < 1e-9
+    assert np.allclose(procrustes_align(moved, shape), shape, atol=1e-9)
+
+
+def test_expression_error_sees_an_open_mouth_and_no_reflection():
+    shape = _face_shape()
+    opened = shape.copy()
+    opened[57:60] += [0.0, 8.0]  # lower outer lip down 8 px
+    opened[65:68] += [0.0, 8.0]  # lower inner lip
+    err = expression_error(opened, shape)
+    assert 0.01 < err < 0.2
+    mirrored = shape * np.array([-1.0, 1.0])  # a reflection is not a similarity: it must cost
+    assert expression_error(mirrored, shape) > 0.01
+
+
+def test_cli_writes_json_and_rejects_bad_inputs(clip, tmp_path, capsys):
+    out_json = tmp_path / "sub" / "result.json"
+    assert main(["--original", str(clip), "--output", str(clip), "--source", str(SOURCE),
+                 "--json", str(out_json), "--max-frames", "3"]) == 0  # fmt: skip
+    result = json.loads(out_json.read_text())
+    assert result["frames"]["scored"] == 3
+    assert "frames scored" in capsys.readouterr().out
+    assert not list(out_json.parent.glob("*.tmp"))
+
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"nope")
+    assert main(["--original", str(bad), "--output", str(clip), "--source", str(SOURCE)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("swapstream: error:") and "\n" not in err
+    assert main(["--original", str(clip), "--output", str(clip), "--source", str(bad)]) == 2

@@ -1,0 +1,266 @@
+"""Temporal smoothing: jitter down, motion kept, cuts kept, short drop-outs bridged, batching irrelevant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.executors import LocalExecutor, RayExecutor, StageSpec
+from stages.scene import SceneCuts, histogram_distance
+from stages.smooth import SmoothStage
+from stages.types import FaceRecord, FrameBatch
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+CFG = {"smooth": {"enabled": True, "window": 9, "sigma": 2.0, "max_gap": 3}, "scene": {"threshold": 0.2}}
+SCENE_A = np.array([200, 40, 40], np.uint8)
+SCENE_B = np.array([20, 60, 220], np.uint8)
+BASE68 = np.random.default_rng(1).uniform(-20, 20, size=(68, 2))
+
+# a track's position in a frame: (x, y) offset of the whole face, or None when it is not detected
+Track = Callable[[int], np.ndarray | None]
+
+
+def face_at(offset: np.ndarray, track_id: int) -> FaceRecord:
+    """A face whose box, 5 points and 68 landmarks are a fixed shape moved by ``offset (2,)``."""
+    centre = np.array([100.0, 80.0]) + offset
+    p5 = centre + np.array([[-10, -8], [10, -8], [0, 0], [-8, 10], [8, 10]], np.float64)
+    box = np.concatenate([centre - 30, centre + 30])
+    return FaceRecord(
+        box=box.astype(np.float32),
+        score=0.99,
+        points5=p5.astype(np.float32),
+        landmarks68=(centre + BASE68).astype(np.float32),
+        track_id=track_id,
+    )
+
+
+def make_batches(
+    n: int, tracks: dict[int, Track], batch: int, cut_at: int | None = None, video_id: str = "v"
+) -> Iterator[FrameBatch]:
+    """Frames ``(N, 24, 32, 3) uint8`` of one colour, another from ``cut_at`` on (a scene cut)."""
+    for start in range(0, n, batch):
+        idx = np.arange(start, min(start + batch, n), dtype=np.int64)
+        frames = np.empty((len(idx), 24, 32, 3), np.uint8)
+        faces = []
+        for k, i in enumerate(idx):
+            frames[k] = SCENE_B if cut_at is not None and i >= cut_at else SCENE_A
+            faces.append([face_at(pos, t) for t, fn in tracks.items() if (pos := fn(int(i))) is not None])
+        yield FrameBatch(video_id, idx, idx * 512 + 7, frames, faces)
+
+
+def run_stage(batches: Iterator[FrameBatch], cfg: dict = CFG) -> tuple[SmoothStage, list[FrameBatch]]:
+    stage = SmoothStage(cfg)
+    out = [stage(b) for b in batches]
+    out += stage.flush()
+    return stage, [b for b in out if len(b)]
+
+
+def positions(out: list[FrameBatch], track_id: int) -> dict[int, np.ndarray]:
+    """Frame → the track's 5 points ``(5, 2) float32``."""
+    return {
+        int(i): f.points5
+        for b in out
+        for i, faces in zip(b.indices, b.faces)
+        for f in faces
+        if f.track_id == track_id
+    }
+
+
+def noisy_linear(seed: int, noise: float, speed: float = 0.3) -> Track:
+    rng = np.random.default_rng(seed)
+    jitter = rng.normal(0, noise, size=(1000, 2))
+    return lambda i: np.array([speed * i, -0.5 * speed * i]) + jitter[i]
+
+
+def test_scene_distance_separates_scenes():
+    a = np.full((40, 60, 3), SCENE_A, np.uint8)
+    b = np.full((40, 60, 3), SCENE_B, np.uint8)
+    assert histogram_distance(a, a) == 0.0
+    assert histogram_distance(a, b) == pytest.approx(1.0)
+    cuts = SceneCuts(CFG)
+    assert not cuts.feed("v", np.stack([a, a])).any()
+    assert cuts.feed("v", np.stack([b, b, a])).tolist() == [True, False, True]  # state carries across calls
+
+
+def test_jitter_reduced_and_linear_motion_kept():
+    n = 120
+    _, clean = run_stage(make_batches(n, {0: noisy_linear(0, 0.0)}, 16))
+    truth = np.stack([face_at(np.array([0.3 * i, -0.15 * i]), 0).points5 for i in range(n)]).astype(
+        np.float64
+    )
+    got = positions(clean, 0)
+    smoothed_clean = np.stack([got[i] for i in range(n)])
+    assert np.abs(smoothed_clean - truth).max() < 1e-3  # steady motion: no lag, also at the ends
+
+    noisy_in = np.stack([face_at(noisy_linear(0, 1.0)(i), 0).points5 for i in range(n)]).astype(np.float64)
+    _, out = run_stage(make_batches(n, {0: noisy_linear(0, 1.0)}, 16))
+    got = positions(out, 0)
+    smoothed = np.stack([got[i] for i in range(n)]).astype(np.float64)
+    jitter_in = np.abs(np.diff(noisy_in - truth, axis=0)).mean()
+    jitter_out = np.abs(np.diff(smoothed - truth, axis=0)).mean()
+    assert jitter_out < 0.5 * jitter_in, (jitter_in, jitter_out)
+    assert abs((smoothed - truth).mean()) < 0.1  # no bias
+    assert np.abs(smoothed - truth).mean() < np.abs(noisy_in - truth).mean()
+
+
+def test_step_at_scene_cut_is_not_smeared():
+    def step(i: int) -> np.ndarray:
+        return np.array([0.0, 0.0]) if i < 30 else np.array([25.0, 5.0])
+
+    before = face_at(step(0), 0)
+    after = face_at(step(30), 0)
+    _, out = run_stage(make_batches(60, {0: step}, 16, cut_at=30))
+    faces = {int(i): fs for b in out for i, fs in zip(b.indices, b.faces)}
+    for i in range(60):
+        ref = before if i < 30 else after
+        (f,) = faces[i]
+        np.testing.assert_allclose(f.points5, ref.points5, atol=1e-4)
+        np.testing.assert_allclose(f.landmarks68, ref.landmarks68, atol=1e-4)
+        np.testing.assert_allclose(f.box, ref.box, atol=1e-4)
+    # control: the same step without a cut in the frames is smoothed across
+    _, blended = run_stage(make_batches(60, {0: step}, 16))
+    assert np.abs(positions(blended, 0)[29] - before.points5).max() > 1.0
+
+
+def test_short_dropout_bridged_long_one_not():
+    def track(i: int) -> np.ndarray | None:
+        if i in (20, 21) or 40 <= i < 50:
+            return None
+        return np.array([0.5 * i, 0.25 * i])
+
+    stage, out = run_stage(make_batches(70, {3: track}, 16))
+    pos = positions(out, 3)
+    assert stage.bridged("v") == {(20, 3), (21, 3)}
+    for i in (20, 21):
+        np.testing.assert_allclose(pos[i], face_at(np.array([0.5 * i, 0.25 * i]), 3).points5, atol=1e-3)
+    faces = {int(i): fs for b in out for i, fs in zip(b.indices, b.faces)}
+    assert all(f.selected and f.landmarks68 is not None for f in faces[20] + faces[21])
+    assert all(faces[i] == [] for i in range(40, 50))
+    stage.end_video("v")
+    assert stage.bridged("v") == frozenset()
+
+
+def test_no_bridge_across_a_cut():
+    def track(i: int) -> np.ndarray | None:
+        return None if i in (29, 30) else np.zeros(2)
+
+    stage, out = run_stage(make_batches(50, {0: track}, 8, cut_at=30))
+    assert stage.bridged("v") == frozenset()
+    assert sorted(positions(out, 0)) == [i for i in range(50) if i not in (29, 30)]
+
+
+def scenario(batch: int) -> Iterator[FrameBatch]:
+    """Two noisy tracks, drop-outs of 2 and 6 frames, a cut at frame 37, 61 frames."""
+    a, b = noisy_linear(2, 1.5), noisy_linear(3, 1.0, speed=-0.2)
+    tracks = {
+        0: lambda i: None if i in (10, 11) else a(i),
+        1: lambda i: None if 44 <= i < 50 else b(i) + 200,
+    }
+    return make_batches(61, tracks, batch, cut_at=37)
+
+
+def flatten(out: list[FrameBatch]) -> list[tuple]:
+    return [
+        (int(i), f.track_id, f.selected, f.box.tobytes(), f.points5.tobytes(), f.landmarks68.tobytes())
+        for b in out
+        for i, fs in zip(b.indices, b.faces)
+        for f in fs
+    ]
+
+
+def test_batches_kept_and_results_independent_of_batch_size():
+    results = []
+    for size in (1, 3, 16):
+        inputs = list(scenario(size))
+        grouping = [(b.indices.copy(), b.pts.copy(), b.frames) for b in inputs]
+        stage = SmoothStage(CFG)
+        out = []
+        for b in inputs:
+            r = stage(b)
+            assert len(r) in (0, len(r.indices))
+            out.append(r)
+        during = sum(len(b) for b in out)
+        assert during < 61  # the look-ahead holds the last frames back
+        out = [b for b in out if len(b)] + stage.flush()
+        assert len(out) == len(inputs)  # same grouping, every batch, in order
+        for b, (idx, pts, frames) in zip(out, grouping):
+            assert np.array_equal(b.indices, idx)
+            assert np.array_equal(b.pts, pts)
+            assert b.frames is frames
+        assert stage.flush() == []
+        results.append(flatten(out))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0]) == 61 * 2 - 6 + 0  # 2-frame drop-out bridged, 6-frame one not
+
+
+def test_lag_and_flush():
+    stage = SmoothStage(CFG)
+    assert stage.lag == 4 + 3
+    sizes = [len(stage(b)) for b in scenario(1)]
+    first = sizes.index(1)
+    assert first == stage.lag and sum(sizes) == 61 - stage.lag
+    assert sum(len(b) for b in stage.flush()) == stage.lag
+
+
+def test_disabled_passes_through():
+    stage = SmoothStage({**CFG, "smooth": {**CFG["smooth"], "enabled": False}})
+    batches = list(scenario(16))
+    before = flatten(batches)
+    assert flatten([stage(b) for b in batches]) == before
+    assert stage.flush() == []
+
+
+def test_out_of_order_batch_is_an_error():
+    stage = SmoothStage(CFG)
+    batches = list(scenario(8))
+    stage(batches[0])
+    with pytest.raises(ValueError, match="in order"):
+        stage(batches[2])
+
+
+def run_executor(executor) -> list[FrameBatch]:
+    out: list[FrameBatch] = []
+    executor.run(scenario(5), out.append)
+    return out
+
+
+def test_local_executor_matches_direct_calls():
+    _, direct = run_stage(scenario(16))
+    local = run_executor(LocalExecutor([StageSpec("smooth", SmoothStage, (CFG,))]))
+    assert [b.indices.tolist() for b in local] == [list(range(s, min(s + 5, 61))) for s in range(0, 61, 5)]
+    assert flatten(local) == flatten(direct)
+
+
+@pytest.mark.slow
+def test_ray_executor_matches_local():
+    specs = [StageSpec("smooth", SmoothStage, (CFG,))]
+    local = run_executor(LocalExecutor(specs))
+    executor = RayExecutor(specs, max_in_flight=2)
+    try:
+        remote = run_executor(executor)
+    finally:
+        executor.close()
+    assert [b.indices.tolist() for b in remote] == [b.indices.tolist() for b in local]
+    assert flatten(remote) == flatten(local)
+
+
+def video_cuts(name: str) -> list[int]:
+    from stages.decode import read_batches
+
+    path = VIDEOS / name
+    if not path.is_file():
+        pytest.fail(f"test media not found: {path}")
+    cuts = SceneCuts(CFG)
+    found: list[int] = []
+    for b in read_batches(path, 16):
+        found += [int(i) for i in b.indices[cuts.feed("v", b.frames)]]
+    return found
+
+
+def test_scene_cuts_on_real_videos():
+    # hamilton_short_clip.mp4: two cuts early on and the stage → audience cut about 7 s in (frame 211)
+    assert video_cuts("hamilton_short_clip.mp4") == [20, 82, 211]
+    assert video_cuts("liveportrait_d20.mp4") == []
