@@ -57,16 +57,7 @@ def face_descriptor(image: np.ndarray) -> np.ndarray | None:
 
 def psnr_outside(original: np.ndarray, output: np.ndarray, boxes: list[np.ndarray], grow: float) -> float:
     """PSNR (dB) of the pixels outside every box grown by ``grow`` × its size on each side."""
-    h, w = original.shape[:2]
-    keep = np.ones((h, w), dtype=bool)
-    for x1, y1, x2, y2 in boxes:
-        bw, bh = x2 - x1, y2 - y1
-        keep[
-            max(0, int(y1 - grow * bh)) : min(h, int(y2 + grow * bh) + 1),
-            max(0, int(x1 - grow * bw)) : min(w, int(x2 + grow * bw) + 1),
-        ] = False
-    if not keep.any():
-        return float("inf")
-    diff = original[keep].astype(np.float64) - output[keep].astype(np.float64)
-    mse = float((diff**2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    from pipeline.evaluate import mse_outside
+
+    mse = mse_outside(original, output, boxes, grow)
+    return float("inf") if not mse else 10 * np.log10(255.0**2 / mse)
