@@ -28,3 +28,19 @@ def base_cfg() -> dict:
     from pipeline.config import load_config
 
     return load_config()
+
+
+@pytest.fixture(scope="module")
+def cfg(base_cfg: dict) -> dict:
+    """A private copy of the default config for one test module."""
+    import copy
+
+    return copy.deepcopy(base_cfg)
+
+
+@pytest.fixture(scope="session")
+def detector(base_cfg: dict):
+    """The default MTCNN detect stage, built once."""
+    from stages.detect import DetectStage
+
+    return DetectStage(base_cfg)

@@ -41,16 +41,6 @@ def fit(name: str, size: int) -> np.ndarray:
         return np.asarray(ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (size, size)))
 
 
-@pytest.fixture(scope="module")
-def cfg(base_cfg: dict) -> dict:
-    return copy.deepcopy(base_cfg)
-
-
-@pytest.fixture(scope="module")
-def stage(cfg: dict) -> DetectStage:
-    return DetectStage(cfg)
-
-
 def same_faces(a: list[FaceRecord], b: list[FaceRecord]) -> bool:
     return len(a) == len(b) and all(
         np.array_equal(x.box, y.box) and x.score == y.score and np.array_equal(x.points5, y.points5)
@@ -110,9 +100,9 @@ def test_nms_modes() -> None:
 
 
 @pytest.mark.parametrize("name", ["obama_a.jpg", "biden_b.jpg", "rose_leslie_a.jpg"])
-def test_one_face_on_portraits(stage: DetectStage, name: str) -> None:
+def test_one_face_on_portraits(detector: DetectStage, name: str) -> None:
     image = load_rgb(name)
-    faces = stage.detect_image(image)
+    faces = detector.detect_image(image)
     assert len(faces) == 1, f"{name}: {len(faces)} faces"
     face = faces[0]
     x1, y1, x2, y2 = face.box
@@ -131,8 +121,8 @@ def test_one_face_on_portraits(stage: DetectStage, name: str) -> None:
     assert 0.25 < iod / (x2 - x1) < 0.6
 
 
-def test_several_faces_largest_first(stage: DetectStage) -> None:
-    faces = stage.detect_image(load_rgb("emma_watson_multi_pose.jpg"))  # 3 panels, 3913 px wide
+def test_several_faces_largest_first(detector: DetectStage) -> None:
+    faces = detector.detect_image(load_rgb("emma_watson_multi_pose.jpg"))  # 3 panels, 3913 px wide
     assert len(faces) >= 2
     areas = [f.area for f in faces]
     assert areas == sorted(areas, reverse=True)
@@ -140,13 +130,13 @@ def test_several_faces_largest_first(stage: DetectStage) -> None:
     assert np.min(np.diff(centres)) > 500  # different panels, not duplicates of one face
 
 
-def test_no_face_on_gray_or_noise(stage: DetectStage) -> None:
+def test_no_face_on_gray_or_noise(detector: DetectStage) -> None:
     rng = np.random.default_rng(0)
     gray = np.full((480, 640, 3), 128, np.uint8)
     noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    assert stage.detect_image(gray) == []
-    assert stage.detect_image(noise) == []
-    boxes, scores, points = stage.detector.detect(noise)[0]  # none even before min_score
+    assert detector.detect_image(gray) == []
+    assert detector.detect_image(noise) == []
+    boxes, scores, points = detector.detector.detect(noise)[0]  # none even before min_score
     assert boxes.shape == (0, 4) and scores.shape == (0,) and points.shape == (0, 5, 2)
 
 
@@ -162,41 +152,41 @@ def make_batch(frames: np.ndarray) -> FrameBatch:
     return FrameBatch("test", np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64) * 512, frames)
 
 
-def test_batch_equals_single_frames_bit_for_bit(stage: DetectStage, batch_frames: np.ndarray) -> None:
-    out = stage(make_batch(batch_frames))
+def test_batch_equals_single_frames_bit_for_bit(detector: DetectStage, batch_frames: np.ndarray) -> None:
+    out = detector(make_batch(batch_frames))
     assert [len(f) for f in out.faces] == [1, 1, 1, 1, 1, 0]
     for frame, faces in zip(batch_frames, out.faces):
-        assert same_faces(faces, stage.detect_image(frame))
+        assert same_faces(faces, detector.detect_image(frame))
     # Another grouping (reversed, split differently) changes nothing either.
-    rev = stage(make_batch(batch_frames[::-1].copy()))
+    rev = detector(make_batch(batch_frames[::-1].copy()))
     for a, b in zip(out.faces, rev.faces[::-1]):
         assert same_faces(a, b)
 
 
-def test_deterministic(stage: DetectStage, batch_frames: np.ndarray) -> None:
+def test_deterministic(detector: DetectStage, batch_frames: np.ndarray) -> None:
     frames = batch_frames[:3]
-    a = stage.detector.detect(frames)
-    b = stage.detector.detect(frames.copy())
+    a = detector.detector.detect(frames)
+    b = detector.detector.detect(frames.copy())
     for (b1, s1, p1), (b2, s2, p2) in zip(a, b):
         assert np.array_equal(b1, b2) and np.array_equal(s1, s2) and np.array_equal(p1, p2)
 
 
-def test_read_only_frames_and_flush(stage: DetectStage, batch_frames: np.ndarray) -> None:
+def test_read_only_frames_and_flush(detector: DetectStage, batch_frames: np.ndarray) -> None:
     frames = batch_frames[:1].copy()
     frames.flags.writeable = False  # as they come out of Ray's object store
-    out = stage(make_batch(frames))
+    out = detector(make_batch(frames))
     assert len(out.faces[0]) == 1
-    assert stage.flush() == []
-    empty = stage(make_batch(np.zeros((0, 64, 64, 3), np.uint8)))
+    assert detector.flush() == []
+    empty = detector(make_batch(np.zeros((0, 64, 64, 3), np.uint8)))
     assert empty.faces == []
 
 
-def test_large_frames_are_detected_downscaled_and_mapped_back(cfg: dict, stage: DetectStage) -> None:
+def test_large_frames_are_detected_downscaled_and_mapped_back(cfg: dict, detector: DetectStage) -> None:
     with Image.open(FACES / "rose_leslie_a.jpg") as im:  # 1280 x 799, face well inside the frame
         small = np.asarray(im.convert("RGB").resize((800, 500), Image.LANCZOS))
         big = np.asarray(im.convert("RGB").resize((1600, 1000), Image.LANCZOS))  # > max_side 1280
-    (face_small,) = stage.detect_image(small)
-    (face_big,) = stage.detect_image(big)
+    (face_small,) = detector.detect_image(small)
+    (face_big,) = detector.detect_image(big)
     size = face_small.box[2] - face_small.box[0]
     # (MTCNN boxes jitter by a few % between scales; a wrong mapping back would be off by 25 %.)
     assert np.abs(face_big.box / 2 - face_small.box).max() < 0.1 * size

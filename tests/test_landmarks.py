@@ -33,16 +33,6 @@ def load_rgb(name: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cfg(base_cfg: dict) -> dict:
-    return copy.deepcopy(base_cfg)
-
-
-@pytest.fixture(scope="module")
-def detector(cfg: dict) -> DetectStage:
-    return DetectStage(cfg)
-
-
-@pytest.fixture(scope="module")
 def dlib_stage(cfg: dict) -> LandmarkStage:
     assert cfg["landmarks"]["model"] == "dlib"
     return LandmarkStage(cfg)
