@@ -9,6 +9,19 @@ import av
 import numpy as np
 
 
+def load_photo(name: str) -> np.ndarray:
+    """A shared test photo as ``(H, W, 3) uint8`` RGB, upright (the pipeline's own loader)."""
+    import pytest
+
+    from pipeline.run import load_image
+    from tests.conftest import FACES
+
+    path = FACES / name
+    if not path.is_file():
+        pytest.fail(f"test photo not found: {path} (the shared data folder sits next to the repository)")
+    return load_image(path)
+
+
 def decode_all(path: Path, every: int = 1) -> list[np.ndarray]:
     """Frames ``(H, W, 3) uint8`` RGB of a short clip, every ``every``-th one (display orientation)."""
     from stages.decode import read_batches

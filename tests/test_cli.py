@@ -15,6 +15,12 @@ def run(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err.strip()
 
 
+def run_d20(capsys, data_dir, output, *extra: str) -> tuple[int, str]:
+    """Swap obama_a.jpg onto liveportrait_d20.mp4 into ``output`` with extra arguments."""
+    video, face = data_dir / "videos" / "liveportrait_d20.mp4", data_dir / "faces" / "obama_a.jpg"
+    return run(capsys, "--input", str(video), "--source", str(face), "--output", str(output), *extra)
+
+
 def test_source_without_face(tmp_path, data_dir, capsys):
     from PIL import Image
 
@@ -72,16 +78,7 @@ def test_output_equal_to_input_is_refused(tmp_path, data_dir, capsys):
 
 @pytest.mark.parametrize("override", ["swap.nonsense=1", "executor"])
 def test_bad_override(override, data_dir, capsys, tmp_path):
-    code, err = run(
-        capsys,
-        "--input",
-        str(data_dir / "videos" / "liveportrait_d20.mp4"),
-        "--source",
-        str(data_dir / "faces" / "obama_a.jpg"),
-        "--output",
-        str(tmp_path / "o.mp4"),
-        override,
-    )
+    code, err = run_d20(capsys, data_dir, tmp_path / "o.mp4", override)
     assert code == 2 and override.split("=")[0] in err
 
 
@@ -108,16 +105,7 @@ def test_swap_writes_beside_the_input_by_default(tmp_path, data_dir, capsys):
 
 def test_missing_fan_weights_say_where_to_put_them(tmp_path, data_dir, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    code, err = run(
-        capsys,
-        "--input",
-        str(data_dir / "videos" / "liveportrait_d20.mp4"),
-        "--source",
-        str(data_dir / "faces" / "obama_a.jpg"),
-        "--output",
-        str(tmp_path / "o.mp4"),
-        "landmarks.model=fan",
-    )
+    code, err = run_d20(capsys, data_dir, tmp_path / "o.mp4", "landmarks.model=fan")
     assert code == 2 and len(err.splitlines()) == 1
     assert "2DFAN4-11f355bf06.pth.tar" in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
     assert not (tmp_path / "o.mp4").exists()
@@ -126,14 +114,6 @@ def test_missing_fan_weights_say_where_to_put_them(tmp_path, data_dir, capsys, m
 def test_output_that_is_a_folder_is_refused(tmp_path, data_dir, capsys):
     folder = tmp_path / "out.mp4"
     folder.mkdir()
-    code, err = run(
-        capsys,
-        "--input",
-        str(data_dir / "videos" / "liveportrait_d20.mp4"),
-        "--source",
-        str(data_dir / "faces" / "obama_a.jpg"),
-        "--output",
-        str(folder),
-    )
+    code, err = run_d20(capsys, data_dir, folder)
     assert code == 2 and "is a folder" in err
     assert list(folder.iterdir()) == []

@@ -22,17 +22,9 @@ from models.mtcnn import (
 )
 from stages.detect import DetectStage
 from stages.types import FaceRecord, FrameBatch
+from tests.media_checks import load_photo
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
-
-
-def load_rgb(name: str) -> np.ndarray:
-    """A photo as ``(H, W, 3) uint8`` RGB in display orientation."""
-    path = FACES / name
-    if not path.is_file():
-        pytest.fail(f"test photo not found: {path} (the shared data folder sits next to the repository)")
-    with Image.open(path) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
 def fit(name: str, size: int) -> np.ndarray:
@@ -101,7 +93,7 @@ def test_nms_modes() -> None:
 
 @pytest.mark.parametrize("name", ["obama_a.jpg", "biden_b.jpg", "rose_leslie_a.jpg"])
 def test_one_face_on_portraits(detector: DetectStage, name: str) -> None:
-    image = load_rgb(name)
+    image = load_photo(name)
     faces = detector.detect_image(image)
     assert len(faces) == 1, f"{name}: {len(faces)} faces"
     face = faces[0]
@@ -122,7 +114,7 @@ def test_one_face_on_portraits(detector: DetectStage, name: str) -> None:
 
 
 def test_several_faces_largest_first(detector: DetectStage) -> None:
-    faces = detector.detect_image(load_rgb("emma_watson_multi_pose.jpg"))  # 3 panels, 3913 px wide
+    faces = detector.detect_image(load_photo("emma_watson_multi_pose.jpg"))  # 3 panels, 3913 px wide
     assert len(faces) >= 2
     areas = [f.area for f in faces]
     assert areas == sorted(areas, reverse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from stages.detect import DetectStage
 from stages.landmarks import (
@@ -18,18 +18,10 @@ from stages.landmarks import (
     fan_box_from_mtcnn,
 )
 from stages.types import FaceRecord, FrameBatch
+from tests.media_checks import load_photo
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 FRONTAL = ["obama_a.jpg", "biden_b.jpg", "rose_leslie_a.jpg", "sundar_pichai_b.jpg", "jack_dorsey_a.jpg"]
-
-
-def load_rgb(name: str) -> np.ndarray:
-    """A photo as ``(H, W, 3) uint8`` RGB in display orientation."""
-    path = FACES / name
-    if not path.is_file():
-        pytest.fail(f"test photo not found: {path} (the shared data folder sits next to the repository)")
-    with Image.open(path) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_dlib_rect_geometry() -> None:
 def test_dlib_landmarks_on_frontal_photos(
     detector: DetectStage, dlib_stage: LandmarkStage, name: str
 ) -> None:
-    image = load_rgb(name)
+    image = load_photo(name)
     faces = detector.detect_image(image)
     assert len(faces) == 1
     lms = dlib_stage.landmarks_for(image, faces)
@@ -82,7 +74,7 @@ def test_dlib_landmarks_on_frontal_photos(
 
 
 def test_stage_fills_every_face(detector: DetectStage, dlib_stage: LandmarkStage) -> None:
-    image = load_rgb("emma_watson_multi_pose.jpg")
+    image = load_photo("emma_watson_multi_pose.jpg")
     half = np.asarray(Image.fromarray(image).resize((image.shape[1] // 2, image.shape[0] // 2)))
     frames = np.stack([half, half[:, ::-1]])  # the second frame mirrored
     batch = FrameBatch("emma", np.arange(2), np.arange(2), frames)
@@ -144,7 +136,7 @@ def test_fan_plumbing_with_random_weights(
     fan = copy.deepcopy(cfg)
     fan["landmarks"]["model"] = "fan"
     stage = LandmarkStage(fan)
-    image = load_rgb("sundar_pichai_b.jpg")
+    image = load_photo("sundar_pichai_b.jpg")
     faces = detector.detect_image(image)
     assert len(faces) == 1
     # Random weights decay to denormal floats, which make the CPU 3x slower; real weights do not.
