@@ -2,7 +2,9 @@
 
 A file must hold a plain ``{key: Tensor}`` dict: wrapper dicts (``{"state_dict": ...}``, ``{"model": ...}``)
 and ``module.`` prefixes are refused, not unwrapped, so a file only loads if it is exactly what the network
-expects. Values are copied into the model's own tensors, so they take the model's dtype and device
+expects. The one exception is a wrapper the weight registry names for a file (``state_key``): the public
+Deep3DFaceRecon checkpoint keeps its state_dict under ``"net_recon"``.
+Values are copied into the model's own tensors, so they take the model's dtype and device
 (a float16 file loads into a float32 model).
 """
 
@@ -46,8 +48,11 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     raise ValueError(f"{source} does not fit {type(model).__name__}: {what} ({counts})")
 
 
-def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
+def load_state_dict_file(model: nn.Module, path: str | Path, state_key: str | None = None) -> nn.Module:
     """Read the plain state_dict at ``path`` with ``weights_only=True`` and load it into ``model`` strictly.
+
+    state_key: the file is a dict whose entry ``state_key`` holds the state_dict (a format the registry
+    names for that file); the entry must exist.
 
     Returns ``model`` (training mode and ``requires_grad`` unchanged). Raises ModelFileError if the file
     does not exist, ValueError (one line, naming the file and the first offending key) otherwise.
@@ -64,6 +69,13 @@ def load_state_dict_file(model: nn.Module, path: str | Path) -> nn.Module:
         ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a plain state_dict, got {type(obj).__name__}")
+    if state_key is not None:
+        if not isinstance(obj.get(state_key), dict):
+            keys = ", ".join(repr(k) for k in list(obj)[:5])
+            raise ValueError(
+                f"{path}: expected a dict with a {state_key!r} state_dict entry; its keys start {keys}"
+            )
+        obj = obj[state_key]
     not_tensors = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if not_tensors:
         keys = ", ".join(repr(k) for k in list(obj)[:5])

@@ -3,7 +3,7 @@
 Learned swap models are user-supplied (nothing is downloaded at run time). ``python -m pipeline weights``
 (``make weights``) fetches the files that have a public address and checks their hashes; every other file
 is put in ``weights.dir`` by the user. A known sha256 is checked on load; where the public file's hash is
-not known to us it is printed on download, so a user can pin it with ``faceshifter.sha256.<name>=...``.
+not known to us it is printed on download, so a user can pin it with ``weights.sha256.<name>=...``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class WeightFile:
 
     network: factory name in :func:`build_network`. crop_size: side of the network's input crop.
     template: alignment template (``arcface``: the 5-point ArcFace layout spanning ``face_scale`` of
-    the crop). normalisation: how uint8 RGB becomes the network input.
+    the crop). normalisation: how uint8 RGB becomes the network input. state_key: the file is a dict
+    whose entry ``state_key`` is the state_dict (as its public training code saves it); None: the file is
+    the plain state_dict. Nothing else is ever unwrapped.
     """
 
     name: str
@@ -41,6 +43,7 @@ class WeightFile:
     template: str = "arcface"
     face_scale: float = 1.0
     normalisation: str = "RGB, (x/255 - 0.5) / 0.5, range [-1, 1]"
+    state_key: str | None = None
 
 
 _GHOST = "https://github.com/sberbank-ai/sber-swap/releases/download"
@@ -83,6 +86,40 @@ REGISTRY: dict[str, WeightFile] = {
             url=None,
             obtain="no public checkpoint: train one with `python -m pipeline train hear`",
             crop_size=256,
+        ),
+        WeightFile(
+            name="face_parser_bisenet",
+            filename="79999_iter.pth",
+            network="bisenet19",
+            sha256=None,
+            url=None,
+            obtain="face-parsing.PyTorch (zllrunning) README: the shared pretrained 79999_iter.pth",
+            crop_size=512,
+            template="face crop resized to 512",
+            normalisation="RGB, x/255, ImageNet mean/std",
+        ),
+        WeightFile(
+            name="hopenet",
+            filename="hopenet_robust_alpha1.pkl",
+            network="hopenet",
+            sha256=None,
+            url=None,
+            obtain="deep-head-pose (natanielruiz) README: 300W-LP alpha 1 (hopenet_robust_alpha1.pkl)",
+            crop_size=224,
+            template="face box enlarged, resized to 224",
+            normalisation="RGB, x/255, ImageNet mean/std",
+        ),
+        WeightFile(
+            name="face_recon",
+            filename="epoch_20.pth",
+            network="face_recon_resnet50",
+            sha256=None,
+            url=None,
+            obtain="Deep3DFaceRecon_pytorch (sicxu) pretrained model: checkpoints/<name>/epoch_20.pth",
+            crop_size=224,
+            template="5-point similarity to the Deep3DFaceRecon 3D template",
+            normalisation="RGB, x/255, range [0, 1]",
+            state_key="net_recon",
         ),
     ]
 }
@@ -154,6 +191,18 @@ def build_network(network: str) -> torch.nn.Module:
     from models.arcface import iresnet50, iresnet100
     from models.hear_net import HEARNet
 
+    if network == "bisenet19":
+        from models.bisenet import bisenet19
+
+        return bisenet19()
+    if network == "hopenet":
+        from models.hopenet import hopenet
+
+        return hopenet()
+    if network == "face_recon_resnet50":
+        from models.face_recon import face_recon_resnet50
+
+        return face_recon_resnet50()
     factories = {"iresnet100": iresnet100, "iresnet50": iresnet50, "aei_net": AEINet, "hear_net": HEARNet}
     return factories[network]()
 
@@ -171,24 +220,25 @@ def load_network(
     file raises ModelFileError; a file of another layout raises ValueError naming the first bad key.
     """
     path = locate(name, weights_dir, expected_sha256)
-    net = build_network(REGISTRY[name].network)
-    load_state_dict_file(net, path)
+    entry = REGISTRY[name]
+    net = build_network(entry.network)
+    load_state_dict_file(net, path, state_key=entry.state_key)
     net.eval().requires_grad_(False)
     return net.to(device=device, dtype=dtype)
 
 
 def pinned_sha256(name: str, cfg: dict) -> str | None:
-    """The sha256 the user pinned for ``name`` in ``faceshifter.sha256`` (None when not pinned)."""
-    return (cfg["faceshifter"].get("sha256") or {}).get(name) or None
+    """The sha256 the user pinned for ``name`` in ``weights.sha256`` (None when not pinned)."""
+    return (cfg["weights"].get("sha256") or {}).get(name) or None
 
 
 def locate_configured(name: str, cfg: dict) -> Path:
-    """:func:`locate` with ``faceshifter.weights_dir`` and any pinned hash from the config."""
-    return locate(name, cfg["faceshifter"]["weights_dir"], pinned_sha256(name, cfg))
+    """:func:`locate` with ``weights.dir`` and any pinned hash from the config."""
+    return locate(name, cfg["weights"]["dir"], pinned_sha256(name, cfg))
 
 
 def load_configured(
     name: str, cfg: dict, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
-    """:func:`load_network` with ``faceshifter.weights_dir`` and any pinned hash from the config."""
-    return load_network(name, cfg["faceshifter"]["weights_dir"], device, dtype, pinned_sha256(name, cfg))
+    """:func:`load_network` with ``weights.dir`` and any pinned hash from the config."""
+    return load_network(name, cfg["weights"]["dir"], device, dtype, pinned_sha256(name, cfg))

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. executor=local"
     )
     fetch = sub.add_parser("weights", help="download the public checkpoints the registry knows, check hashes")
-    fetch.add_argument("--dir", default="weights", help="folder to put them in (faceshifter.weights_dir)")
+    fetch.add_argument("--dir", default="weights", help="folder to put them in (weights.dir)")
     fetch.add_argument("--only", action="append", help="registry name (repeatable); default: all public")
     args, extra = parser.parse_known_args(argv)
     if args.command == "weights":

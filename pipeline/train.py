@@ -231,7 +231,7 @@ def identity_encoder(arch: dict[str, Any], cfg: dict, device: str) -> nn.Module:
     """The frozen identity network (eval mode, no gradients) on ``device``.
 
     Tiny: ``IResNet((1, 1, 1, 1))`` with a fixed random init (the same in every tiny run). Otherwise the
-    registry's ArcFace (``faceshifter.arcface``) from ``faceshifter.weights_dir``; ModelFileError if missing.
+    registry's ArcFace (``faceshifter.arcface``) from ``weights.dir``; ModelFileError if missing.
     """
     if arch["identity"]["tiny"]:
         with torch.random.fork_rng(devices=[]):

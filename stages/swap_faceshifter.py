@@ -54,9 +54,9 @@ def source_identity(image: np.ndarray, points5: np.ndarray, cfg: dict) -> np.nda
 class FaceShifterSwapStage:
     """Sets ``swapped`` ``(S, S, 3) uint8`` RGB and ``mask`` ``(S, S) float32`` on every selected face.
 
-    cfg ``faceshifter``: weights_dir, arcface (registry name), hear (auto: refine when ``hear_net.pth`` is
-    in weights_dir | always: its absence is an error | never), batch_size (faces per forward pass),
-    half (fp16 on CUDA).
+    cfg ``faceshifter`` (files from ``weights.dir``): arcface (registry name), hear (auto: refine when
+    ``hear_net.pth`` is there | always: its absence is an error | never), batch_size (faces per forward
+    pass), half (fp16 on CUDA).
     identity: the source's raw ArcFace embedding ``(512,) float32``.
     """
 

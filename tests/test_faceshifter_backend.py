@@ -62,9 +62,7 @@ def test_faceshifter_backend_end_to_end(data_dir, tmp_path):
     write_random_weights(weights)
     clip = short_clip(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
     out = tmp_path / "out.mp4"
-    cfg = load_config(
-        CONFIG_DIR / "faceshifter.yaml", [f"faceshifter.weights_dir={weights}", "executor=local"]
-    )
+    cfg = load_config(CONFIG_DIR / "faceshifter.yaml", [f"weights.dir={weights}", "executor=local"])
     summary = swap_video(clip, data_dir / "faces" / "obama_a.jpg", out, cfg, progress=False)
     n = len(video_times(clip))
     assert summary.frames == n and summary.faces_swapped == n
@@ -95,7 +93,7 @@ def test_missing_generator_weights_are_a_clear_error(data_dir, tmp_path, capsys)
             str(out),
             "--config",
             str(CONFIG_DIR / "faceshifter.yaml"),
-            f"faceshifter.weights_dir={empty}",
+            f"weights.dir={empty}",
             "--quiet",
         ]
     )
@@ -113,6 +111,6 @@ def test_faceshifter_needs_its_alignment(data_dir, tmp_path, capsys):
     from stages.errors import ConfigError
     from stages.swap_faceshifter import FaceShifterSwapStage
 
-    cfg = load_config(None, ["swap.backend=faceshifter", f"faceshifter.weights_dir={weights}"])
+    cfg = load_config(None, ["swap.backend=faceshifter", f"weights.dir={weights}"])
     with pytest.raises(ConfigError, match="face_scale=1.0"):
         FaceShifterSwapStage(cfg, torch.zeros(512).numpy())

@@ -228,7 +228,7 @@ def test_config_errors_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "train.aei_checkpoint" in err and "key" in err
     # The full-size configuration needs the user's ArcFace weights.
-    full = load_config(None, [f"faceshifter.weights_dir={tmp_path / 'no_weights'}", "train.size=64"])
+    full = load_config(None, [f"weights.dir={tmp_path / 'no_weights'}", "train.size=64"])
     with pytest.raises(ModelFileError, match="identity encoder"):
         train("aei", crops, tmp_path / "f", full)
 

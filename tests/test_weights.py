@@ -12,7 +12,9 @@ from stages.errors import ModelFileError
 
 def test_registry_entries_are_complete():
     for name, entry in REGISTRY.items():
-        assert entry.name == name and entry.filename and entry.obtain and entry.crop_size in (112, 256)
+        assert (
+            entry.name == name and entry.filename and entry.obtain and entry.crop_size in (112, 224, 256, 512)
+        )
     assert REGISTRY["aei_net"].crop_size == 256 and REGISTRY["arcface_iresnet100"].crop_size == 112
 
 
@@ -59,9 +61,25 @@ def test_pinned_hash_from_config_is_enforced(tmp_path, base_cfg):
 
     torch.save(HEARNet().state_dict(), tmp_path / "hear_net.pth")
     cfg = copy.deepcopy(base_cfg)
-    cfg["faceshifter"]["weights_dir"] = str(tmp_path)
-    cfg["faceshifter"]["sha256"]["hear_net"] = sha256_of(tmp_path / "hear_net.pth")
+    cfg["weights"]["dir"] = str(tmp_path)
+    cfg["weights"]["sha256"]["hear_net"] = sha256_of(tmp_path / "hear_net.pth")
     assert load_configured("hear_net", cfg) is not None
-    cfg["faceshifter"]["sha256"]["hear_net"] = "f" * 64
+    cfg["weights"]["sha256"]["hear_net"] = "f" * 64
     with pytest.raises(ModelFileError, match="does not match"):
         load_configured("hear_net", cfg)
+
+
+def test_state_key_unwraps_only_the_named_entry(tmp_path):
+    """A file the registry marks as wrapped (Deep3DFaceRecon's {"net_recon": ...}) loads its inner dict;
+    without the key, or with another key, it is refused."""
+    from models.checkpoints import load_state_dict_file
+
+    net = torch.nn.Linear(3, 2)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"net_recon": net.state_dict(), "epoch": torch.tensor(20)}, path)
+    fresh = load_state_dict_file(torch.nn.Linear(3, 2), path, state_key="net_recon")
+    assert torch.equal(fresh.weight, net.weight)
+    with pytest.raises(ValueError, match="wrapper dict"):
+        load_state_dict_file(torch.nn.Linear(3, 2), path)
+    with pytest.raises(ValueError, match="'model' state_dict entry"):
+        load_state_dict_file(torch.nn.Linear(3, 2), path, state_key="model")
