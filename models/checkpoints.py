@@ -48,11 +48,32 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     raise ValueError(f"{source} does not fit {type(model).__name__}: {what} ({counts})")
 
 
-def load_state_dict_file(model: nn.Module, path: str | Path, state_key: str | None = None) -> nn.Module:
+def add_missing_batch_counters(
+    state_dict: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` with a zero ``num_batches_tracked`` for every BatchNorm of ``model`` whose
+    running statistics are in the file but whose counter is not (files saved by PyTorch < 0.4.1).
+
+    The counter only matters for training with ``momentum=None``; eval-mode outputs do not depend on it.
+    """
+    out = dict(state_dict)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            prefix = f"{name}." if name else ""
+            key = f"{prefix}num_batches_tracked"
+            if key not in out and f"{prefix}running_mean" in out:
+                out[key] = torch.tensor(0, dtype=torch.long)
+    return out
+
+
+def load_state_dict_file(
+    model: nn.Module, path: str | Path, state_key: str | None = None, legacy_batchnorm: bool = False
+) -> nn.Module:
     """Read the plain state_dict at ``path`` with ``weights_only=True`` and load it into ``model`` strictly.
 
     state_key: the file is a dict whose entry ``state_key`` holds the state_dict (a format the registry
-    names for that file); the entry must exist.
+    names for that file); the entry must exist. legacy_batchnorm: the file predates BatchNorm's
+    ``num_batches_tracked`` counter (PyTorch < 0.4.1); zero counters are added before the strict check.
 
     Returns ``model`` (training mode and ``requires_grad`` unchanged). Raises ModelFileError if the file
     does not exist, ValueError (one line, naming the file and the first offending key) otherwise.
@@ -84,6 +105,8 @@ def load_state_dict_file(model: nn.Module, path: str | Path, state_key: str | No
             f"{path}: expected a plain state_dict of tensors, but entry {not_tensors[0]!r} is {kind} "
             f"(a wrapper dict? its keys start {keys}; save the inner state_dict)"
         )
+    if legacy_batchnorm:
+        obj = add_missing_batch_counters(obj, model)
     check_state_dict(model, obj, str(path))
     model.load_state_dict(obj, strict=True)
     return model

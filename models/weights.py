@@ -44,6 +44,7 @@ class WeightFile:
     face_scale: float = 1.0
     normalisation: str = "RGB, (x/255 - 0.5) / 0.5, range [-1, 1]"
     state_key: str | None = None
+    legacy_batchnorm: bool = False  # saved before BatchNorm had num_batches_tracked (PyTorch < 0.4.1)
 
 
 _GHOST = "https://github.com/sberbank-ai/sber-swap/releases/download"
@@ -108,6 +109,7 @@ REGISTRY: dict[str, WeightFile] = {
             crop_size=224,
             template="face box enlarged, resized to 224",
             normalisation="RGB, x/255, ImageNet mean/std",
+            legacy_batchnorm=True,
         ),
         WeightFile(
             name="face_recon",
@@ -222,7 +224,7 @@ def load_network(
     path = locate(name, weights_dir, expected_sha256)
     entry = REGISTRY[name]
     net = build_network(entry.network)
-    load_state_dict_file(net, path, state_key=entry.state_key)
+    load_state_dict_file(net, path, state_key=entry.state_key, legacy_batchnorm=entry.legacy_batchnorm)
     net.eval().requires_grad_(False)
     return net.to(device=device, dtype=dtype)
 

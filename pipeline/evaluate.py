@@ -23,8 +23,15 @@ Metrics (every ``every``-th frame, decoding original and output in lockstep, str
   fit (removes position, in-plane rotation and scale), mean point distance / inter-ocular distance.
 - flicker: mean |frame[t] - frame[t-1]| inside the original's face box, output over original
   (1.0 = as steady as the original).
-- jitter: mean over landmarks of ||(L_out[t] - L_out[t-1]) - (L_orig[t] - L_orig[t-1])|| / IOD,
-  averaged over consecutive scored frames.
+- jitter: how much the pasted face moves differently from the face it covers, per frame, in inter-ocular
+  distances (IOD). Dense optical flow (OpenCV Farneback, ``FLOW_PARAMS``) from frame t to t-1 is computed
+  inside the original's face box in the original and in the output, read at the original's brow, eye,
+  nose and mouth landmarks (17-67) of frame t: mean ||flow_out - flow_orig|| / IOD. The original's own
+  motion cancels; what remains is the paste's extra motion. Flow is measured on pixels, so the metric
+  does not share the landmark detector's frame-to-frame noise with the pipeline (which places the face
+  with dlib's 68 points too): the landmark form ``jitter_landmarks_iod`` = mean over landmarks of
+  ||(L_out[t] - L_out[t-1]) - (L_orig[t] - L_orig[t-1])|| / IOD over consecutive scored frames is kept
+  for reference, but it rewards a paste that copies the detector's noise.
 - integrity: frame counts, timestamps, audio packets (byte-identical), background PSNR outside the
   original's face boxes grown by ``BACKGROUND_GROW``.
 """
@@ -75,6 +82,11 @@ FACE_MODEL_3D = np.array(
 EXPRESSION_LANDMARKS = np.r_[17:27, 36:48, 48:68]
 LEFT_EYE = slice(36, 42)
 RIGHT_EYE = slice(42, 48)
+
+# Farneback optical flow for jitter: pyramid scale, levels, window, iterations, poly_n, poly_sigma, flags.
+FLOW_PARAMS = (0.5, 3, 15, 3, 5, 1.2, 0)
+JITTER_LANDMARKS = np.r_[17:68]  # brows, nose, eyes, mouth: inside the pasted region, away from its edge
+FLOW_MARGIN = 0.25  # the flow is computed in the original's face box grown by this share on each side
 
 MATCH_IOU = 0.3  # an output HOG face is the original's face when their boxes overlap at least this much
 BACKGROUND_GROW = 0.25  # face boxes grown by this share of their size on each side before background PSNR
@@ -171,6 +183,36 @@ def expression_error(output68: np.ndarray, original68: np.ndarray) -> float:
     return float(np.linalg.norm(aligned - ref, axis=1).mean() / max(iod, 1e-6))
 
 
+def flow_jitter(
+    previous: tuple[np.ndarray, np.ndarray],
+    current: tuple[np.ndarray, np.ndarray],
+    box: np.ndarray,
+    landmarks68: np.ndarray,
+) -> float:
+    """Extra motion of the output's face over the original's between two frames, in IOD.
+
+    previous, current: (original, output) ``(H, W, 3) uint8`` RGB frames at t-1 and t. box: the original's
+    face ``(4,)`` x1, y1, x2, y2 at t; landmarks68: its ``(68, 2)`` points at t. Flow t -> t-1 of both
+    videos inside the grown box, sampled at ``JITTER_LANDMARKS``; mean norm of the difference / IOD.
+    """
+    h, w = current[0].shape[:2]
+    x1, y1, x2, y2 = box
+    gx, gy = FLOW_MARGIN * (x2 - x1), FLOW_MARGIN * (y2 - y1)
+    c1, r1 = max(0, int(x1 - gx)), max(0, int(y1 - gy))
+    c2, r2 = min(w, int(np.ceil(x2 + gx))), min(h, int(np.ceil(y2 + gy)))
+    pts = np.asarray(landmarks68, dtype=np.float64)[JITTER_LANDMARKS] - (c1, r1)
+    cols = np.clip(np.rint(pts[:, 0]).astype(int), 0, c2 - c1 - 1)
+    rows = np.clip(np.rint(pts[:, 1]).astype(int), 0, r2 - r1 - 1)
+    flows = []
+    for k in (0, 1):  # original, output
+        cur = cv2.cvtColor(np.ascontiguousarray(current[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
+        prev = cv2.cvtColor(np.ascontiguousarray(previous[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
+        flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *FLOW_PARAMS)
+        flows.append(flow[rows, cols].astype(np.float64))
+    iod = max(inter_ocular(landmarks68), 1e-6)
+    return float(np.linalg.norm(flows[1] - flows[0], axis=1).mean() / iod)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two ``(4,)`` x1, y1, x2, y2 boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -243,6 +285,19 @@ def descriptor(image: np.ndarray, face: DlibFace) -> np.ndarray:
     """dlib 128-d descriptor ``(128,) float64`` of ``face`` in ``image`` (RGB uint8)."""
     _, _, recogniser = dlib_models()
     return np.asarray(recogniser.compute_face_descriptor(image, face.shape), dtype=np.float64)
+
+
+def _source_embedding(path: str | Path, net: Any, upsample: int = 1) -> np.ndarray:
+    """``net``'s embedding of the largest HOG face of the source photo (its 5 points from dlib's 68)."""
+    from pipeline.run import load_image
+
+    image = load_image(path)
+    faces = detect_faces(image, upsample)
+    if not faces:
+        raise InputError(
+            f"{path}: dlib's HOG detector finds no face: use a frontal photo, face >= 80 px wide"
+        )
+    return net.embed_landmarks(image, faces[0].landmarks)
 
 
 def source_descriptor(path: str | Path, upsample: int = 1) -> np.ndarray:
@@ -329,7 +384,14 @@ def evaluate(
             f"{output} is {info_out.width}x{info_out.height} but {original} is "
             f"{info_orig.width}x{info_orig.height}: evaluate the output made from this original"
         )
-    src = source_descriptor(source)
+    from pipeline.evaluator_networks import build_evaluator_networks
+
+    nets = build_evaluator_networks(cfg)
+    identity_net, pose_net, expression_net = nets["identity"], nets["pose"], nets["expression"]
+    if identity_net is None:
+        src = source_descriptor(source)
+    else:
+        src = _source_embedding(source, identity_net)
     width, height = info_orig.width, info_orig.height
     tb_orig, tb_out = _time_base(original), _time_base(output)
     batch_size = int(cfg.get("batch_size", 16))
@@ -342,6 +404,7 @@ def evaluate(
     pose_fail = 0
     expr: list[float] = []
     jitter: list[float] = []
+    jitter_lm: list[float] = []
     flick_out = flick_orig = 0.0
     flick_pairs = 0
     bg_mse: list[float] = []
@@ -388,31 +451,49 @@ def evaluate(
                     flick_orig += float(np.abs(fa[region].astype(np.int16) - pa[region]).mean())
                     flick_out += float(np.abs(fb[region].astype(np.int16) - pb[region]).mean())
                     flick_pairs += 1
+                    jitter.append(flow_jitter(prev, (fa, fb), face_a.box, face_a.landmarks))
                 matches = [f for f in detect_faces(fb, upsample) if box_iou(f.box, face_a.box) >= MATCH_IOU]
                 if not matches:
                     counts["no_face_output"] += 1
                     prev_lm = None
                 else:
                     face_b = max(matches, key=lambda f: box_iou(f.box, face_a.box))
-                    desc_b = descriptor(fb, face_b)
-                    ds = float(np.linalg.norm(desc_b - src))
-                    do = float(np.linalg.norm(desc_b - descriptor(fa, face_a)))
+                    if identity_net is None:
+                        desc_b = descriptor(fb, face_b)
+                        ds = float(np.linalg.norm(desc_b - src))
+                        do = float(np.linalg.norm(desc_b - descriptor(fa, face_a)))
+                    else:
+                        emb_b = identity_net.embed_landmarks(fb, face_b.landmarks)
+                        ds = identity_net.distance(emb_b, src)
+                        do = identity_net.distance(emb_b, identity_net.embed_landmarks(fa, face_a.landmarks))
                     d_src.append(ds)
                     d_orig.append(do)
                     nearer.append(ds < do)
-                    pose_a = head_pose(face_a.landmarks, width, height)
-                    pose_b = head_pose(face_b.landmarks, width, height)
+                    if pose_net is None:
+                        pose_a = head_pose(face_a.landmarks, width, height)
+                        pose_b = head_pose(face_b.landmarks, width, height)
+                    else:
+                        pose_a = pose_net.angles(fa, face_a.box, face_a.landmarks)
+                        pose_b = pose_net.angles(fb, face_b.box, face_b.landmarks)
                     if pose_a is None or pose_b is None:
                         pose_fail += 1
                     else:
                         for name, va, vb in zip(("yaw", "pitch", "roll"), pose_a, pose_b):
                             pose_err[name].append(angle_difference(va, vb))
-                    expr.append(expression_error(face_b.landmarks, face_a.landmarks))
+                    if expression_net is None:
+                        expr.append(expression_error(face_b.landmarks, face_a.landmarks))
+                    else:
+                        expr.append(
+                            expression_net.error(
+                                expression_net.code(fb, face_b.landmarks),
+                                expression_net.code(fa, face_a.landmarks),
+                            )
+                        )
                     la, lb = face_a.landmarks, face_b.landmarks
                     if prev_lm is not None and prev_lm[0] == index - every:
                         motion = (lb - prev_lm[2]) - (la - prev_lm[1])
                         iod = max(inter_ocular(la), 1e-6)
-                        jitter.append(float(np.linalg.norm(motion, axis=1).mean() / iod))
+                        jitter_lm.append(float(np.linalg.norm(motion, axis=1).mean() / iod))
                     prev_lm = (index, la, lb)
         prev = (fa, fb)
         index += 1
@@ -451,7 +532,14 @@ def evaluate(
         "evaluator": {
             "detector": "dlib HOG frontal (evaluator only; the pipeline detects with MTCNN)",
             "landmarks": "dlib shape_predictor_68_face_landmarks",
-            "identity": "dlib_face_recognition_resnet_model_v1 (128-d, same person below 0.6)",
+            "identity": identity_net.description
+            if identity_net
+            else "dlib_face_recognition_resnet_model_v1 (128-d, same person below 0.6)",
+            "pose": pose_net.description if pose_net else "PnP of 6 dlib landmarks on a generic 3D face",
+            "expression": expression_net.description
+            if expression_net
+            else "Procrustes-aligned dlib brow/eye/mouth landmarks, in inter-ocular distances",
+            "jitter": "Farneback flow at landmarks 17-67, output minus original, in inter-ocular distances",
             "every": every,
             "max_frames": max_frames,
             "upsample": upsample,
@@ -468,17 +556,26 @@ def evaluate(
             "mean": float(np.mean(all_pose)) if all_pose else None,
             "failed": pose_fail,
         },
-        "expression_error_iod": _stats(expr),
+        # landmarks: in inter-ocular distances; face_recon: mean |difference| of expression coefficients
+        ("expression_error_coeff" if expression_net else "expression_error_iod"): _stats(expr),
         "flicker": (flick_out / flick_orig) if flick_orig > 0 else None,
         "flicker_pairs": flick_pairs,
         "jitter_iod": float(np.mean(jitter)) if jitter else None,
         "jitter_pairs": len(jitter),
+        "jitter_landmarks_iod": float(np.mean(jitter_lm)) if jitter_lm else None,
+        "jitter_landmarks_pairs": len(jitter_lm),
         "integrity": integrity,
     }
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def _expression_text(result: dict) -> str:
+    if "expression_error_coeff" in result:
+        return f"expression {_fmt(result['expression_error_coeff']['mean'], '.3f')} (3DMM coefficients)"
+    return f"expression {_fmt(result['expression_error_iod']['mean'], '.3f')} IOD"
 
 
 def summary_line(result: dict) -> str:
@@ -502,7 +599,7 @@ def summary_line(result: dict) -> str:
         f"d(src) {_fmt(ident['distance_to_source']['mean'], '.3f')}, "
         f"d(orig) {_fmt(ident['distance_to_original']['mean'], '.3f')}; "
         f"pose error {_fmt(pose['mean'], '.1f')} deg; "
-        f"expression {_fmt(result['expression_error_iod']['mean'], '.3f')} IOD; "
+        f"{_expression_text(result)}; "
         f"flicker {_fmt(result['flicker'], '.2f')}{'' if result['flicker'] is None else 'x'}; "
         f"jitter {_fmt(result['jitter_iod'], '.3f')} IOD; "
         f"integrity {'ok' if integ['all_ok'] else 'FAILED: ' + ', '.join(problems)}"

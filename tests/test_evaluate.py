@@ -96,6 +96,7 @@ def test_self_copy_scores_perfectly(self_result):
     assert r["pose_error_deg"]["mean"] < 1e-6
     assert r["expression_error_iod"]["mean"] < 1e-6
     assert r["jitter_iod"] < 1e-6 and r["jitter_pairs"] >= 29
+    assert r["jitter_landmarks_iod"] < 1e-6 and r["jitter_landmarks_pairs"] >= 29
     integrity = r["integrity"]
     assert integrity["frame_count_equal"] and integrity["timestamps_equal"]
     assert integrity["audio_identical"] and integrity["audio_packets"]["original"] > 0
@@ -110,6 +111,7 @@ def test_shifted_face_raises_jitter_and_flicker(shifted, clip, self_result, base
     assert r["jitter_pairs"] >= 20
     assert r["jitter_iod"] > JITTER_THRESHOLD_IOD
     assert r["jitter_iod"] > 3 * self_result["jitter_iod"]
+    assert r["jitter_landmarks_iod"] > JITTER_THRESHOLD_IOD  # the landmark form sees it too
     assert r["flicker"] > 1.2
     assert r["frames"]["truncated"]
     assert not r["integrity"]["audio_identical"]  # nothing but the video was written
@@ -170,3 +172,34 @@ def test_cli_writes_json_and_rejects_bad_inputs(clip, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("swapstream: error:") and "\n" not in err
     assert main(["--original", str(clip), "--output", str(clip), "--source", str(bad)]) == 2
+
+
+def test_configured_networks_replace_the_defaults(clip, base_cfg, tmp_path):
+    """evaluate.identity/pose/expression load user checkpoints (random ones here) through the registry;
+    a copy of the clip then scores zero distance to its original, zero pose and expression error."""
+    import copy as copy_module
+
+    import torch
+
+    from models.weights import REGISTRY, build_network
+    from stages.errors import ModelFileError
+
+    cfg = copy_module.deepcopy(base_cfg)
+    cfg["evaluate"] = {"identity": "arcface_iresnet50", "pose": "hopenet", "expression": "face_recon"}
+    cfg["weights"]["dir"] = str(tmp_path)
+    output = clip.with_name("copy_nets.mp4")
+    shutil.copyfile(clip, output)
+    with pytest.raises(ModelFileError, match=REGISTRY["arcface_iresnet50"].filename):
+        evaluate(clip, output, SOURCE, cfg, max_frames=3)
+    torch.manual_seed(0)
+    for name in ("arcface_iresnet50", "hopenet", "face_recon"):
+        entry = REGISTRY[name]
+        state = build_network(entry.network).state_dict()
+        torch.save({entry.state_key: state} if entry.state_key else state, tmp_path / entry.filename)
+    r = evaluate(clip, output, SOURCE, cfg, max_frames=3)
+    assert "arcface_iresnet50" in r["evaluator"]["identity"] and "hopenet" in r["evaluator"]["pose"]
+    assert "face_recon" in r["evaluator"]["expression"]
+    assert r["identity"]["faces"] == 3 and r["identity"]["distance_to_original"]["mean"] < 1e-5
+    assert r["pose_error_deg"]["mean"] < 1e-6
+    assert r["expression_error_coeff"]["mean"] < 1e-6 and "expression_error_iod" not in r
+    assert "3DMM" in summary_line(r)
