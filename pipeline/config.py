@@ -57,6 +57,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "classic.color_transfer": ("lab", "none"),
     "faceshifter.arcface": ("arcface_iresnet100", "arcface_iresnet50"),
     "faceshifter.hear": ("auto", "always", "never"),
+    "evaluate.identity": ("dlib", "arcface_iresnet100", "arcface_iresnet50"),
+    "evaluate.pose": ("pnp", "hopenet"),
+    "evaluate.expression": ("landmarks", "face_recon"),
+    "mask.types": ("box", "landmarks", "occlusion", "region"),  # a list of these
 }
 
 
@@ -67,7 +71,12 @@ def _check(cfg: dict, defaults: dict, where: str = "") -> None:
         if isinstance(default, dict):
             _check(value, default, f"{name}.")
             continue
-        if name in CHOICES and value not in CHOICES[name]:
+        if name in CHOICES and isinstance(default, list):
+            if not isinstance(value, list) or not value or any(v not in CHOICES[name] for v in value):
+                raise ConfigError(
+                    f"{name}={value!r} should be a list of one or more of: {', '.join(CHOICES[name])}"
+                )
+        elif name in CHOICES and value not in CHOICES[name]:
             raise ConfigError(f"{name}={value!r} is not one of: {', '.join(CHOICES[name])}")
         number = (int, float)
         if isinstance(default, bool) or default is None:

@@ -57,13 +57,14 @@ def prepare_source(path: str | Path, cfg: dict):
     classic: the aligned SourceFace with its landmarks. faceshifter: the raw ArcFace embedding
     ``(512,) float32``; its weight files are checked here, before any output exists.
     """
+    from models.weights import locate_configured
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
 
+    if "region" in cfg["mask"]["types"]:
+        locate_configured("face_parser_bisenet", cfg)
     backend = cfg["swap"]["backend"]
     if backend == "faceshifter":
-        from models.weights import locate_configured
-
         locate_configured("aei_net", cfg)
         if cfg["faceshifter"]["hear"] == "always":
             locate_configured("hear_net", cfg)
@@ -88,6 +89,7 @@ def build_specs(cfg: dict, source) -> list[StageSpec]:
     from stages.blend import BlendStage
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
+    from stages.mask import MaskStage
     from stages.smooth import SmoothStage
     from stages.swap_classic import ClassicSwapStage
     from stages.swap_faceshifter import FaceShifterSwapStage
@@ -101,6 +103,7 @@ def build_specs(cfg: dict, source) -> list[StageSpec]:
         StageSpec("smooth", SmoothStage, (cfg,)),
         StageSpec("align", AlignStage, (cfg,)),
         StageSpec("swap", swap_cls, (cfg, source), num_gpus=float(cfg["ray"]["swap_num_gpus"])),
+        StageSpec("mask", MaskStage, (cfg,)),
         StageSpec("blend", BlendStage, (cfg,)),
     ]
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
+from stages.scene import SceneCuts
 from stages.types import FrameBatch, swap_inputs
 
 JAW = np.arange(0, 17)
@@ -348,23 +349,40 @@ def face_masks(lm_crop: np.ndarray, cfg: dict, keep_inner_mouth: bool | None = N
 # colour
 
 
-def lab_transfer(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, stride: int = 4) -> torch.Tensor:
-    """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer).
-
-    src, dst: ``(3, H, W) float32`` RGB in [0, 1]. weight: ``(H, W)`` >= 0. The statistics use every
-    ``stride``-th pixel. Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never
-    depend on the batch.
-    """
+def lab_stats(
+    image: torch.Tensor, weight: torch.Tensor, stride: int = 4
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Weighted per-channel CIE-Lab mean and std ``(3,), (3,)`` of ``image (3, H, W)`` RGB in [0, 1] inside
+    ``weight (H, W) >= 0``, over every ``stride``-th pixel; None when the weights sum to less than 1."""
     w = weight[::stride, ::stride].reshape(1, -1)
     total = w.sum()
     if float(total) < 1.0:
+        return None
+    lab = kornia.color.rgb_to_lab(image[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
+    mu = (lab * w).sum(1) / total
+    sd = torch.sqrt(((lab - mu[:, None]) ** 2 * w).sum(1) / total)
+    return mu, sd
+
+
+def lab_transfer(
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int = 4,
+    target_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer).
+
+    src, dst: ``(3, H, W) float32`` RGB in [0, 1]. weight: ``(H, W)`` >= 0. The statistics use every
+    ``stride``-th pixel. target_stats: use these ``(mean, std)`` instead of ``dst``'s own (temporally
+    smoothed ones). Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never
+    depend on the batch.
+    """
+    s_stats = lab_stats(src, weight, stride)
+    d_stats = target_stats if target_stats is not None else lab_stats(dst, weight, stride)
+    if s_stats is None or d_stats is None:
         return src
-    fs = kornia.color.rgb_to_lab(src[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
-    fd = kornia.color.rgb_to_lab(dst[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
-    mu_s = (fs * w).sum(1) / total
-    mu_d = (fd * w).sum(1) / total
-    sd_s = torch.sqrt(((fs - mu_s[:, None]) ** 2 * w).sum(1) / total)
-    sd_d = torch.sqrt(((fd - mu_d[:, None]) ** 2 * w).sum(1) / total)
+    (mu_s, sd_s), (mu_d, sd_d) = s_stats, d_stats
     ratio = (sd_d / sd_s.clamp(min=1e-3)).clamp(*STD_RATIO)
     lab = kornia.color.rgb_to_lab(src[None])[0]
     out = (lab - mu_s[:, None, None]) * ratio[:, None, None] + mu_d[:, None, None]
@@ -420,6 +438,11 @@ class ClassicSwapStage:
         self.color = str(cfg["classic"].get("color_transfer", "lab"))
         if self.color not in ("lab", "none"):
             raise ValueError(f"classic.color_transfer must be 'lab' or 'none', got {self.color!r}")
+        self.color_smoothing = float(cfg["classic"]["color_smoothing"])
+        if not 0.0 <= self.color_smoothing < 1.0:
+            raise ValueError(f"classic.color_smoothing must be in [0, 1), got {self.color_smoothing}")
+        self.scene = SceneCuts(cfg)
+        self._colour: dict[tuple[str, int], tuple[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.src_points = control_points(source.landmarks68, self.size)
         self.triangles = triangulate(self.src_points)
         if cfg["classic"].get("keep_inner_mouth", True):
@@ -428,10 +451,13 @@ class ClassicSwapStage:
             src = tensor_of(source.crop).permute(2, 0, 1).float().div(255.0)
         self.src_tensor = src[None].contiguous()
 
-    def swap(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def swap(
+        self, crops: np.ndarray, landmarks: np.ndarray, target_stats: list | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Swap a stack of aligned target crops.
 
-        crops: ``(F, S, S, 3) uint8`` RGB. landmarks: ``(F, 68, 2)`` in crop pixels.
+        crops: ``(F, S, S, 3) uint8`` RGB. landmarks: ``(F, 68, 2)`` in crop pixels. target_stats: per
+        face None or a callable ``mask -> (mean, std)`` giving the Lab statistics to match (see __call__).
         Returns swapped ``(F, S, S, 3) uint8`` RGB and masks ``(F, S, S) float32`` in [0, 1].
         """
         n, size = len(crops), self.size
@@ -444,19 +470,55 @@ class ClassicSwapStage:
         masks = face_masks(lm, self.cfg)
         if self.color == "lab":
             target = tensor_of(crops).permute(0, 3, 1, 2).float().div(255.0)
-            warped = torch.stack([lab_transfer(warped[i], target[i], masks[i]) for i in range(n)])
+            stats = target_stats if target_stats is not None else [None] * n
+            out = []
+            for i in range(n):
+                if stats[i] is None:
+                    out.append(lab_transfer(warped[i], target[i], masks[i]))
+                else:
+                    out.append(lab_transfer(warped[i], target[i], masks[i], target_stats=stats[i](masks[i])))
+            warped = torch.stack(out)
         swapped = warped.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         return swapped.numpy(), masks.contiguous().numpy()
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
+        cuts = self.scene.feed(batch.video_id, batch.frames) if len(batch) else np.zeros(0, bool)
         todo, crops, lm = swap_inputs(batch, self.size)
         if not todo:
             return batch
-        swapped, masks = self.swap(crops, lm)
+        frame_of = {id(f): int(batch.indices[i]) for i, fs in enumerate(batch.faces) for f in fs}
+        cut_at = {int(batch.indices[i]) for i in np.flatnonzero(cuts)}
+        stats = [
+            self._smoothed_stats(batch.video_id, f, frame_of[id(f)], cut_at, c) for f, c in zip(todo, crops)
+        ]
+        swapped, masks = self.swap(crops, lm, stats if self.color_smoothing > 0 else None)
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw
             face.mask = m
+        first = int(batch.indices[0])
+        for key in [k for k, (f, _) in self._colour.items() if k[0] == batch.video_id and f < first - 1]:
+            del self._colour[key]
         return batch
 
+    def _smoothed_stats(self, video_id: str, face, frame: int, cut_at: set[int], crop: np.ndarray):
+        """A callable ``mask -> (mean, std)``: the face's target Lab statistics, exponentially smoothed
+        along its track (restarting at a cut or a missing frame), so the colour match does not flicker."""
+        key = (video_id, int(face.track_id))
+        target = tensor_of(crop).permute(2, 0, 1).float().div(255.0)
+
+        def stats(mask: torch.Tensor):
+            now = lab_stats(target, mask)
+            prev = self._colour.get(key)
+            if now is not None and face.track_id >= 0 and prev is not None and prev[0] == frame - 1:
+                if frame not in cut_at:
+                    a = self.color_smoothing
+                    now = (a * prev[1][0] + (1 - a) * now[0], a * prev[1][1] + (1 - a) * now[1])
+            if now is not None and face.track_id >= 0:
+                self._colour[key] = (frame, now)
+            return now
+
+        return stats
+
     def flush(self) -> list[FrameBatch]:
+        self._colour.clear()
         return []

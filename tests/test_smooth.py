@@ -14,7 +14,17 @@ from stages.smooth import SmoothStage
 from stages.types import FaceRecord, FrameBatch
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-CFG = {"smooth": {"enabled": True, "window": 9, "sigma": 2.0, "max_gap": 3}, "scene": {"threshold": 0.2}}
+CFG = {
+    "smooth": {
+        "enabled": True,
+        "window": 9,
+        "sigma": 2.0,
+        "max_gap": 3,
+        "flow_weight": 25.0,
+        "curvature_weight": 2.0,
+    },
+    "scene": {"threshold": 0.2},
+}
 SCENE_A = np.array([200, 40, 40], np.uint8)
 SCENE_B = np.array([20, 60, 220], np.uint8)
 BASE68 = np.random.default_rng(1).uniform(-20, 20, size=(68, 2))
@@ -264,3 +274,47 @@ def test_scene_cuts_on_real_videos():
     # hamilton_short_clip.mp4: two cuts early on and the stage → audience cut about 7 s in (frame 211)
     assert video_cuts("hamilton_short_clip.mp4") == [20, 82, 211]
     assert video_cuts("liveportrait_d20.mp4") == []
+
+
+def textured_batches(n: int, motion: np.ndarray, noise: float, batch: int = 16) -> Iterator[FrameBatch]:
+    """A random texture (160x200) whose content moves by ``motion[i] (2,)`` px in frame i (jerky, with
+    repeated frames), and one face whose 68 detections follow it with Gaussian noise of ``noise`` px."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (240, 280, 3), dtype=np.uint8), (0, 0), 2.0)
+    detect_noise = rng.normal(0, noise, size=(n, 68, 2))
+    for start in range(0, n, batch):
+        idx = np.arange(start, min(start + batch, n), dtype=np.int64)
+        frames = np.empty((len(idx), 160, 200, 3), np.uint8)
+        faces = []
+        for k, i in enumerate(idx):
+            dx, dy = motion[i]
+            m = np.array([[1, 0, dx - 40], [0, 1, dy - 40]], np.float64)
+            frames[k] = cv2.warpAffine(base, m, (200, 160), flags=cv2.INTER_LINEAR)
+            face = face_at(np.array([dx, dy]), 0)
+            face.landmarks68 = (face.landmarks68 + detect_noise[i]).astype(np.float32)
+            faces.append([face])
+        yield FrameBatch("t", idx, idx, frames, faces)
+
+
+def test_flow_fusion_follows_jerky_motion_and_removes_detection_noise():
+    """Content that moves in steps with a repeated frame every 5th frame (as liveportrait_d20.mp4 does):
+    the flow-fused landmarks follow the real motion frame to frame far better than the raw detections,
+    and better than a plain low-pass of them, which smears the steps."""
+    n = 60
+    steps = np.where(np.arange(n) % 5 == 4, 0.0, 1.0)  # every 5th frame repeats the one before
+    wobble = 2.0 * np.sin(np.arange(n) / 2.0)
+    motion = np.stack([np.cumsum(steps) + wobble, 0.5 * np.cumsum(steps)], 1)
+    truth = np.stack([face_at(m, 0).landmarks68 for m in motion]).astype(np.float64)
+
+    def motion_error(cfg: dict) -> float:
+        _, out = run_stage(textured_batches(n, motion, noise=0.8), cfg)
+        got = np.stack([f.landmarks68 for b in out for f in (fs[0] for fs in b.faces)]).astype(np.float64)
+        return float(np.linalg.norm(np.diff(got - truth, axis=0), axis=2).mean())
+
+    raw = {**CFG, "smooth": {**CFG["smooth"], "enabled": False}}
+    lowpass = {**CFG, "smooth": {**CFG["smooth"], "flow_weight": 0.0, "curvature_weight": 0.0}}
+    e_raw, e_low, e_flow = motion_error(raw), motion_error(lowpass), motion_error(CFG)
+    assert e_flow < 0.4 * e_raw, (e_raw, e_low, e_flow)
+    assert e_flow < 0.6 * e_low, (e_raw, e_low, e_flow)

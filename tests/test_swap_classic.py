@@ -319,3 +319,40 @@ def test_stage_fills_selected_faces_only(cfg, stage, targets):
         assert np.array_equal(face.swapped, alone_sw[k]) and np.array_equal(face.mask, alone_m[k])
     # frames are not written by the swap stage
     assert np.array_equal(out.frames, targets["frames"])
+
+
+def test_colour_statistics_are_smoothed_along_a_track(cfg, source, targets):
+    """The same face brightened by 40 in the next frame: its colour match moves only 1 - a of the way
+    (a = classic.color_smoothing) on that track; a new track, a gap or a scene cut takes it at once."""
+    crop = targets["crops"][0]
+    bright = np.clip(crop.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+
+    def run(
+        stage: ClassicSwapStage, crops: list[np.ndarray], indices: list[int], tracks: list[int], frames=None
+    ):
+        out = []
+        for k, (c, i, t) in enumerate(zip(crops, indices, tracks)):
+            rec = FaceRecord(
+                box=np.zeros(4, np.float32),
+                score=1.0,
+                points5=points5_from_68(targets["lm"][0]),
+                landmarks68=targets["lm"][0],
+                affine=targets["affine"][0],
+                crop=c,
+                track_id=t,
+            )
+            frame = targets["frames"][:1] if frames is None else frames[k][None]
+            stage(FrameBatch("v", np.array([i]), np.array([i]), frame, [[rec]]))
+            out.append(rec.swapped.astype(np.float64).mean())
+        return out
+
+    a = cfg["classic"]["color_smoothing"]
+    dark, fresh = run(ClassicSwapStage(cfg, source), [crop, bright], [0, 5], [0, 7])
+    _, smoothed = run(ClassicSwapStage(cfg, source), [crop, bright], [0, 1], [0, 0])
+    assert fresh - dark > 15
+    assert smoothed - dark == pytest.approx((1 - a) * (fresh - dark), rel=0.25)
+    _, gap = run(ClassicSwapStage(cfg, source), [crop, bright], [0, 2], [0, 0])
+    assert gap == pytest.approx(fresh, abs=0.5)
+    other = np.zeros_like(targets["frames"][0])
+    _, cut = run(ClassicSwapStage(cfg, source), [crop, bright], [0, 1], [0, 0], [targets["frames"][0], other])
+    assert cut == pytest.approx(fresh, abs=0.5)

@@ -1,0 +1,222 @@
+"""Mask stage: decide, per pixel of each aligned crop, how much of the swapped face is pasted.
+
+Placed after ``swap`` and before ``blend``, for every swap backend. The swap stage sets ``face.mask``
+``(S, S) float32`` in [0, 1] (the landmark area: the face hull, eroded and feathered, with the target's own
+inner mouth cut out). This stage replaces it by the product of the mask types listed in ``mask.types``, as
+FaceFusion combines its face-mask types:
+
+- ``box``: the whole crop with a feathered border (``mask.box_blur`` of the crop side); for learned
+  backends that generate the whole crop.
+- ``landmarks``: the swap stage's own mask (above).
+- ``occlusion``: 0 where something covers the face (a microphone, hair, a hand of another colour), built
+  from what ships, per frame: a robust colour model of the target's own skin, sampled in this crop on the
+  cheeks and nose (inside the landmark hull, above the nose's base, away from eyes, brows and nostrils).
+  A hull pixel is occluded when its YCrCb distance to that model is large (chroma weighted over luma, so
+  shading is not an occluder) or when it is far darker than the skin (luma below ``DARK_RATIO`` of the
+  skin's: a black microphone on a dim face has little chroma). Eyes, brows and nostrils are exempt; on
+  the lips only darkness counts. The estimate is cleaned with a small opening and grown a little, so an
+  occluder's edge stays original rather than painted over. Skin-coloured occluders (a hand) are not
+  found this way; the ``region`` type is the stronger model.
+- ``region``: the face-parsing BiSeNet's probability of the classes in ``mask.region_classes`` (needs the
+  user-supplied ``79999_iter.pth``; a missing file is an error, never skipped).
+
+Over time, per track, the occlusion/region/box part is filtered with an instant attack and a slow
+release: ``m = min(m_t, r * m_prev + (1 - r) * m_t)`` with ``r = mask.release``, so an occluder is kept
+from the first frame it appears in and the swap comes back over a few frames after it leaves (no
+flicker at occluder edges). The filter restarts at scene cuts and where a track is missing a frame.
+
+Every face's result depends only on its own inputs and its track's previous result, so the stage gives
+the same masks in-process and under Ray, whatever the batching.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stages.scene import SceneCuts
+from stages.swap_classic import _smooth_ramp, hull_distance, hull_points, polygon_distance
+from stages.types import FaceRecord, FrameBatch, swap_inputs
+
+MASK_TYPES = ("box", "landmarks", "occlusion", "region")
+
+LEFT_EYE, RIGHT_EYE = np.arange(36, 42), np.arange(42, 48)
+LEFT_BROW, RIGHT_BROW = np.arange(17, 22), np.arange(22, 27)
+NOSTRILS = np.r_[31:36, 33]  # nose base polyline 31-35 (closed through its middle point)
+OUTER_LIP = np.arange(48, 60)
+
+# Robust spread floors of the skin model, in YCrCb units of [0, 1]: a face of very even colour would
+# otherwise flag ordinary shading and make-up. Luma counts ``LUMA_TOLERANCE`` times less than chroma.
+MIN_SPREAD_CHROMA = 0.008
+MIN_SPREAD_LUMA = 0.03
+LUMA_TOLERANCE = 3.0
+DARK_RATIO = 0.55  # luma below this share of the skin's median luma is an occluder (or a dark beard)
+MIN_SKIN_SAMPLES = 50  # fewer skin pixels than this: no estimate, nothing is marked occluded
+
+
+def _ycrcb(images: torch.Tensor) -> torch.Tensor:
+    """``(F, 3, S, S)`` RGB in [0, 1] → ``(F, 3, S, S)`` Y, Cr, Cb in [0, 1] (BT.601, full range)."""
+    r, g, b = images[:, 0], images[:, 1], images[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cr = (r - y) * 0.713 + 0.5
+    cb = (b - y) * 0.564 + 0.5
+    return torch.stack([y, cr, cb], 1)
+
+
+def _near(lm: np.ndarray, idx: np.ndarray, size: int, grow: float) -> torch.Tensor:
+    """``(F, S, S) bool``: within ``grow`` px of (or inside) the closed polygon ``lm[:, idx]``."""
+    return polygon_distance(lm[:, idx], size, pad=grow + 2.0) > -grow
+
+
+def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torch.Tensor:
+    """Visible-face masks ``(F, S, S) float32`` in [0, 1] (0 = occluded) of aligned target crops.
+
+    crops: ``(F, S, S, 3) uint8`` RGB. landmarks: ``(F, 68, 2)`` in crop pixels. cfg ``mask``:
+    occlusion_threshold (skin-model distance, in robust standard deviations, where occlusion starts; it is
+    complete at 1.5 times that), occlusion_grow (px of the crop side, fraction, an occluder is grown by).
+    """
+    n = len(crops)
+    size = crops.shape[1]
+    m = cfg["mask"]
+    lo = float(m["occlusion_threshold"])
+    grow = max(1, int(round(float(m["occlusion_grow"]) * size)))
+    lm = np.asarray(landmarks, dtype=np.float64)
+    img = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0)
+    ycc = _ycrcb(img)
+    eye_dist = np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=1)
+    feature_grow = float(np.median(eye_dist)) * 0.12 if n else 0.0
+    hull = hull_distance(hull_points(lm), size) > 0
+    exempt = (
+        _near(lm, LEFT_EYE, size, feature_grow)
+        | _near(lm, RIGHT_EYE, size, feature_grow)
+        | _near(lm, LEFT_BROW, size, feature_grow)
+        | _near(lm, RIGHT_BROW, size, feature_grow)
+        | _near(lm, NOSTRILS, size, feature_grow)
+    )
+    lips = _near(lm, OUTER_LIP, size, feature_grow * 0.5)
+    rows = torch.arange(size, dtype=torch.float32)[None, :, None]
+    above_nose_base = rows < torch.from_numpy(lm[:, 33, 1].astype(np.float32))[:, None, None]
+    sample = hull & above_nose_base & ~exempt & ~lips
+    occluded = torch.zeros(n, size, size)
+    for i in range(n):
+        pix = ycc[i].reshape(3, -1)[:, sample[i].reshape(-1)]
+        if pix.shape[1] < MIN_SKIN_SAMPLES:
+            continue
+        centre = pix.median(1).values
+        spread = 1.4826 * (pix - centre[:, None]).abs().median(1).values
+        spread = torch.maximum(spread, torch.tensor([MIN_SPREAD_LUMA, MIN_SPREAD_CHROMA, MIN_SPREAD_CHROMA]))
+        spread[0] = spread[0] * LUMA_TOLERANCE
+        z = (ycc[i] - centre[:, None, None]) / spread[:, None, None]
+        dist = z.pow(2).sum(0).sqrt()
+        colour = _smooth_ramp((dist - lo) / (0.5 * lo)) * ~lips[i]  # lips are not skin-coloured
+        # far darker than the skin in any light (a black microphone on a dimly lit face has little chroma)
+        dark_below = DARK_RATIO * centre[0]
+        dark = _smooth_ramp((dark_below - ycc[i, 0]) / (0.25 * dark_below).clamp_min(1e-3))
+        occluded[i] = torch.maximum(colour, dark) * (hull[i] & ~exempt[i])
+    # opening (drop isolated speckles), then grow what is left so occluder edges stay original
+    k = 2 * (grow // 2) + 1
+    opened = F.max_pool2d(-F.max_pool2d(-occluded[:, None], 5, 1, 2), 5, 1, 2)
+    grown = F.max_pool2d(opened, k, 1, k // 2)
+    soft = F.avg_pool2d(grown, k, 1, k // 2, count_include_pad=False)
+    return (1.0 - torch.maximum(soft, opened))[:, 0].clamp(0.0, 1.0)
+
+
+def box_masks(n: int, size: int, blur: float) -> torch.Tensor:
+    """``(n, S, S) float32``: 1 inside the crop, ramping to 0 over ``blur`` × S at its border."""
+    width = max(blur * size, 1.0)
+    pos = torch.arange(size, dtype=torch.float32)
+    edge = torch.minimum(pos + 0.5, size - 0.5 - pos)
+    ramp = _smooth_ramp(edge / width)
+    return (ramp[:, None] * ramp[None, :]).expand(n, size, size).contiguous()
+
+
+class MaskStage:
+    """Combine the configured mask types into every swapped face's ``mask`` (see the module docstring).
+
+    Needs faces with ``crop``, ``swapped``, ``mask``, ``affine`` and ``landmarks68`` (set by align and swap).
+    cfg ``mask``: types (list of ``box | landmarks | occlusion | region``), box_blur, occlusion_threshold,
+    occlusion_grow, region_classes (face-parsing class names), release (temporal filter, 0 = off).
+    """
+
+    def __init__(self, cfg: dict) -> None:
+        m = cfg["mask"]
+        self.types = tuple(m["types"])
+        unknown = [t for t in self.types if t not in MASK_TYPES]
+        if not self.types or unknown:
+            from stages.errors import ConfigError
+
+            raise ConfigError(f"mask.types={list(self.types)!r}: give one or more of {', '.join(MASK_TYPES)}")
+        self.cfg = cfg
+        self.size = int(cfg["align"]["crop_size"])
+        self.release = float(m["release"])
+        self.scene = SceneCuts(cfg)
+        self._previous: dict[tuple[str, int], tuple[int, torch.Tensor]] = {}
+        self.parser = None
+        self.region_ids: list[int] = []
+        if "region" in self.types:
+            from models.bisenet import FACE_PARSING_CLASSES
+            from models.weights import load_configured
+            from stages.detect import resolve_device
+
+            names = list(m["region_classes"])
+            bad = [c for c in names if c not in FACE_PARSING_CLASSES]
+            if bad or not names:
+                from stages.errors import ConfigError
+
+                known = ", ".join(FACE_PARSING_CLASSES)
+                raise ConfigError(f"mask.region_classes: {', '.join(bad) or 'empty'} not among {known}")
+            self.region_ids = [FACE_PARSING_CLASSES.index(c) for c in names]
+            self.device = resolve_device(cfg["runtime"]["device"])
+            self.parser = load_configured("face_parser_bisenet", cfg, device=self.device)
+
+    def _region(self, crops: np.ndarray) -> torch.Tensor:
+        from models.bisenet import class_mask, parse_faces
+
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0)
+        probs = parse_faces(self.parser, x.to(self.device))
+        return class_mask(probs, self.region_ids)[:, 0].float().cpu()
+
+    def masks(self, faces: list[FaceRecord], crops: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
+        """The per-frame masks ``(F, S, S) float32`` of the non-landmark types (1 when there are none)."""
+        n = len(faces)
+        out = torch.ones(n, self.size, self.size)
+        if "box" in self.types:
+            out = out * box_masks(n, self.size, float(self.cfg["mask"]["box_blur"]))
+        if "occlusion" in self.types:
+            out = out * occlusion_masks(crops, landmarks, self.cfg)
+        if "region" in self.types:
+            out = out * self._region(crops)
+        return out
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        if len(batch) == 0:
+            return batch
+        cuts = self.scene.feed(batch.video_id, batch.frames)
+        faces, crops, landmarks = swap_inputs(batch, self.size)
+        keep = [i for i, f in enumerate(faces) if f.swapped is not None]
+        if not keep:
+            return batch
+        todo = [faces[i] for i in keep]
+        extra = self.masks(todo, crops[keep], landmarks[keep])
+        frame_of = {id(f): int(batch.indices[i]) for i, fs in enumerate(batch.faces) for f in fs}
+        cut_at = {int(batch.indices[i]) for i in np.flatnonzero(cuts)}
+        for face, m in zip(todo, extra):
+            frame = frame_of[id(face)]
+            key = (batch.video_id, int(face.track_id))
+            prev = self._previous.get(key)
+            if self.release > 0 and face.track_id >= 0 and prev is not None and prev[0] == frame - 1:
+                if frame not in cut_at:
+                    m = torch.minimum(m, self.release * prev[1] + (1.0 - self.release) * m)
+            if face.track_id >= 0:
+                self._previous[key] = (frame, m)
+            base = face.mask if "landmarks" in self.types and face.mask is not None else 1.0
+            face.mask = np.ascontiguousarray((torch.as_tensor(base) * m).numpy(), dtype=np.float32)
+        first = int(batch.indices[0])
+        for key in [k for k, (f, _) in self._previous.items() if k[0] == batch.video_id and f < first - 1]:
+            del self._previous[key]
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        self._previous.clear()
+        return []
