@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear clean-venv
+.PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear ffpp clean-venv
 
 help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
@@ -16,6 +16,7 @@ help:
 	@echo "make weights [DIR=weights]   fetch the public FaceShifter checkpoints and check their hashes"
 	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
 	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
+	@echo "make ffpp FFPP_ROOT=/data/FaceForensics++ [COMPRESSION=c23] [SPLIT=test] [LIMIT=N] [OUT=runs/ffpp-DATE] [SCORE_ONLY=DIR] [ARGS=...]"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,12 @@ prepare-faces: $(STAMP)
 train-aei train-hear: train-%: $(STAMP)
 	@if [ -z "$(DATA)" ]; then echo "usage: make $@ DATA=crops/ [OUT=runs/$*] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
 	$(PY) -m pipeline train $* --data "$(DATA)" --out "$(or $(OUT),runs/$*)" $(ARGS)
+
+ffpp: $(STAMP)
+	@if [ -z "$(FFPP_ROOT)" ]; then echo "usage: make ffpp FFPP_ROOT=/data/FaceForensics++ [COMPRESSION=c23] [SPLIT=test] [LIMIT=N] [OUT=runs/ffpp-DATE] [SCORE_ONLY=DIR] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
+	$(PY) -m pipeline ffpp --root "$(FFPP_ROOT)" --out "$(or $(OUT),runs/ffpp-$(shell date +%Y%m%d))" \
+		--compression "$(or $(COMPRESSION),c23)" --split "$(or $(SPLIT),test)" $(if $(LIMIT),--limit $(LIMIT)) \
+		$(if $(SCORE_ONLY),--score-only "$(SCORE_ONLY)") $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -106,6 +106,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(extra, dict):
             raise ConfigError(f"{p}: a config file must be a mapping of keys")
         _merge(cfg, extra, "")
+    _apply(cfg, overrides)
+    _check(cfg, defaults)
+    return cfg
+
+
+def _apply(cfg: dict, overrides: list[str] | tuple[str, ...]) -> None:
+    """Set each ``key.path=value`` override in ``cfg`` (in place); unknown keys are ConfigError."""
     for text in overrides:
         keys, value = parse_override(text)
         node: dict = cfg
@@ -118,5 +125,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if isinstance(node[keys[-1]], dict):
             raise ConfigError(f"config key {'.'.join(keys)} is a section, not a value")
         node[keys[-1]] = value
-    _check(cfg, defaults)
-    return cfg
+
+
+def with_overrides(cfg: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """A checked copy of a loaded ``cfg`` with more ``key.path=value`` overrides (e.g. one job's of many).
+
+    Each value must have the type of the one it replaces and, where listed, be one of ``CHOICES``.
+    """
+    out = copy.deepcopy(cfg)
+    _apply(out, overrides)
+    _check(out, cfg)
+    return out

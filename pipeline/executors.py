@@ -9,6 +9,8 @@ frame order; given the same specs and input they produce identical frames.
 from __future__ import annotations
 
 import os
+import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -106,50 +108,123 @@ def init_ray(num_cpus: int | None = None) -> None:
         )
 
 
-class _StageActor:
-    """Hosts one stage inside a Ray actor."""
+class _PoolActor:
+    """A Ray actor hosting stage objects of many videos at once: one object per (job, stage), built when
+    the job opens, so each video keeps its own state (tracks, smoothing windows, its source face) while the
+    process, its imports and its threads are shared."""
 
-    def __init__(self, spec: StageSpec) -> None:
-        self.stage = spec.build()
+    def __init__(self) -> None:
+        self.stages: dict[str, Any] = {}
 
-    def process(self, batch: FrameBatch) -> FrameBatch:
-        return self.stage(batch)
+    def open(self, job: str, spec: StageSpec) -> None:
+        self.stages[job] = spec.build()
 
-    def flush(self) -> list[FrameBatch]:
-        return self.stage.flush()
+    def process(self, job: str, batch: FrameBatch) -> FrameBatch:
+        return self.stages[job](batch)
+
+    def flush(self, job: str) -> list[FrameBatch]:
+        return self.stages[job].flush()
+
+    def close(self, job: str) -> None:
+        self.stages.pop(job, None)
+
+    def jobs(self) -> int:
+        return len(self.stages)
+
+
+class StagePool:
+    """Ray actors shared by every video of a run: up to ``per_stage[name]`` actors per stage name
+    (default 1), created on first use; each new video's stage goes to the actor of that name with the
+    fewest open videos (the earliest on ties). Thread-safe, so several videos can run at once.
+    """
+
+    def __init__(self, per_stage: dict[str, int] | None = None) -> None:
+        self.per_stage = dict(per_stage or {})
+        self._actors: dict[str, list[Any]] = {}
+        self._load: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> StagePool:
+        """``ray.swap_actors`` swap actors and ``ray.stage_actors`` of every other stage."""
+        r = cfg["ray"]
+        names = ("detect", "landmarks", "track", "smooth", "align", "mask", "blend")
+        per = {name: int(r["stage_actors"]) for name in names}
+        per["swap"] = int(r["swap_actors"])
+        return cls(per)
+
+    def acquire(self, spec: StageSpec) -> Any:
+        """The actor that will run ``spec`` for one more video."""
+        ray = _ray()
+        init_ray()
+        with self._lock:
+            actors = self._actors.setdefault(spec.name, [])
+            if len(actors) < max(1, self.per_stage.get(spec.name, 1)) and all(
+                self._load[id(a)] for a in actors
+            ):
+                gpus = ray.cluster_resources().get("GPU", 0)
+                if spec.num_gpus > gpus:
+                    raise RuntimeError(
+                        f"stage {spec.name} asks for {spec.num_gpus} GPU(s) but the Ray cluster has {gpus}: "
+                        "set ray.swap_num_gpus=0 to run it on CPU"
+                    )
+                remote = ray.remote(_PoolActor).options(num_cpus=0, num_gpus=spec.num_gpus, max_concurrency=1)
+                actor = remote.remote()
+                actors.append(actor)
+                self._load[id(actor)] = 0
+            actor = min(actors, key=lambda a: self._load[id(a)])
+            self._load[id(actor)] += 1
+            return actor
+
+    def release(self, actor: Any) -> None:
+        with self._lock:
+            if id(actor) in self._load:
+                self._load[id(actor)] -= 1
+
+    def close(self) -> None:
+        """Kill every actor (running videos then fail with an actor error)."""
+        ray = _ray()
+        with self._lock:
+            for actors in self._actors.values():
+                for actor in actors:
+                    ray.kill(actor)
+            self._actors.clear()
+            self._load.clear()
 
 
 class RayExecutor:
-    """One Ray actor per stage; batches flow as object refs with at most ``max_in_flight`` per edge.
+    """The stages of one video as Ray actors; batches flow as object refs, at most ``max_in_flight`` per edge.
 
-    Each actor receives its calls in submission order (Ray keeps the order of one caller's calls to a
-    synchronous actor), so stateful stages see frames in order. When an edge holds ``max_in_flight``
-    unfinished batches the driver waits for the oldest (backpressure), and the sink gets results in order.
+    With a shared :class:`StagePool` the actors serve other videos at the same time (each keeps its own
+    stage objects); without one the executor makes a private pool (one actor per stage) and kills it on
+    close. Each actor receives this video's calls in submission order (Ray keeps the order of one caller's
+    calls to a synchronous actor), so stateful stages see frames in order. When an edge holds
+    ``max_in_flight`` unfinished batches the driver waits for the oldest (backpressure), and the sink gets
+    results in order.
     """
 
-    def __init__(self, specs: list[StageSpec], max_in_flight: int = 4) -> None:
+    def __init__(self, specs: list[StageSpec], max_in_flight: int = 4, pool: StagePool | None = None) -> None:
         ray = _ray()
-        init_ray()
+        self.own_pool = pool is None
+        self.pool = pool if pool is not None else StagePool()
         self.max_in_flight = max(1, int(max_in_flight))
-        gpus = ray.cluster_resources().get("GPU", 0)
-        remote = ray.remote(_StageActor)
-        self.actors = []
-        for spec in specs:
-            if spec.num_gpus > gpus:
-                raise RuntimeError(
-                    f"stage {spec.name} asks for {spec.num_gpus} GPU(s) but the Ray cluster has {gpus}: "
-                    "set ray.swap_num_gpus=0 to run it on CPU"
-                )
-            self.actors.append(
-                remote.options(name=None, num_cpus=0, num_gpus=spec.num_gpus, max_concurrency=1).remote(spec)
-            )
+        self.job = uuid.uuid4().hex
         self.names = [s.name for s in specs]
+        self.actors: list[Any] = []
+        try:
+            for spec in specs:
+                self.actors.append(self.pool.acquire(spec))
+            ray.get([a.open.remote(self.job, spec) for a, spec in zip(self.actors, specs)])
+        except BaseException:
+            self.close()
+            raise
 
     def run(self, batches: Iterable[FrameBatch], sink: Sink) -> None:
         ray = _ray()
         ordered = OrderedSink(sink)
         edges: list[deque] = [deque() for _ in self.actors]
         outputs: deque = deque()
+        job = self.job
 
         def submit(ref, first: int):
             for k in range(first, len(self.actors)):
@@ -159,7 +234,7 @@ class RayExecutor:
                 if len(edge) >= self.max_in_flight:
                     ray.wait([edge[0]], num_returns=1)
                     edge.popleft()
-                ref = self.actors[k].process.remote(ref)
+                ref = self.actors[k].process.remote(job, ref)
                 edge.append(ref)
             outputs.append(ref)
 
@@ -171,7 +246,7 @@ class RayExecutor:
             submit(ray.put(batch), 0)
             drain(block=True)
         for k, actor in enumerate(self.actors):
-            for held in ray.get(actor.flush.remote()):
+            for held in ray.get(actor.flush.remote(job)):
                 if k + 1 < len(self.actors):
                     submit(ray.put(held), k + 1)
                 else:
@@ -182,9 +257,12 @@ class RayExecutor:
         ordered.close()
 
     def close(self) -> None:
-        ray = _ray()
-        for actor in self.actors:
-            ray.kill(actor)
+        if self.own_pool:
+            self.pool.close()
+        else:
+            for actor in self.actors:
+                actor.close.remote(self.job)
+                self.pool.release(actor)
         self.actors = []
 
 
@@ -193,10 +271,10 @@ def _done(ray, ref) -> bool:
     return bool(ready)
 
 
-def make_executor(kind: str, specs: list[StageSpec], cfg: dict):
-    """``kind``: ``local`` (in-process) or ``ray``."""
+def make_executor(kind: str, specs: list[StageSpec], cfg: dict, pool: StagePool | None = None):
+    """``kind``: ``local`` (in-process) or ``ray`` (on ``pool``'s shared actors when given)."""
     if kind == "local":
         return LocalExecutor(specs)
     if kind == "ray":
-        return RayExecutor(specs, max_in_flight=cfg["ray"]["max_in_flight"])
+        return RayExecutor(specs, max_in_flight=cfg["ray"]["max_in_flight"], pool=pool)
     raise ValueError(f"executor must be 'ray' or 'local', not {kind!r}")

@@ -135,12 +135,15 @@ def swap_video(
     cfg: dict,
     progress: bool = True,
     digest: bool = False,
+    pool=None,
 ) -> Summary:
     """Swap the source photo's face onto the faces of ``input_path``; write ``output`` atomically.
 
     digest: also hash every output frame, in order, before encoding (``Summary.frames_digest``). The
     executors are compared on this: libx264 here does not always produce the same bytes for the same
     frames, so comparing encoded files would test the encoder, not the pipeline.
+    pool: a :class:`pipeline.executors.StagePool` whose Ray actors this video shares with others
+    (``executor=ray`` only).
     """
     started = time.perf_counter()
     input_path = Path(input_path)
@@ -148,7 +151,7 @@ def swap_video(
     info = probe(input_path)
     check_paths(input_path, output)
     source = prepare_source(source_path, cfg)
-    executor = make_executor(cfg["executor"], build_specs(cfg, source), cfg)
+    executor = make_executor(cfg["executor"], build_specs(cfg, source), cfg, pool=pool)
     counts = {"frames": 0, "with_face": 0, "swapped": 0}
     writer = VideoWriter(output, info, cfg, pipeline.__version__)
     bar = _progress(info.frames, progress, output.name)

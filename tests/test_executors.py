@@ -62,3 +62,42 @@ def test_ray_executor_matches_local_bit_for_bit():
         assert np.array_equal(a.indices, b.indices)
         assert np.array_equal(a.pts, b.pts)
         assert np.array_equal(a.frames, b.frames)
+
+
+@pytest.mark.slow
+def test_shared_pool_runs_videos_at_once_with_their_own_state():
+    """Three videos at once on one StagePool (two actors for the stateful stage): every video's frames
+    equal its in-process run, although the stateful DelayOne actors serve several videos."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.executors import StagePool
+
+    def batches(seed: int):
+        rng = np.random.default_rng(seed)
+        frames = rng.integers(0, 256, size=(40, 24, 32, 3), dtype=np.uint8)
+        for start in range(0, 40, 8):
+            idx = np.arange(start, start + 8)
+            yield FrameBatch(f"v{seed}", idx, idx, frames[idx].copy())
+
+    def run(executor, seed: int) -> np.ndarray:
+        out: list[FrameBatch] = []
+        try:
+            executor.run(batches(seed), out.append)
+        finally:
+            executor.close()
+        return np.concatenate([b.frames for b in out])
+
+    expected = {seed: run(LocalExecutor(SPECS), seed) for seed in (1, 2, 3)}
+    pool = StagePool({"delay": 2})
+    try:
+        with ThreadPoolExecutor(3) as threads:
+            futures = {
+                seed: threads.submit(lambda s: run(RayExecutor(SPECS, 2, pool=pool), s), seed)
+                for seed in (1, 2, 3)
+            }
+            got = {seed: f.result() for seed, f in futures.items()}
+        assert len(pool._actors["delay"]) == 2 and len(pool._actors["brighten"]) == 1
+    finally:
+        pool.close()
+    for seed in (1, 2, 3):
+        assert np.array_equal(got[seed], expected[seed])
