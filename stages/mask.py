@@ -14,9 +14,9 @@ FaceFusion combines its face-mask types:
   A hull pixel is occluded when its YCrCb distance to that model is large (chroma weighted over luma, so
   shading is not an occluder) or when it is far darker than the skin (luma below ``DARK_RATIO`` of the
   skin's: a black microphone on a dim face has little chroma). Eyes, brows and nostrils are exempt; on
-  the lips only darkness counts. The estimate is cleaned with a small opening and grown a little, so an
-  occluder's edge stays original rather than painted over. Skin-coloured occluders (a hand) are not
-  found this way; the ``region`` type is the stronger model.
+  the lips only a colourless dark counts (a microphone, not lipstick). The estimate is cleaned with a
+  small opening and grown a little, so an occluder's edge stays original rather than painted over.
+  Skin-coloured occluders (a hand) are not found this way; the ``region`` type is the stronger model.
 - ``region``: the face-parsing BiSeNet's probability of the classes in ``mask.region_classes`` (needs the
   user-supplied ``79999_iter.pth``; a missing file is an error, never skipped).
 
@@ -52,6 +52,7 @@ MIN_SPREAD_CHROMA = 0.008
 MIN_SPREAD_LUMA = 0.03
 LUMA_TOLERANCE = 3.0
 DARK_RATIO = 0.55  # luma below this share of the skin's median luma is an occluder (or a dark beard)
+NEUTRAL_CHROMA = 0.04  # |Cr - 0.5| and |Cb - 0.5| below this: a colourless (grey/black) pixel
 MIN_SKIN_SAMPLES = 50  # fewer skin pixels than this: no estimate, nothing is marked occluded
 
 
@@ -113,6 +114,11 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
         # far darker than the skin in any light (a black microphone on a dimly lit face has little chroma)
         dark_below = DARK_RATIO * centre[0]
         dark = _smooth_ramp((dark_below - ycc[i, 0]) / (0.25 * dark_below).clamp_min(1e-3))
+        # on the lips only a colourless dark counts (a black microphone, not dark red lipstick)
+        chroma = torch.maximum((ycc[i, 1] - 0.5).abs(), (ycc[i, 2] - 0.5).abs())
+        dark = torch.where(
+            lips[i], dark * _smooth_ramp((NEUTRAL_CHROMA - chroma) / (0.5 * NEUTRAL_CHROMA)), dark
+        )
         occluded[i] = torch.maximum(colour, dark) * (hull[i] & ~exempt[i])
     # opening (drop isolated speckles), then grow what is left so occluder edges stay original
     k = 2 * (grow // 2) + 1
