@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear ffpp clean-venv
+.PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear ffpp clean-venv \
+	cluster-up cluster-down swap-batch
 
 help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
@@ -17,6 +18,8 @@ help:
 	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
 	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
 	@echo "make ffpp FFPP_ROOT=/data/FaceForensics++ [COMPRESSION=c23] [SPLIT=test] [LIMIT=N] [OUT=runs/ffpp-DATE] [SCORE_ONLY=DIR] [ARGS=...]"
+	@echo "make cluster-up [RAY_PORT=6379] [RAY_HOST=127.0.0.1] [RAY_ARGS=...]   Ray head on this machine (loopback); make cluster-down stops Ray"
+	@echo "make swap-batch MANIFEST=jobs.csv [RAY_ADDRESS=127.0.0.1:6379] [ARGS=\"key=value ...\"]   many videos, resumable"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +63,31 @@ ffpp: $(STAMP)
 	$(PY) -m pipeline ffpp --root "$(FFPP_ROOT)" --out "$(or $(OUT),runs/ffpp-$(shell date +%Y%m%d))" \
 		--compression "$(or $(COMPRESSION),c23)" --split "$(or $(SPLIT),test)" $(if $(LIMIT),--limit $(LIMIT)) \
 		$(if $(SCORE_ONLY),--score-only "$(SCORE_ONLY)") $(ARGS)
+
+# A Ray head for many-video runs, on loopback unless RAY_HOST names another address of this machine. On
+# loopback Ray runs single-node (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps `ray start`, and a driver given
+# RAY_ADDRESS=127.0.0.1:PORT, from swapping 127.0.0.1 for the routable address) with token auth off, as for
+# the embedded local Ray. RAY_ARGS: more
+# `ray start` flags (--num-cpus=2, --temp-dir=...). `ray job submit` needs the job server of the dashboard,
+# which only a ray[default] install has; it binds to RAY_HOST as well.
+RAY_HOST ?= 127.0.0.1
+RAY_PORT ?= 6379
+RAY_LOOPBACK := $(filter 127.0.0.1 localhost ::1,$(RAY_HOST))
+cluster-up: $(STAMP)
+	$(if $(RAY_LOOPBACK),RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) \
+		$(VENV)/bin/ray start --head --node-ip-address=$(RAY_HOST) --port=$(RAY_PORT) \
+		--dashboard-host=$(RAY_HOST) --disable-usage-stats $(RAY_ARGS)
+	@echo "Ray head up at $(RAY_HOST):$(RAY_PORT). Use it: make swap-batch MANIFEST=jobs.csv RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)"
+	@echo "(or export RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)$(if $(RAY_LOOPBACK), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)); stop it with: make cluster-down"
+
+cluster-down: $(STAMP)
+	$(VENV)/bin/ray stop
+
+swap-batch: $(STAMP)
+	@if [ -z "$(MANIFEST)" ]; then \
+		echo "usage: make swap-batch MANIFEST=jobs.csv [RAY_ADDRESS=127.0.0.1:6379] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
+	$(if $(RAY_ADDRESS),RAY_ADDRESS="$(RAY_ADDRESS)" $(if $(filter 127.0.0.1:% localhost:%,$(RAY_ADDRESS)),RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)) \
+		$(PY) -m pipeline batch --manifest "$(MANIFEST)" $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -88,24 +88,37 @@ def _ray():
     return ray
 
 
+_INIT_LOCK = threading.Lock()
+
+
 def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` when set; otherwise start an embedded local instance (no dashboard)."""
+    """Connect to ``RAY_ADDRESS`` when set; otherwise start an embedded local instance (no dashboard).
+
+    The embedded instance is always a new one (``address="local"``), never a cluster that ``ray start``
+    left running on this machine. A loopback ``RAY_ADDRESS`` keeps Ray on loopback (Ray would otherwise
+    swap 127.0.0.1 for the machine's routable address). Thread-safe.
+    """
     ray = _ray()
-    if ray.is_initialized():
-        return
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    runtime_env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env, log_to_driver=True)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            runtime_env=runtime_env,
-            log_to_driver=True,
-            configure_logging=False,
-        )
+    with _INIT_LOCK:
+        if ray.is_initialized():
+            return
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        runtime_env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}}
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            if address.split(":")[0] in ("127.0.0.1", "localhost"):
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(runtime_env=runtime_env, log_to_driver=True)
+        else:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or os.cpu_count(),
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                log_to_driver=True,
+                configure_logging=False,
+            )
 
 
 class _PoolActor:
