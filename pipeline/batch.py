@@ -239,8 +239,9 @@ def execute_pending(pending: list[Pending], on_done: Done, progress: bool = True
         on_done(p, summary)
     if not on_ray:
         return
-    from pipeline.executors import StagePool
+    from pipeline.executors import StagePool, init_ray
 
+    init_ray()  # here, in the main thread, before the video threads use it
     pool = StagePool.from_config(on_ray[0].cfg)
     workers = max(1, int(on_ray[0].cfg["ray"]["concurrent_videos"]))
     queue = list(on_ray)

@@ -217,7 +217,7 @@ class MaskStage:
             if face.track_id >= 0:
                 self._previous[key] = (frame, m)
             base = face.mask if "landmarks" in self.types and face.mask is not None else 1.0
-            face.mask = np.ascontiguousarray((torch.as_tensor(base) * m).numpy(), dtype=np.float32)
+            face.mask = np.ascontiguousarray(np.asarray(base, dtype=np.float32) * m.numpy(), dtype=np.float32)
         first = int(batch.indices[0])
         for key in [k for k, (f, _) in self._previous.items() if k[0] == batch.video_id and f < first - 1]:
             del self._previous[key]
