@@ -65,9 +65,10 @@ def _ycrcb(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([y, cr, cb], 1)
 
 
-def _near(lm: np.ndarray, idx: np.ndarray, size: int, grow: float) -> torch.Tensor:
-    """``(F, S, S) bool``: within ``grow`` px of (or inside) the closed polygon ``lm[:, idx]``."""
-    return polygon_distance(lm[:, idx], size, pad=grow + 2.0) > -grow
+def _near(lm: np.ndarray, idx: np.ndarray, size: int, grow: np.ndarray) -> torch.Tensor:
+    """``(F, S, S) bool``: within ``grow (F,)`` px (per face) of, or inside, the polygon ``lm[:, idx]``."""
+    g = torch.from_numpy(np.asarray(grow, dtype=np.float32))
+    return polygon_distance(lm[:, idx], size, pad=float(g.max()) + 2.0) > -g[:, None, None]
 
 
 def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torch.Tensor:
@@ -86,7 +87,7 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
     img = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0)
     ycc = _ycrcb(img)
     eye_dist = np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=1)
-    feature_grow = float(np.median(eye_dist)) * 0.12 if n else 0.0
+    feature_grow = 0.12 * eye_dist  # per face: a face's mask never depends on the others in its batch
     hull = hull_distance(hull_points(lm), size) > 0
     exempt = (
         _near(lm, LEFT_EYE, size, feature_grow)

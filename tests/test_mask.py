@@ -208,3 +208,13 @@ def test_microphone_in_hamilton_stays_original(cfg, tmp_path):
         assert total > 2000, "the clip should show the microphone over the face"
     assert changed["occlusion"] < 0.08, changed
     assert changed["landmarks"] > 0.3, changed
+
+
+def test_a_face_mask_does_not_depend_on_its_batch(face, cfg):
+    """The same face alone and next to a smaller, occluded copy of itself gets the same mask."""
+    covered, _ = microphone(face.crop, face.landmarks68)
+    lm = face.landmarks68.astype(np.float64)
+    small = (lm - 128.0) * 0.6 + 128.0
+    alone = occlusion_masks(face.crop[None], lm[None], cfg)[0]
+    together = occlusion_masks(np.stack([face.crop, covered]), np.stack([lm, small]), cfg)[0]
+    assert torch.equal(alone, together)
