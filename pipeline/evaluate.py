@@ -289,19 +289,18 @@ def descriptor(image: np.ndarray, face: DlibFace) -> np.ndarray:
 
 def _source_embedding(path: str | Path, net: Any, upsample: int = 1) -> np.ndarray:
     """``net``'s embedding of the largest HOG face of the source photo (its 5 points from dlib's 68)."""
-    from pipeline.run import load_image
-
-    image = load_image(path)
-    faces = detect_faces(image, upsample)
-    if not faces:
-        raise InputError(
-            f"{path}: dlib's HOG detector finds no face: use a frontal photo, face >= 80 px wide"
-        )
-    return net.embed_landmarks(image, faces[0].landmarks)
+    image, face = _source_face(path, upsample)
+    return net.embed_landmarks(image, face.landmarks)
 
 
 def source_descriptor(path: str | Path, upsample: int = 1) -> np.ndarray:
     """Descriptor of the largest HOG face of the source photo; InputError when HOG finds none."""
+    image, face = _source_face(path, upsample)
+    return descriptor(image, face)
+
+
+def _source_face(path: str | Path, upsample: int) -> tuple[np.ndarray, DlibFace]:
+    """The source photo ``(H, W, 3) uint8`` RGB and its largest HOG face; InputError when there is none."""
     from pipeline.run import load_image
 
     image = load_image(path)
@@ -311,7 +310,7 @@ def source_descriptor(path: str | Path, upsample: int = 1) -> np.ndarray:
             f"{path}: dlib's HOG detector finds no face: "
             "use a frontal photo where the face is at least 80 px wide"
         )
-    return descriptor(image, faces[0])
+    return image, faces[0]
 
 
 # ----------------------------------------------------------------------------------------- streams
