@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     swap = sub.add_parser("swap", help="swap the face of a photo onto the faces in a video")
     swap.add_argument("--input", required=True, help="video to change (never modified)")
     swap.add_argument("--source", required=True, help="photo of the face to put in the video")
-    swap.add_argument("--output", help="output video (default: <input stem>.swapped.mp4 beside the input)")
+    swap.add_argument(
+        "--output",
+        help="output video (default: <input stem>.swapped.mp4 beside the input, "
+        "or in the current folder if that one is read-only)",
+    )
     swap.add_argument("--config", help="YAML config merged over configs/default.yaml")
     swap.add_argument("--quiet", action="store_true", help="no progress bar")
     swap.add_argument(

@@ -109,9 +109,14 @@ def build_specs(cfg: dict, source) -> list[StageSpec]:
 
 
 def default_output(input_path: str | Path) -> Path:
-    """``<stem>.swapped.mp4`` beside the input."""
+    """``<stem>.swapped.mp4`` beside the input, or in the current folder when the input's folder is read-only.
+
+    Shared media folders are often read-only; writing the result where the user stands, and naming it in the
+    summary line, beats refusing a command that gave no OUT.
+    """
     p = Path(input_path)
-    return p.with_name(f"{p.stem}.swapped.mp4")
+    name = f"{p.stem}.swapped.mp4"
+    return p.with_name(name) if os.access(p.parent, os.W_OK) else Path.cwd() / name
 
 
 def check_paths(input_path: Path, output: Path) -> None:

@@ -117,3 +117,17 @@ def test_output_that_is_a_folder_is_refused(tmp_path, data_dir, capsys):
     code, err = run_d20(capsys, data_dir, folder)
     assert code == 2 and "is a folder" in err
     assert list(folder.iterdir()) == []
+
+
+def test_default_output_goes_to_current_folder_when_input_folder_is_read_only(tmp_path, monkeypatch):
+    """Shared media folders are often read-only (root ignores mode bits, so os.access is what decides)."""
+    from pipeline import run as run_module
+
+    media, work = tmp_path / "media", tmp_path / "work"
+    media.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert run_module.default_output(media / "talk.mp4") == media / "talk.swapped.mp4"
+    real_access = run_module.os.access
+    monkeypatch.setattr(run_module.os, "access", lambda p, mode: p != media and real_access(p, mode))
+    assert run_module.default_output(media / "talk.mp4") == work / "talk.swapped.mp4"
