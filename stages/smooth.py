@@ -33,15 +33,15 @@ frame grouping, indices, pts and frames of every batch are unchanged, only face 
 ``flush()`` finishes every video (the end of the video truncates the windows) and returns what it held.
 Results do not depend on the batch sizes. Faces with ``track_id < 0`` are left as they are.
 
-Config (``smooth`` and ``scene`` sections; defaults in configs/default.yaml):
-    smooth.enabled: true   false: batches pass through untouched.
-    smooth.window: 9       frames in the centred window (h = window // 2 on each side).
-    smooth.sigma: 2.0      Gaussian weight exp(-d² / 2σ²) for a frame d frames away.
-    smooth.max_gap: 3      longest detection drop-out (frames) that is bridged; 0 turns bridging off.
-    smooth.flow_weight: 25 weight of the 68 points' optical-flow motion against their detections (both
+Config (``smooth`` and ``scene`` sections; the defaults and their reasons are in configs/default.yaml):
+    smooth.enabled         false: batches pass through untouched.
+    smooth.window          frames in the centred window (h = window // 2 on each side).
+    smooth.sigma           Gaussian weight exp(-d² / 2σ²) for a frame d frames away.
+    smooth.max_gap         longest detection drop-out (frames) that is bridged; 0 turns bridging off.
+    smooth.flow_weight     weight of the 68 points' optical-flow motion against their detections (both
                            0: the 68 points get the local linear fit too).
-    smooth.curvature_weight: 2   smoothness of the 68 points where there is no flow.
-    scene.threshold: 0.2   scene-cut threshold, see stages.scene.
+    smooth.curvature_weight  smoothness of the 68 points where there is no flow.
+    scene.threshold        scene-cut threshold, see stages.scene.
 """
 
 from __future__ import annotations
