@@ -121,10 +121,22 @@ def init_ray(num_cpus: int | None = None) -> None:
             )
 
 
+class StageStateLost(RuntimeError):
+    """A stage actor no longer holds a video's stage object: Ray restarted it after it died."""
+
+
+def actor_failures() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a stage actor died (or was restarted and lost the video's state): the video
+    can be run again from its start on the restarted actors."""
+    ray = _ray()
+    return (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, StageStateLost)
+
+
 class _PoolActor:
     """A Ray actor hosting stage objects of many videos at once: one object per (job, stage), built when
     the job opens, so each video keeps its own state (tracks, smoothing windows, its source face) while the
-    process, its imports and its threads are shared."""
+    process, its imports and its threads are shared. A restarted actor starts empty, so a call for a job it
+    does not hold raises :class:`StageStateLost` (the video must start again: stages are stateful)."""
 
     def __init__(self) -> None:
         self.stages: dict[str, Any] = {}
@@ -132,11 +144,17 @@ class _PoolActor:
     def open(self, job: str, spec: StageSpec) -> None:
         self.stages[job] = spec.build()
 
+    def _stage(self, job: str) -> Any:
+        try:
+            return self.stages[job]
+        except KeyError:
+            raise StageStateLost(f"stage actor has no state for video job {job} (restarted)") from None
+
     def process(self, job: str, batch: FrameBatch) -> FrameBatch:
-        return self.stages[job](batch)
+        return self._stage(job)(batch)
 
     def flush(self, job: str) -> list[FrameBatch]:
-        return self.stages[job].flush()
+        return self._stage(job).flush()
 
     def close(self, job: str) -> None:
         self.stages.pop(job, None)
@@ -149,10 +167,14 @@ class StagePool:
     """Ray actors shared by every video of a run: up to ``per_stage[name]`` actors per stage name
     (default 1), created on first use; each new video's stage goes to the actor of that name with the
     fewest open videos (the earliest on ties). Thread-safe, so several videos can run at once.
+
+    max_restarts: how often Ray restarts an actor whose process dies (``ray.max_restarts``); the videos it
+    served fail with an actor error and :func:`pipeline.run.swap_video` runs them again on it.
     """
 
-    def __init__(self, per_stage: dict[str, int] | None = None) -> None:
+    def __init__(self, per_stage: dict[str, int] | None = None, max_restarts: int = 0) -> None:
         self.per_stage = dict(per_stage or {})
+        self.max_restarts = int(max_restarts)
         self._actors: dict[str, list[Any]] = {}
         self._load: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -164,7 +186,7 @@ class StagePool:
         names = ("detect", "landmarks", "track", "smooth", "align", "mask", "blend")
         per = {name: int(r["stage_actors"]) for name in names}
         per["swap"] = int(r["swap_actors"])
-        return cls(per)
+        return cls(per, max_restarts=int(r["max_restarts"]))
 
     def acquire(self, spec: StageSpec) -> Any:
         """The actor that will run ``spec`` for one more video."""
@@ -181,7 +203,9 @@ class StagePool:
                         f"stage {spec.name} asks for {spec.num_gpus} GPU(s) but the Ray cluster has {gpus}: "
                         "set ray.swap_num_gpus=0 to run it on CPU"
                     )
-                remote = ray.remote(_PoolActor).options(num_cpus=0, num_gpus=spec.num_gpus, max_concurrency=1)
+                remote = ray.remote(_PoolActor).options(
+                    num_cpus=0, num_gpus=spec.num_gpus, max_concurrency=1, max_restarts=self.max_restarts
+                )
                 actor = remote.remote()
                 actors.append(actor)
                 self._load[id(actor)] = 0
@@ -209,17 +233,24 @@ class RayExecutor:
     """The stages of one video as Ray actors; batches flow as object refs, at most ``max_in_flight`` per edge.
 
     With a shared :class:`StagePool` the actors serve other videos at the same time (each keeps its own
-    stage objects); without one the executor makes a private pool (one actor per stage) and kills it on
-    close. Each actor receives this video's calls in submission order (Ray keeps the order of one caller's
-    calls to a synchronous actor), so stateful stages see frames in order. When an edge holds
+    stage objects); without one the executor makes a private pool (one actor per stage, restarted by Ray up
+    to ``max_restarts`` times) and kills it on close. Each actor receives this video's calls in submission
+    order (Ray keeps the order of one caller's calls to a synchronous actor), so stateful stages see frames
+    in order. When an edge holds
     ``max_in_flight`` unfinished batches the driver waits for the oldest (backpressure), and the sink gets
     results in order.
     """
 
-    def __init__(self, specs: list[StageSpec], max_in_flight: int = 4, pool: StagePool | None = None) -> None:
+    def __init__(
+        self,
+        specs: list[StageSpec],
+        max_in_flight: int = 4,
+        pool: StagePool | None = None,
+        max_restarts: int = 0,
+    ) -> None:
         ray = _ray()
         self.own_pool = pool is None
-        self.pool = pool if pool is not None else StagePool()
+        self.pool = pool if pool is not None else StagePool(max_restarts=max_restarts)
         self.max_in_flight = max(1, int(max_in_flight))
         self.job = uuid.uuid4().hex
         self.names = [s.name for s in specs]
@@ -289,5 +320,6 @@ def make_executor(kind: str, specs: list[StageSpec], cfg: dict, pool: StagePool 
     if kind == "local":
         return LocalExecutor(specs)
     if kind == "ray":
-        return RayExecutor(specs, max_in_flight=cfg["ray"]["max_in_flight"], pool=pool)
+        r = cfg["ray"]
+        return RayExecutor(specs, max_in_flight=r["max_in_flight"], pool=pool, max_restarts=r["max_restarts"])
     raise ValueError(f"executor must be 'ray' or 'local', not {kind!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import pipeline
-from pipeline.executors import StageSpec, make_executor
-from stages.decode import probe, read_batches
+from pipeline.executors import StageSpec, actor_failures, make_executor
+from stages.decode import VideoInfo, probe, read_batches
 from stages.encode import VideoWriter
 from stages.errors import InputError
 from stages.types import FrameBatch
@@ -156,7 +157,37 @@ def swap_video(
     info = probe(input_path)
     check_paths(input_path, output)
     source = prepare_source(source_path, cfg)
-    executor = make_executor(cfg["executor"], build_specs(cfg, source), cfg, pool=pool)
+    specs = build_specs(cfg, source)
+    retries = int(cfg["ray"]["video_retries"]) if cfg["executor"] == "ray" else 0
+    for attempt in range(retries + 1):
+        try:
+            counts, digest_hex = _run_once(input_path, output, info, specs, cfg, progress, digest, pool)
+            break
+        except Exception as exc:
+            if attempt == retries or not isinstance(exc, actor_failures()):
+                raise
+            print(
+                f"swapstream: {input_path}: a stage actor died ({type(exc).__name__}); "
+                f"running the video again from its start ({attempt + 2}/{retries + 1})",
+                file=sys.stderr,
+            )
+    elapsed = time.perf_counter() - started
+    return Summary(counts["frames"], counts["with_face"], counts["swapped"], elapsed, output, digest_hex)
+
+
+def _run_once(
+    input_path: Path,
+    output: Path,
+    info: VideoInfo,
+    specs: list[StageSpec],
+    cfg: dict,
+    progress: bool,
+    digest: bool,
+    pool,
+) -> tuple[dict[str, int], str | None]:
+    """One pass over the video into ``output`` (temporary name, renamed when complete; removed on any
+    error). Returns the frame counts and the frames digest (or None)."""
+    executor = make_executor(cfg["executor"], specs, cfg, pool=pool)
     counts = {"frames": 0, "with_face": 0, "swapped": 0}
     writer = VideoWriter(output, info, cfg, pipeline.__version__)
     bar = _progress(info.frames, progress, output.name)
@@ -180,15 +211,7 @@ def swap_video(
     finally:
         bar.close()
         executor.close()
-    elapsed = time.perf_counter() - started
-    return Summary(
-        counts["frames"],
-        counts["with_face"],
-        counts["swapped"],
-        elapsed,
-        output,
-        hasher.hexdigest() if hasher is not None else None,
-    )
+    return counts, hasher.hexdigest() if hasher is not None else None
 
 
 def _progress(total: int, enabled: bool, name: str):

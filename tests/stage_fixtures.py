@@ -43,3 +43,24 @@ class DelayOne:
     def flush(self) -> list[FrameBatch]:
         out, self.held = self.held, None
         return [self._mix(out)] if out is not None else []
+
+
+class CrashOnce:
+    """Passes batches through; on its ``at_call``-th batch it kills its own process with SIGKILL (as the
+    kernel's OOM killer would), once per ``marker`` file: the file is created just before."""
+
+    def __init__(self, marker: str, at_call: int = 2) -> None:
+        self.marker, self.at_call, self.calls = marker, at_call, 0
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        import os
+        import signal
+
+        self.calls += 1
+        if self.calls == self.at_call and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        return []

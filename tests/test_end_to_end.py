@@ -85,3 +85,44 @@ def test_ray_executor_writes_the_same_frames(swapped, data_dir, tmp_path):
     )
     assert summary.frames == len(video_times(out))
     assert summary.frames_digest == swapped[video][1]
+
+
+def test_killed_stage_actor_is_restarted_and_the_video_is_identical(
+    swapped, data_dir, tmp_path, monkeypatch, capsys
+):
+    """A stage actor's process is killed (SIGKILL) mid-video on a shared pool: Ray restarts the actor, the
+    video runs again from its start, and the encoder gets exactly the undisturbed in-process frames."""
+    import pipeline.run as run_module
+    from pipeline.executors import StagePool, StageSpec
+    from tests.stage_fixtures import CrashOnce
+
+    marker = tmp_path / "crashed"
+    build_specs = run_module.build_specs
+
+    def with_crash(cfg, source):
+        specs = build_specs(cfg, source)
+        at = [s.name for s in specs].index("smooth") + 1
+        return [*specs[:at], StageSpec("crash", CrashOnce, (str(marker),)), *specs[at:]]
+
+    monkeypatch.setattr(run_module, "build_specs", with_crash)
+    video, face = CASES[0]
+    out = tmp_path / "ray.mp4"
+    cfg = load_config(None, ["executor=ray", "ray.max_restarts=1", "ray.video_retries=1"])
+    pool = StagePool.from_config(cfg)
+    try:
+        summary = swap_video(
+            data_dir / "videos" / video,
+            data_dir / "faces" / face,
+            out,
+            cfg,
+            progress=False,
+            digest=True,
+            pool=pool,
+        )
+    finally:
+        pool.close()
+    assert marker.exists(), "the crash stage never ran"
+    assert "a stage actor died" in capsys.readouterr().err
+    assert summary.frames_digest == swapped[video][1]
+    assert summary.frames == len(video_times(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed", "ray.mp4"]  # no temporary left
