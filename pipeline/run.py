@@ -30,11 +30,16 @@ class Summary:
     output: Path
     frames_digest: str | None = None  # sha256 of the decoded frames handed to the encoder, when asked for
 
+    @property
+    def fps(self) -> float:
+        """Frames per second of wall-clock time (0 when no time passed)."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
     def line(self) -> str:
-        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         return (
             f"swapstream: {self.frames} frames, {self.frames_with_face} with a face, "
-            f"{self.faces_swapped} faces swapped, {self.seconds:.1f} s ({fps:.1f} frames/s) -> {self.output}"
+            f"{self.faces_swapped} faces swapped, {self.seconds:.1f} s ({self.fps:.1f} frames/s) "
+            f"-> {self.output}"
         )
 
 

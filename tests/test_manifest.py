@@ -305,3 +305,50 @@ def test_batch_of_real_clips_isolates_the_bad_row_and_resumes(media_batch, capsy
         "skipped",
     ]
     assert lines[4].startswith("batch: 0 ok, 3 skipped, 1 failed")
+
+
+@pytest.mark.slow
+def test_two_node_cluster_batch_matches_in_process(media_batch, tmp_path, monkeypatch):
+    """The three clips as one batch on a two-node Ray cluster (ray.cluster_utils.Cluster, reached through
+    RAY_ADDRESS as a real cluster would be): every video gets exactly the in-process run's frames."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from pipeline import run
+    from pipeline.batch import Job, run_jobs
+    from pipeline.config import load_config
+
+    digests: dict[tuple[str, str], str] = {}
+    swap_video = run.swap_video
+
+    def with_digest(*args, **kwargs):
+        summary = swap_video(*args, **kwargs, digest=True)
+        digests[(summary.output.parent.name, summary.output.name)] = summary.frames_digest
+        return summary
+
+    monkeypatch.setattr(run, "swap_video", with_digest)
+
+    def batch(where: str, executor: str):
+        (tmp_path / where).mkdir()
+        jobs = [
+            Job(media_batch / "clips" / f"clip{i}.mp4", FACES / face, tmp_path / where / f"clip{i}.mp4")
+            for i, (_, face) in enumerate(CLIPS)
+        ]
+        cfg = load_config(None, [f"executor={executor}"])
+        return run_jobs(jobs, cfg, tmp_path / f"{where}.records.jsonl", progress=False)
+
+    local = batch("local", "local")
+    ray.shutdown()  # an embedded instance of an earlier test
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        remote = batch("cluster", "ray")
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert len(nodes) == 2
+    assert all(o.ok for o in local) and all(o.ok for o in remote), [o.record for o in local + remote]
+    for i in range(len(CLIPS)):
+        assert digests[("cluster", f"clip{i}.mp4")] == digests[("local", f"clip{i}.mp4")]
