@@ -175,6 +175,7 @@ class StagePool:
     def __init__(self, per_stage: dict[str, int] | None = None, max_restarts: int = 0) -> None:
         self.per_stage = dict(per_stage or {})
         self.max_restarts = int(max_restarts)
+        self.closed = False
         self._actors: dict[str, list[Any]] = {}
         self._load: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -189,7 +190,9 @@ class StagePool:
         return cls(per, max_restarts=int(r["max_restarts"]))
 
     def acquire(self, spec: StageSpec) -> Any:
-        """The actor that will run ``spec`` for one more video."""
+        """The actor that will run ``spec`` for one more video; RuntimeError once the pool is closed."""
+        if self.closed:
+            raise RuntimeError("the Ray stage pool was closed (the run is stopping)")
         ray = _ray()
         init_ray()
         with self._lock:
@@ -219,9 +222,10 @@ class StagePool:
                 self._load[id(actor)] -= 1
 
     def close(self) -> None:
-        """Kill every actor (running videos then fail with an actor error)."""
+        """Kill every actor (running videos then fail with an actor error and are not run again)."""
         ray = _ray()
         with self._lock:
+            self.closed = True
             for actors in self._actors.values():
                 for actor in actors:
                     ray.kill(actor)

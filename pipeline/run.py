@@ -155,6 +155,10 @@ def swap_video(
     frames, so comparing encoded files would test the encoder, not the pipeline.
     pool: a :class:`pipeline.executors.StagePool` whose Ray actors this video shares with others
     (``executor=ray`` only).
+
+    With ``executor=ray`` a video whose stage actor died runs again from its start, at most
+    ``ray.video_retries`` times (stages keep per-video state, so a half-done video cannot resume); a closed
+    pool means the run is stopping, and the error is raised at once.
     """
     started = time.perf_counter()
     input_path = Path(input_path)
@@ -169,7 +173,8 @@ def swap_video(
             counts, digest_hex = _run_once(input_path, output, info, specs, cfg, progress, digest, pool)
             break
         except Exception as exc:
-            if attempt == retries or not isinstance(exc, actor_failures()):
+            stopping = pool is not None and pool.closed  # the run is being stopped: no restart
+            if attempt == retries or stopping or not isinstance(exc, actor_failures()):
                 raise
             print(
                 f"swapstream: {input_path}: a stage actor died ({type(exc).__name__}); "

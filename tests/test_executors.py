@@ -101,3 +101,14 @@ def test_shared_pool_runs_videos_at_once_with_their_own_state():
         pool.close()
     for seed in (1, 2, 3):
         assert np.array_equal(got[seed], expected[seed])
+
+
+def test_closed_pool_refuses_new_videos():
+    """Closing the shared pool stops the run: a video that would start again after its actor was killed
+    gets an error instead of new actors."""
+    from pipeline.executors import StagePool
+
+    pool = StagePool()
+    pool.close()
+    with pytest.raises(RuntimeError, match="pool was closed"):
+        pool.acquire(StageSpec("brighten", Brighten))
