@@ -68,14 +68,14 @@ ffpp: $(STAMP)
 # loopback Ray runs single-node (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps `ray start`, and a driver given
 # RAY_ADDRESS=127.0.0.1:PORT, from swapping 127.0.0.1 for the routable address) with token auth off, as for
 # the embedded local Ray. RAY_ARGS: more
-# `ray start` flags (--num-cpus=2, --temp-dir=...). `ray job submit` needs the job server of the dashboard,
-# which only a ray[default] install has; it binds to RAY_HOST as well.
+# `ray start` flags (--num-cpus=2, --temp-dir=...). `ray job submit` uses the dashboard's job server
+# (ray[default]), bound to RAY_HOST as well; .venv/bin leads Ray's PATH so a job's `python` is the venv's.
 RAY_HOST ?= 127.0.0.1
 RAY_PORT ?= 6379
 RAY_LOOPBACK := $(filter 127.0.0.1 localhost ::1,$(RAY_HOST))
 cluster-up: $(STAMP)
 	$(if $(RAY_LOOPBACK),RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) \
-		$(VENV)/bin/ray start --head --node-ip-address=$(RAY_HOST) --port=$(RAY_PORT) \
+		PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ray start --head --node-ip-address=$(RAY_HOST) --port=$(RAY_PORT) \
 		--dashboard-host=$(RAY_HOST) --disable-usage-stats $(RAY_ARGS)
 	@echo "Ray head up at $(RAY_HOST):$(RAY_PORT). Use it: make swap-batch MANIFEST=jobs.csv RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)"
 	@echo "(or export RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)$(if $(RAY_LOOPBACK), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)); stop it with: make cluster-down"
