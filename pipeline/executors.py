@@ -169,7 +169,8 @@ class StagePool:
     fewest open videos (the earliest on ties). Thread-safe, so several videos can run at once.
 
     max_restarts: how often Ray restarts an actor whose process dies (``ray.max_restarts``); the videos it
-    served fail with an actor error and :func:`pipeline.run.swap_video` runs them again on it.
+    served fail with an actor error and :func:`pipeline.run.swap_video` runs them again on it. (A video's
+    private pool needs no restarts: the failed executor kills it and the next attempt makes a new one.)
     """
 
     def __init__(self, per_stage: dict[str, int] | None = None, max_restarts: int = 0) -> None:
@@ -237,24 +238,17 @@ class RayExecutor:
     """The stages of one video as Ray actors; batches flow as object refs, at most ``max_in_flight`` per edge.
 
     With a shared :class:`StagePool` the actors serve other videos at the same time (each keeps its own
-    stage objects); without one the executor makes a private pool (one actor per stage, restarted by Ray up
-    to ``max_restarts`` times) and kills it on close. Each actor receives this video's calls in submission
-    order (Ray keeps the order of one caller's calls to a synchronous actor), so stateful stages see frames
-    in order. When an edge holds
+    stage objects); without one the executor makes a private pool (one actor per stage) and kills it on
+    close. Each actor receives this video's calls in submission order (Ray keeps the order of one caller's
+    calls to a synchronous actor), so stateful stages see frames in order. When an edge holds
     ``max_in_flight`` unfinished batches the driver waits for the oldest (backpressure), and the sink gets
     results in order.
     """
 
-    def __init__(
-        self,
-        specs: list[StageSpec],
-        max_in_flight: int = 4,
-        pool: StagePool | None = None,
-        max_restarts: int = 0,
-    ) -> None:
+    def __init__(self, specs: list[StageSpec], max_in_flight: int = 4, pool: StagePool | None = None) -> None:
         ray = _ray()
         self.own_pool = pool is None
-        self.pool = pool if pool is not None else StagePool(max_restarts=max_restarts)
+        self.pool = pool if pool is not None else StagePool()
         self.max_in_flight = max(1, int(max_in_flight))
         self.job = uuid.uuid4().hex
         self.names = [s.name for s in specs]
@@ -324,6 +318,5 @@ def make_executor(kind: str, specs: list[StageSpec], cfg: dict, pool: StagePool 
     if kind == "local":
         return LocalExecutor(specs)
     if kind == "ray":
-        r = cfg["ray"]
-        return RayExecutor(specs, max_in_flight=r["max_in_flight"], pool=pool, max_restarts=r["max_restarts"])
+        return RayExecutor(specs, max_in_flight=cfg["ray"]["max_in_flight"], pool=pool)
     raise ValueError(f"executor must be 'ray' or 'local', not {kind!r}")

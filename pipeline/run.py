@@ -122,7 +122,8 @@ def default_output(input_path: str | Path) -> Path:
     """
     p = Path(input_path)
     name = f"{p.stem}.swapped.mp4"
-    return p.with_name(name) if os.access(p.parent, os.W_OK) else Path.cwd() / name
+    read_only = p.parent.is_dir() and not os.access(p.parent, os.W_OK)
+    return Path.cwd() / name if read_only else p.with_name(name)
 
 
 def check_paths(input_path: Path, output: Path) -> None:
