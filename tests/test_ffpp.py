@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from pipeline.batch import Job, RecordStore, config_hash, job_config, run_jobs
 from pipeline.run import Summary
 from stages.errors import ConfigError, InputError
 from tests.conftest import VIDEOS
+from tests.media_checks import cut_360p
 
 # ----------------------------------------------------------------------------------------- split and pairing
 
@@ -270,35 +270,11 @@ SWAP_METHOD = "swapstream-classic"
 def mini_root(tmp_path_factory, data_dir) -> Path:
     """A miniature FF++ tree: the first second of four clips at 360 px (libx264, AAC) as originals
     000-003 (c23), a corrupt 005.mp4, no 004.mp4, and splits/test.json pairing them."""
-    import imageio_ffmpeg
-
     root = tmp_path_factory.mktemp("ffpp") / "FaceForensics++"
     videos = root / "original_sequences" / "youtube" / "c23" / "videos"
     videos.mkdir(parents=True)
     for i, clip in enumerate(CLIPS):
-        cmd = [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(VIDEOS / clip),
-            "-t",
-            "1",
-        ]
-        codec = [
-            "-vf",
-            "scale=-2:360",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-crf",
-            "20",
-            "-c:a",
-            "aac",
-        ]
-        subprocess.run([*cmd, *codec, str(videos / f"{i:03d}.mp4")], check=True)
+        cut_360p(VIDEOS / clip, videos / f"{i:03d}.mp4", 1, crf=20)
     (videos / "005.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x07" * 5000)
     write_split(root / "splits", SPLIT)
     return root

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -242,36 +241,16 @@ CLIPS = [
 @pytest.fixture(scope="module")
 def media_batch(tmp_path_factory, data_dir) -> Path:
     """A folder with three 0.6 s clips (360 px), a grey photo with no face and jobs.csv listing four jobs."""
-    import imageio_ffmpeg
     from PIL import Image
+
+    from tests.media_checks import cut_360p
 
     root = tmp_path_factory.mktemp("batch")
     (root / "clips").mkdir()
     rows = []
     for i, (clip, face) in enumerate(CLIPS):
         cut = root / "clips" / f"clip{i}.mp4"
-        subprocess.run(
-            [
-                imageio_ffmpeg.get_ffmpeg_exe(),
-                "-loglevel",
-                "error",
-                "-y",
-                "-i",
-                str(VIDEOS / clip),
-                "-t",
-                "0.6",
-                "-vf",
-                "scale=-2:360",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-c:a",
-                "aac",
-                str(cut),
-            ],
-            check=True,
-        )
+        cut_360p(VIDEOS / clip, cut, 0.6)
         rows.append(f"clips/clip{i}.mp4,{FACES / face},out/clip{i}.mp4,")
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(root / "grey.png")
     rows.insert(1, "clips/clip0.mp4,grey.png,out/grey.mp4,swap.target=largest")
