@@ -1,11 +1,14 @@
 """``make bench``: frames/s of the swap pipeline against a plain decode + re-encode of the same clip.
 
-    python -m pipeline.bench [--input CLIP] [--source FACE] [--executors local,ray] [key=value ...]
+    python -m pipeline.bench [--input CLIP] [--source FACE] [--executors local,ray] [--segments N]
+                             [key=value ...]
 
 All figures come from one run on one machine; compare the ratios, not the absolute numbers. Ray itself
 is started before its run is timed (on a cluster it is already running); building the stage actors and
 loading their models is timed, as building the stages is for the in-process run ("cold"); the "warm" row
-runs the clip again on the same actors, as every video after the first of a batch does.
+runs the clip again on the same actors, as every video after the first of a batch does; the "segments"
+row runs it once more on those actors split into ``--segments`` parts at once (``segments.parts``; each
+part also processes its run-in and run-out, which a short clip pays for in full).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 
 import pipeline
-from pipeline.config import load_config
+from pipeline.config import load_config, with_overrides
 from pipeline.executors import StagePool, init_ray
 from pipeline.run import swap_video
 from stages.decode import probe, read_batches
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=DATA / "videos" / "liveportrait_d20.mp4")
     parser.add_argument("--source", type=Path, default=DATA / "faces" / "obama_a.jpg")
     parser.add_argument("--executors", default="local,ray")
+    parser.add_argument("--segments", type=int, default=2, help="parts of the segmented Ray row (0: skip)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     rows = []
@@ -62,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                     out = Path(tmp) / f"ray-{when}.mp4"
                     summary = swap_video(args.input, args.source, out, cfg, progress=False, pool=pool)
                     rows.append((f"swap, executor=ray, {when}", summary.frames, summary.seconds, summary.fps))
+                if args.segments > 1:
+                    seg_cfg = with_overrides(cfg, [f"segments.parts={args.segments}"])
+                    out = Path(tmp) / "ray-segments.mp4"
+                    summary = swap_video(args.input, args.source, out, seg_cfg, progress=False, pool=pool)
+                    name = f"swap, ray, {args.segments} segments"
+                    rows.append((name, summary.frames, summary.seconds, summary.fps))
             finally:
                 pool.close()
     base = rows[0][3]

@@ -46,6 +46,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+# The swap chain's stages in order (pipeline.run.build_specs); ray.actor_groups names them.
+STAGE_NAMES = ("detect", "landmarks", "track", "smooth", "align", "swap", "mask", "blend")
+
 # Settings that take one of a fixed set of values; checked when the config is loaded, before any work.
 CHOICES: dict[str, tuple[str, ...]] = {
     "executor": ("ray", "local"),
@@ -78,6 +81,8 @@ def _check(cfg: dict, defaults: dict, where: str = "") -> None:
                 )
         elif name in CHOICES and value not in CHOICES[name]:
             raise ConfigError(f"{name}={value!r} is not one of: {', '.join(CHOICES[name])}")
+        if name == "ray.actor_groups":
+            _check_actor_groups(value)
         number = (int, float)
         if isinstance(default, bool) or default is None:
             ok = default is None or isinstance(value, bool)
@@ -87,6 +92,17 @@ def _check(cfg: dict, defaults: dict, where: str = "") -> None:
             ok = isinstance(value, type(default))
         if not ok:
             raise ConfigError(f"{name}={value!r} should be a {type(default).__name__} like {default!r}")
+
+
+def _check_actor_groups(groups: Any) -> None:
+    """``ray.actor_groups``: lists of stage names, each name at most once."""
+    names = [n for g in groups for n in g] if isinstance(groups, list) and all(
+        isinstance(g, list) for g in groups) else None
+    if names is None or any(n not in STAGE_NAMES for n in names) or len(set(names)) != len(names):
+        raise ConfigError(
+            f"ray.actor_groups={groups!r} should be lists of stage names, each at most once, from: "
+            + ", ".join(STAGE_NAMES)
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:

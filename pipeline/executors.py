@@ -8,6 +8,7 @@ frame order; given the same specs and input they produce identical frames.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import uuid
@@ -38,9 +39,9 @@ class StageSpec:
 class OrderedSink:
     """Passes batches on in frame order, holding back any that arrive early."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, first_index: int = 0) -> None:
         self.sink = sink
-        self.next_index = 0
+        self.next_index = int(first_index)
         self._held: dict[int, FrameBatch] = {}
 
     def __call__(self, batch: FrameBatch) -> None:
@@ -58,28 +59,75 @@ class OrderedSink:
             raise RuntimeError(f"pipeline lost frames: frame {missing} never arrived")
 
 
-class LocalExecutor:
-    """Calls the stages one after another in this process (tests, debugging, single clips)."""
+class StageChain:
+    """Several stages run as one, in order: one Ray actor hosts a group of stages (``ray.actor_groups``),
+    so a cheap stage does not cost a process, its imports and a hop through the object store.
 
-    def __init__(self, specs: list[StageSpec]) -> None:
+    ``__call__`` passes a batch through every stage; :meth:`flush` flushes them in order and passes each
+    flushed batch through the stages after the one that held it, exactly as :class:`LocalExecutor` does,
+    so a chain gives the frames of its stages run one by one.
+    """
+
+    def __init__(self, specs: Iterable[StageSpec]) -> None:
         self.stages = [s.build() for s in specs]
 
-    def run(self, batches: Iterable[FrameBatch], sink: Sink) -> None:
-        ordered = OrderedSink(sink)
-        for batch in batches:
-            ordered(self._through(batch, 0))
-        for k, stage in enumerate(self.stages):
-            for held in stage.flush():
-                ordered(self._through(held, k + 1))
-        ordered.close()
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        return self.through(batch, 0)
 
-    def _through(self, batch: FrameBatch, first: int) -> FrameBatch:
+    def through(self, batch: FrameBatch, first: int) -> FrameBatch:
+        """``batch`` through the stages from index ``first`` on."""
         for stage in self.stages[first:]:
             batch = stage(batch)
         return batch
 
+    def flush(self) -> list[FrameBatch]:
+        out: list[FrameBatch] = []
+        for k, stage in enumerate(self.stages):
+            out.extend(self.through(held, k + 1) for held in stage.flush())
+        return out
+
+
+def group_specs(specs: list[StageSpec], groups: list[list[str]]) -> list[StageSpec]:
+    """Merge runs of consecutive specs that ``groups`` puts together into one :class:`StageChain` spec each.
+
+    groups: lists of stage names (``ray.actor_groups``); a spec joins the previous one's chain when both
+    names are in the same group, so a stage not named in any group (or one between two of a group) keeps
+    an actor of its own. A chain is named by its stages joined with ``+`` and asks for the most GPUs any
+    of them asks for.
+    """
+    group_of = {name: i for i, group in enumerate(groups) for name in group}
+    runs: list[list[StageSpec]] = []
+    for spec in specs:
+        g = group_of.get(spec.name)
+        if runs and g is not None and group_of.get(runs[-1][-1].name) == g:
+            runs[-1].append(spec)
+        else:
+            runs.append([spec])
+    return [
+        run[0]
+        if len(run) == 1
+        else StageSpec("+".join(s.name for s in run), StageChain, (tuple(run),), max(s.num_gpus for s in run))
+        for run in runs
+    ]
+
+
+class LocalExecutor:
+    """Calls the stages one after another in this process (tests, debugging, single clips)."""
+
+    def __init__(self, specs: list[StageSpec]) -> None:
+        self.chain = StageChain(specs)
+
+    def run(self, batches: Iterable[FrameBatch], sink: Sink, first_index: int = 0) -> None:
+        """Batches through every stage into ``sink`` in frame order; the first frame is ``first_index``."""
+        ordered = OrderedSink(sink, first_index)
+        for batch in batches:
+            ordered(self.chain(batch))
+        for held in self.chain.flush():
+            ordered(held)
+        ordered.close()
+
     def close(self) -> None:
-        self.stages = []
+        self.chain.stages = []
 
 
 def _ray():
@@ -141,6 +189,11 @@ class _PoolActor:
     def __init__(self) -> None:
         self.stages: dict[str, Any] = {}
 
+    def preload(self, modules: list[str]) -> None:
+        """Import the stages' modules (torch, dlib, OpenCV...) before the first video opens."""
+        for name in modules:
+            importlib.import_module(name)
+
     def open(self, job: str, spec: StageSpec) -> None:
         self.stages[job] = spec.build()
 
@@ -165,8 +218,9 @@ class _PoolActor:
 
 class StagePool:
     """Ray actors shared by every video of a run: up to ``per_stage[name]`` actors per stage name
-    (default 1), created on first use; each new video's stage goes to the actor of that name with the
-    fewest open videos (the earliest on ties). Thread-safe, so several videos can run at once.
+    (default 1; a chain of grouped stages, named ``a+b+c``, takes the largest of its stages' numbers),
+    created on first use; each new video's stage goes to the actor of that name with the fewest open videos
+    (the earliest on ties). Thread-safe, so several videos can run at once.
 
     max_restarts: how often Ray restarts an actor whose process dies (``ray.max_restarts``); the videos it
     served fail with an actor error and :func:`pipeline.run.swap_video` runs them again on it. (A video's
@@ -184,11 +238,15 @@ class StagePool:
     @classmethod
     def from_config(cls, cfg: dict) -> StagePool:
         """``ray.swap_actors`` swap actors and ``ray.stage_actors`` of every other stage."""
+        from pipeline.config import STAGE_NAMES
+
         r = cfg["ray"]
-        names = ("detect", "landmarks", "track", "smooth", "align", "mask", "blend")
-        per = {name: int(r["stage_actors"]) for name in names}
+        per = {name: int(r["stage_actors"]) for name in STAGE_NAMES}
         per["swap"] = int(r["swap_actors"])
         return cls(per, max_restarts=int(r["max_restarts"]))
+
+    def _limit(self, name: str) -> int:
+        return max(1, *(self.per_stage.get(part, 1) for part in name.split("+")))
 
     def acquire(self, spec: StageSpec) -> Any:
         """The actor that will run ``spec`` for one more video; RuntimeError once the pool is closed."""
@@ -198,7 +256,7 @@ class StagePool:
         init_ray()
         with self._lock:
             actors = self._actors.setdefault(spec.name, [])
-            if len(actors) < max(1, self.per_stage.get(spec.name, 1)) and all(
+            if len(actors) < self._limit(spec.name) and all(
                 self._load[id(a)] for a in actors
             ):
                 gpus = ray.cluster_resources().get("GPU", 0)
@@ -216,6 +274,15 @@ class StagePool:
             actor = min(actors, key=lambda a: self._load[id(a)])
             self._load[id(actor)] += 1
             return actor
+
+    def warm(self, specs: list[StageSpec]) -> None:
+        """Start the actors ``specs`` will run on and have them import their stages' modules, without
+        waiting: the driver's own work (reading the source photo) overlaps the actors' start-up."""
+        for spec in specs:
+            actor = self.acquire(spec)
+            self.release(actor)
+            members = spec.args[0] if spec.cls is StageChain else (spec,)
+            actor.preload.remote(sorted({m.cls.__module__ for m in members}))
 
     def release(self, actor: Any) -> None:
         with self._lock:
@@ -261,9 +328,10 @@ class RayExecutor:
             self.close()
             raise
 
-    def run(self, batches: Iterable[FrameBatch], sink: Sink) -> None:
+    def run(self, batches: Iterable[FrameBatch], sink: Sink, first_index: int = 0) -> None:
+        """Batches through the actors into ``sink`` in frame order; the first frame is ``first_index``."""
         ray = _ray()
-        ordered = OrderedSink(sink)
+        ordered = OrderedSink(sink, first_index)
         edges: list[deque] = [deque() for _ in self.actors]
         outputs: deque = deque()
         job = self.job
@@ -314,9 +382,11 @@ def _done(ray, ref) -> bool:
 
 
 def make_executor(kind: str, specs: list[StageSpec], cfg: dict, pool: StagePool | None = None):
-    """``kind``: ``local`` (in-process) or ``ray`` (on ``pool``'s shared actors when given)."""
+    """``kind``: ``local`` (in-process) or ``ray`` (on ``pool``'s shared actors when given; the stages
+    grouped into actors by ``ray.actor_groups``)."""
     if kind == "local":
         return LocalExecutor(specs)
     if kind == "ray":
-        return RayExecutor(specs, max_in_flight=cfg["ray"]["max_in_flight"], pool=pool)
+        grouped = group_specs(specs, cfg["ray"]["actor_groups"])
+        return RayExecutor(grouped, max_in_flight=cfg["ray"]["max_in_flight"], pool=pool)
     raise ValueError(f"executor must be 'ray' or 'local', not {kind!r}")

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import pipeline
-from pipeline.executors import StageSpec, actor_failures, make_executor
-from stages.decode import VideoInfo, probe, read_batches
+from pipeline.executors import StagePool, StageSpec, actor_failures, group_specs, make_executor
+from pipeline.segments import (
+    FrameDigest,
+    Segment,
+    look_ahead_frames,
+    plan,
+    run_in_frames,
+    run_segments,
+    segment_count,
+)
+from stages.decode import FrameTable, VideoInfo, frame_table, probe, read_batches
 from stages.encode import VideoWriter
 from stages.errors import InputError
 from stages.types import FrameBatch
@@ -28,7 +38,7 @@ class Summary:
     faces_swapped: int
     seconds: float
     output: Path
-    frames_digest: str | None = None  # sha256 of the decoded frames handed to the encoder, when asked for
+    frames_digest: str | None = None  # of the frames handed to the encoder, when asked for (FrameDigest)
 
     @property
     def fps(self) -> float:
@@ -57,24 +67,31 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{p}: not a readable image ({exc})") from None
 
 
+def check_source(path: str | Path, cfg: dict) -> np.ndarray:
+    """The source photo ``(H, W, 3) uint8`` RGB, after checking that the user-supplied weight files the
+    config needs are present: the cheap checks, made before anything starts (InputError otherwise)."""
+    from models.weights import locate_configured
+
+    if "region" in cfg["mask"]["types"]:
+        locate_configured("face_parser_bisenet", cfg)
+    if cfg["swap"]["backend"] == "faceshifter":
+        locate_configured("aei_net", cfg)
+        if cfg["faceshifter"]["hear"] == "always":
+            locate_configured("hear_net", cfg)
+    return load_image(path)
+
+
 def prepare_source(path: str | Path, cfg: dict):
     """Detect the largest face in the source photo and prepare what the swap backend needs from it.
 
     classic: the aligned SourceFace with its landmarks. faceshifter: the raw ArcFace embedding
     ``(512,) float32``; its weight files are checked here, before any output exists.
     """
-    from models.weights import locate_configured
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
 
-    if "region" in cfg["mask"]["types"]:
-        locate_configured("face_parser_bisenet", cfg)
     backend = cfg["swap"]["backend"]
-    if backend == "faceshifter":
-        locate_configured("aei_net", cfg)
-        if cfg["faceshifter"]["hear"] == "always":
-            locate_configured("hear_net", cfg)
-    image = load_image(path)
+    image = check_source(path, cfg)
     faces = DetectStage(cfg).detect_image(image)
     if not faces:
         raise InputError(f"no face found in {path}: use a photo where the face is at least 64 px wide")
@@ -157,22 +174,87 @@ def swap_video(
     pool: a :class:`pipeline.executors.StagePool` whose Ray actors this video shares with others
     (``executor=ray`` only).
 
-    With ``executor=ray`` a video whose stage actor died runs again from its start, at most
-    ``ray.video_retries`` times (stages keep per-video state, so a half-done video cannot resume); a closed
-    pool means the run is stopping, and the error is raised at once.
+    A long video may run in segments (``segments``; :mod:`pipeline.segments`). With ``executor=ray`` a
+    video (or segment) whose stage actor died runs again from its start, at most ``ray.video_retries``
+    times (stages keep per-video state, so a half-done run cannot resume); a closed pool means the run is
+    stopping, and the error is raised at once.
     """
     started = time.perf_counter()
     input_path = Path(input_path)
     output = Path(output) if output else default_output(input_path)
     info = probe(input_path)
     check_paths(input_path, output)
+    check_source(source_path, cfg)
+    own_pool = None
+    if cfg["executor"] == "ray":
+        if pool is None:  # this video's own actors, restarted by Ray like a shared pool's
+            pool = own_pool = StagePool.from_config(cfg)
+        pool.warm(group_specs(build_specs(cfg, None), cfg["ray"]["actor_groups"]))
+    try:
+        return _swap(input_path, source_path, output, info, cfg, progress, digest, pool, started)
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+
+
+def _swap(input_path, source_path, output, info, cfg, progress, digest, pool, started) -> Summary:
     source = prepare_source(source_path, cfg)
     specs = build_specs(cfg, source)
+    segments, table = _segments_for(input_path, info, cfg)
+    hasher = FrameDigest() if digest else None
+    bar = _progress(len(table) if table is not None else info.frames, progress, output.name)
+    lock = threading.Lock()
+    per_frame: dict[int, tuple[int, int]] = {}  # frame → (has a face, faces pasted); a rerun overwrites
+
+    def count(batch: FrameBatch) -> None:
+        if hasher is not None:
+            hasher.update(batch)
+        with lock:
+            new = sum(1 for i in batch.indices if int(i) not in per_frame)
+            for i, faces in zip(batch.indices, batch.faces):
+                per_frame[int(i)] = (int(bool(faces)), sum(1 for f in faces if f.pasted))
+            bar.update(new)
+
+    try:
+        if len(segments) > 1:
+            run_segments(
+                input_path, output, info, table, segments, specs, cfg, pipeline.__version__, count, pool
+            )
+        else:
+            _run_whole(input_path, output, info, specs, cfg, count, pool)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    with_face, swapped = (sum(column) for column in zip(*per_frame.values())) if per_frame else (0, 0)
+    frames_digest = hasher.hexdigest() if hasher is not None else None
+    return Summary(len(per_frame), with_face, swapped, elapsed, output, frames_digest)
+
+
+def _segments_for(input_path: Path, info: VideoInfo, cfg: dict) -> tuple[list[Segment], FrameTable | None]:
+    """The segments the config asks for (one: run the video whole) and the frame table they index."""
+    seg = cfg["segments"]
+    wanted = int(seg["parts"])
+    if wanted == 1 or (wanted == 0 and (cfg["executor"] != "ray" or float(seg["seconds"]) <= 0)):
+        return [], None
+    table = frame_table(input_path)
+    if table is None:
+        print(
+            f"swapstream: {input_path}: its frames cannot be numbered from the packets (missing or repeated "
+            "timestamps); running it whole instead of in segments",
+            file=sys.stderr,
+        )
+        return [], None
+    parts = segment_count(cfg, info, len(table))
+    return plan(len(table), parts, run_in_frames(cfg), look_ahead_frames(cfg)), table
+
+
+def _run_whole(input_path, output, info, specs, cfg, count, pool) -> None:
+    """The video in one pass, run again from its start when a stage actor died (``ray.video_retries``)."""
     retries = int(cfg["ray"]["video_retries"]) if cfg["executor"] == "ray" else 0
     for attempt in range(retries + 1):
         try:
-            counts, digest_hex = _run_once(input_path, output, info, specs, cfg, progress, digest, pool)
-            break
+            _run_once(input_path, output, info, specs, cfg, count, pool)
+            return
         except Exception as exc:
             stopping = pool is not None and pool.closed  # the run is being stopped: no restart
             if attempt == retries or stopping or not isinstance(exc, actor_failures()):
@@ -182,8 +264,6 @@ def swap_video(
                 f"running the video again from its start ({attempt + 2}/{retries + 1})",
                 file=sys.stderr,
             )
-    elapsed = time.perf_counter() - started
-    return Summary(counts["frames"], counts["with_face"], counts["swapped"], elapsed, output, digest_hex)
 
 
 def _run_once(
@@ -192,26 +272,17 @@ def _run_once(
     info: VideoInfo,
     specs: list[StageSpec],
     cfg: dict,
-    progress: bool,
-    digest: bool,
+    count: Callable[[FrameBatch], None],
     pool,
-) -> tuple[dict[str, int], str | None]:
+) -> None:
     """One pass over the video into ``output`` (temporary name, renamed when complete; removed on any
-    error). Returns the frame counts and the frames digest (or None)."""
+    error); ``count`` sees every batch written."""
     executor = make_executor(cfg["executor"], specs, cfg, pool=pool)
-    counts = {"frames": 0, "with_face": 0, "swapped": 0}
     writer = VideoWriter(output, info, cfg, pipeline.__version__)
-    bar = _progress(info.frames, progress, output.name)
-    hasher = hashlib.sha256() if digest else None
 
     def sink(batch: FrameBatch) -> None:
-        if hasher is not None:
-            hasher.update(np.ascontiguousarray(batch.frames).tobytes())
         writer.write(batch)
-        counts["frames"] += len(batch)
-        counts["with_face"] += sum(1 for faces in batch.faces if faces)
-        counts["swapped"] += sum(1 for faces in batch.faces for f in faces if f.pasted)
-        bar.update(len(batch))
+        count(batch)
 
     try:
         executor.run(read_batches(input_path, int(cfg["batch_size"]), video_id=str(input_path)), sink)
@@ -220,9 +291,7 @@ def _run_once(
         writer.abort()
         raise
     finally:
-        bar.close()
         executor.close()
-    return counts, hasher.hexdigest() if hasher is not None else None
 
 
 def _progress(total: int, enabled: bool, name: str):

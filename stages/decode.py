@@ -13,7 +13,9 @@ import numpy as np
 from stages.errors import InputError
 from stages.types import FrameBatch
 
-__all__ = ["InputError", "VideoInfo", "probe", "read_batches", "rotate"]
+__all__ = [
+    "FrameTable", "InputError", "VideoInfo", "frame_table", "probe", "read_batches", "read_range", "rotate"
+]
 
 
 @dataclass
@@ -124,3 +126,101 @@ def _batch(video_id: str, start: int, pts: list[int], frames: list[np.ndarray]) 
         pts=np.asarray(pts, dtype=np.int64),
         frames=np.stack(frames),
     )
+
+
+@dataclass
+class FrameTable:
+    """Every video frame's pts and the keyframes, from the packets alone (nothing decoded).
+
+    pts: ``(F,) int64`` presentation timestamps in the stream's time base, sorted: frame ``i`` (display
+    order, as :func:`read_batches` numbers frames) has ``pts[i]``. keyframes: ``(K,) int64`` frame indices
+    where decoding can start, ascending, always starting with 0.
+    """
+
+    pts: np.ndarray
+    keyframes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def keyframe_before(self, index: int) -> int:
+        """The last keyframe at or before frame ``index``."""
+        return int(self.keyframes[np.searchsorted(self.keyframes, index, side="right") - 1])
+
+
+def frame_table(path: str | Path) -> FrameTable | None:
+    """Scan the video stream's packets for their pts and keyframe flags (a fast pass: no decoding).
+
+    Returns None when frames cannot be numbered from the packets: a packet without pts, two with the same
+    pts, or a first frame that is not a keyframe. Such a video is read from its start only.
+    """
+    pts: list[int] = []
+    key: list[bool] = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.size == 0 and packet.pts is None:
+                    continue  # the demuxer's flush packet
+                if packet.pts is None:
+                    return None
+                pts.append(int(packet.pts))
+                key.append(bool(packet.is_keyframe))
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise InputError(f"{path}: not a readable video ({exc})") from None
+    order = np.argsort(np.asarray(pts, np.int64), kind="stable")
+    sorted_pts = np.asarray(pts, np.int64)[order]
+    if len(sorted_pts) == 0 or np.any(np.diff(sorted_pts) <= 0):
+        return None
+    keyframes = np.sort(np.flatnonzero(np.asarray(key, bool)[order]))
+    if len(keyframes) == 0 or keyframes[0] != 0:
+        return None
+    return FrameTable(sorted_pts, keyframes.astype(np.int64))
+
+
+def read_range(
+    path: str | Path,
+    batch_size: int,
+    first: int,
+    stop: int,
+    table: FrameTable,
+    video_id: str | None = None,
+) -> Iterator[FrameBatch]:
+    """Frames ``first .. stop-1`` of the video as :func:`read_batches` would give them (same indices, pts,
+    pixels), streaming: the demuxer seeks to the keyframe at or before ``first`` and frames before
+    ``first`` are decoded but not converted. Raises InputError when the decoded frames do not follow
+    ``table`` (then the video cannot be read in parts).
+    """
+    path = str(path)
+    vid = video_id or path
+    if not 0 <= first < stop <= len(table):
+        raise ValueError(f"frame range {first}..{stop} is outside the video's {len(table)} frames")
+    keyframe = table.keyframe_before(first)
+    frames: list[np.ndarray] = []
+    pts: list[int] = []
+    index, start = first, first
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if keyframe > 0:
+            container.seek(int(table.pts[keyframe]), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.pts < table.pts[first]:
+                continue
+            if index == stop:
+                break
+            if frame.pts != table.pts[index]:
+                raise InputError(
+                    f"{path}: frame {index} decodes with pts {frame.pts}, its packet says "
+                    f"{table.pts[index]}; this video cannot be read in segments (set segments.parts=1)"
+                )
+            frames.append(rotate(frame.to_ndarray(format="rgb24"), _rotation_of(frame)))
+            pts.append(int(frame.pts))
+            index += 1
+            if len(frames) == batch_size:
+                yield _batch(vid, start, pts, frames)
+                start, frames, pts = index, [], []
+    if frames:
+        yield _batch(vid, start, pts, frames)
+    if index != stop:
+        raise InputError(f"{path}: frames {index}..{stop - 1} did not decode; the video may be cut short")

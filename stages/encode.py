@@ -44,10 +44,13 @@ class VideoWriter:
     """Encodes frames with libx264 (config ``encode``), copies the input's audio streams, tags the file.
 
     Writes to a temporary sibling and renames to ``output`` in :meth:`close`; :meth:`abort` removes it.
-    Audio packets are interleaved by time as video is written, so memory stays bounded.
+    Audio packets are interleaved by time as video is written, so memory stays bounded; ``audio=False``
+    writes the video alone (a segment of a video run in parts: the join copies the audio once).
     """
 
-    def __init__(self, output: str | Path, info: VideoInfo, cfg: dict, version: str) -> None:
+    def __init__(
+        self, output: str | Path, info: VideoInfo, cfg: dict, version: str, audio: bool = True
+    ) -> None:
         enc = cfg["encode"]
         self.output = Path(output)
         self.tmp = temporary_path(self.output)
@@ -73,15 +76,7 @@ class VideoWriter:
         self._video.codec_context.time_base = info.time_base
         self._video.options = {"crf": str(enc["crf"]), "preset": str(enc["preset"])}
         self._pix_fmt = pix_fmt
-        # Audio: a second demuxer over the input, read as far as the video written so far.
-        self._audio_in = av.open(info.path) if info.audio_streams else None
-        self._audio_map: dict[int, av.stream.Stream] = {}
-        self._audio_packets = None
-        self._pending = None
-        if self._audio_in is not None:
-            for s in self._audio_in.streams.audio:
-                self._audio_map[s.index] = self._container.add_stream_from_template(s)
-            self._audio_packets = self._audio_in.demux(*self._audio_in.streams.audio)
+        self._audio = AudioCopy(info, self._container) if audio else None
 
     def write(self, batch: FrameBatch) -> None:
         """Encode a batch: ``frames (N, H, W, 3) uint8`` RGB with their input pts."""
@@ -96,47 +91,138 @@ class VideoWriter:
             for packet in self._video.encode(frame):
                 self._container.mux(packet)
             self.frames_written += 1
-            self._mux_audio_until(float(pts * self.info.time_base))
+            if self._audio is not None:
+                self._audio.until(float(pts * self.info.time_base))
 
-    def _mux_audio_until(self, seconds: float | None) -> None:
+    def close(self) -> Path:
+        """Flush the encoder, copy the remaining audio, close, and rename to the final name."""
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.until(None)
+            self._audio.close()
+        self._container.close()
+        os.replace(self.tmp, self.output)
+        return self.output
+
+    def abort(self) -> None:
+        """Close without publishing: the temporary file is removed, the output path untouched."""
+        _close_quietly(self._container, self._audio)
+        self.tmp.unlink(missing_ok=True)
+
+
+def _format_for(output: Path) -> str:
+    return {".mkv": "matroska", ".mov": "mov", ".webm": "webm"}.get(output.suffix.lower(), "mp4")
+
+
+def _close_quietly(*things) -> None:
+    for thing in things:
+        if thing is not None:
+            try:
+                thing.close()
+            except (av.FFmpegError, OSError, ValueError):
+                pass  # closing a half-written container may fail; the file is deleted next
+
+
+class AudioCopy:
+    """Copies the input's audio streams into ``container`` packet for packet (byte-identical), as far as
+    the video written so far: a second demuxer over the input, read on demand, so memory stays bounded."""
+
+    def __init__(self, info: VideoInfo, container) -> None:
+        self._input = av.open(info.path) if info.audio_streams else None
+        self._container = container
+        self._map: dict[int, av.stream.Stream] = {}
+        self._packets = None
+        self._pending = None
+        if self._input is not None:
+            for s in self._input.streams.audio:
+                self._map[s.index] = container.add_stream_from_template(s)
+            self._packets = self._input.demux(*self._input.streams.audio)
+
+    def until(self, seconds: float | None) -> None:
         """Copy audio packets whose decode time is ≤ ``seconds`` (all that remain when None)."""
-        if self._audio_packets is None:
+        if self._packets is None:
             return
         while True:
-            packet = self._pending or next(self._audio_packets, None)
+            packet = self._pending or next(self._packets, None)
             self._pending = None
             if packet is None:
-                self._audio_packets = None
+                self._packets = None
                 return
             if packet.dts is None:  # demuxer flush packets carry no data
                 continue
             if seconds is not None and float(packet.dts * packet.time_base) > seconds:
                 self._pending = packet
                 return
-            packet.stream = self._audio_map[packet.stream.index]
+            packet.stream = self._map[packet.stream.index]
             self._container.mux(packet)
 
-    def close(self) -> Path:
-        """Flush the encoder, copy the remaining audio, close, and rename to the final name."""
-        for packet in self._video.encode(None):
-            self._container.mux(packet)
-        self._mux_audio_until(None)
-        self._container.close()
-        if self._audio_in is not None:
-            self._audio_in.close()
-        os.replace(self.tmp, self.output)
-        return self.output
-
-    def abort(self) -> None:
-        """Close without publishing: the temporary file is removed, the output path untouched."""
-        for c in (self._container, self._audio_in):
-            if c is not None:
-                try:
-                    c.close()
-                except (av.FFmpegError, OSError, ValueError):
-                    pass  # closing a half-written container may fail; the file is deleted next
-        self.tmp.unlink(missing_ok=True)
+    def close(self) -> None:
+        if self._input is not None:
+            self._input.close()
+            self._input = None
 
 
-def _format_for(output: Path) -> str:
-    return {".mkv": "matroska", ".mov": "mov", ".webm": "webm"}.get(output.suffix.lower(), "mp4")
+def _stream_key(stream) -> tuple:
+    """What must match for packets of two streams to be decoded as one: codec, its extradata (H.264's
+    SPS/PPS), the time base and the picture size."""
+    cc = stream.codec_context
+    return (cc.name, bytes(cc.extradata or b""), stream.time_base, cc.width, cc.height)
+
+
+def join_segments(parts: list[Path], info: VideoInfo, output: str | Path, version: str) -> Path:
+    """Copy the video packets of ``parts`` (files :class:`VideoWriter` wrote with ``audio=False``, in frame
+    order) into ``output`` without decoding them, with the input's audio copied once and the synthetic tag;
+    written to a temporary sibling and renamed when complete (removed on any error).
+
+    Every packet keeps its pts. Its dts too, except where a part's first packets would not decode after
+    the previous part's last one (B-frame delay at a seam): there dts is raised to one tick after the
+    previous packet's, which never passes the packet's pts (checked) and changes nothing a player shows.
+    """
+    out = Path(output)
+    tmp = temporary_path(out)
+    options = {"movflags": "+use_metadata_tags"}
+    container = av.open(str(tmp), mode="w", format=_format_for(out), options=options)
+    audio = None
+    inputs: list = []
+    try:
+        container.metadata.update(synthetic_tag(version))
+        first = av.open(str(parts[0]))
+        inputs.append(first)
+        template = first.streams.video[0]
+        video = container.add_stream_from_template(template)
+        video.time_base = template.time_base
+        expected = _stream_key(template)  # the parts share the codec, its headers and the time base
+        audio = AudioCopy(info, container)
+        last_dts: int | None = None
+        for k, part in enumerate(parts):
+            src = first if k == 0 else av.open(str(part))
+            if k:
+                inputs.append(src)
+            stream = src.streams.video[0]
+            if _stream_key(stream) != expected:
+                raise RuntimeError(
+                    f"{part}: its video stream (codec, headers or time base) differs from the first part's; "
+                    "the parts cannot be joined without re-encoding"
+                )
+            for packet in src.demux(stream):
+                if packet.dts is None:
+                    continue
+                if last_dts is not None and packet.dts <= last_dts:
+                    packet.dts = last_dts + 1
+                    if packet.pts is not None and packet.dts > packet.pts:
+                        raise RuntimeError(f"{part}: packet at pts {packet.pts} cannot follow the last part")
+                last_dts = packet.dts
+                audio.until(float(packet.dts * stream.time_base))
+                packet.stream = video
+                container.mux(packet)
+            src.close()
+        audio.until(None)
+        audio.close()
+        container.close()
+        os.replace(tmp, out)
+        return out
+    except BaseException:
+        _close_quietly(container, audio, *inputs)
+        tmp.unlink(missing_ok=True)
+        raise

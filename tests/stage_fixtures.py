@@ -64,3 +64,19 @@ class CrashOnce:
 
     def flush(self) -> list[FrameBatch]:
         return []
+
+
+class InterruptAt:
+    """Passes batches through until one holds frame ``frame``, then raises KeyboardInterrupt (as Ctrl-C
+    would in the middle of a run)."""
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+
+    def __call__(self, batch: FrameBatch) -> FrameBatch:
+        if self.frame in batch.indices:
+            raise KeyboardInterrupt
+        return batch
+
+    def flush(self) -> list[FrameBatch]:
+        return []

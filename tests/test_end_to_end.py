@@ -126,3 +126,23 @@ def test_killed_stage_actor_is_restarted_and_the_video_is_identical(
     assert summary.frames_digest == swapped[video][1]
     assert summary.frames == len(video_times(out))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed", "ray.mp4"]  # no temporary left
+
+
+def test_three_parallel_segments_give_the_unsegmented_frames_times_and_audio(swapped, data_dir, tmp_path):
+    """KatieHill in three segments run at once on Ray (each with its run-in and run-out), joined without
+    re-encoding: the encoders got exactly the in-process run's frames, and the joined file has its
+    timestamps and audio; decoded, it differs from the unsegmented file only by encoding noise."""
+    video, face = CASES[2]
+    out = tmp_path / "segmented.mp4"
+    cfg = load_config(None, ["executor=ray", "segments.parts=3", "ray.concurrent_videos=3"])
+    summary = swap_video(
+        data_dir / "videos" / video, data_dir / "faces" / face, out, cfg, progress=False, digest=True
+    )
+    whole = swapped[video][0]
+    assert summary.frames == 200 and summary.frames_digest == swapped[video][1]
+    assert video_times(out) == video_times(whole) == video_times(data_dir / "videos" / video)
+    assert audio_packets(out) == audio_packets(whole)
+    for a, b in zip(decode_all(out), decode_all(whole)):
+        mse = np.mean((a.astype(np.float64) - b) ** 2)
+        assert mse == 0 or 10 * np.log10(255.0**2 / mse) >= 33.0
+    assert [p.name for p in tmp_path.iterdir()] == ["segmented.mp4"]  # no segment files left

@@ -49,10 +49,40 @@ def test_ordered_sink_reorders_and_detects_gaps():
         sink2.close()
 
 
+def test_grouped_stages_run_as_one_chain_with_the_same_frames():
+    """ray.actor_groups puts consecutive named stages into one StageChain; a stage named in no group (or
+    separated from its group) keeps its own; the chain's frames equal the stages run one by one."""
+    from pipeline.executors import StageChain, group_specs
+
+    grouped = group_specs(SPECS, [["brighten", "delay"]])
+    assert [s.name for s in grouped] == ["brighten+delay", "brighten2"]
+    assert grouped[0].cls is StageChain and grouped[1] is SPECS[2]
+    apart = ["brighten", "delay", "brighten2"]
+    assert [s.name for s in group_specs(SPECS, [["brighten", "brighten2"]])] == apart
+    assert [s.name for s in group_specs(SPECS, [])] == apart
+    one = group_specs(SPECS, [["brighten", "delay", "brighten2"]])
+    expected = np.concatenate([b.frames for b in collect(LocalExecutor(SPECS))])
+    for specs in (grouped, one):
+        assert np.array_equal(np.concatenate([b.frames for b in collect(LocalExecutor(specs))]), expected)
+
+
+def test_actor_groups_are_checked_on_load():
+    from pipeline.config import load_config
+    from stages.errors import ConfigError
+
+    load_config(None, ["ray.actor_groups=[[detect, landmarks], [swap]]"])
+    for bad in ("[[detect, detect]]", "[[detect], [detetc]]", "[detect]"):
+        with pytest.raises(ConfigError, match="ray.actor_groups"):
+            load_config(None, [f"ray.actor_groups={bad}"])
+
+
 @pytest.mark.slow
-def test_ray_executor_matches_local_bit_for_bit():
+@pytest.mark.parametrize("groups", [[], [["brighten", "delay"]]])
+def test_ray_executor_matches_local_bit_for_bit(groups):
+    from pipeline.executors import group_specs
+
     local = collect(LocalExecutor(SPECS))
-    executor = RayExecutor(SPECS, max_in_flight=2)
+    executor = RayExecutor(group_specs(SPECS, groups), max_in_flight=2)
     try:
         remote = collect(executor)
     finally:

@@ -1,0 +1,219 @@
+"""Long videos in parts: split a video into segments that run at once, encode each, join without re-encoding.
+
+A segment owns frames ``start .. end-1`` of the output. It processes more than that: a run-in of
+:func:`run_in_frames` frames before ``start``, so the stateful stages (landmark smoothing, the colour and
+mask filters along each track) reach the state the unsegmented run has there, and a run-out of
+:func:`look_ahead_frames` after ``end``, the look-ahead of the smoothing stage. Decoding starts at the
+keyframe at or before the run-in (frames before the run-in are decoded, not processed). Only the frames
+a segment owns are encoded, each segment into its own MP4 file (which keeps the stream's time base and
+every pts), and :func:`stages.encode.join_segments` copies their packets into the output in order,
+with the source's audio copied once. The frames handed to the encoders are those of the unsegmented run
+(tests check this bit for bit); only the encoder's choices differ at the seams (each segment starts with
+a keyframe).
+
+Config (``segments`` section, configs/default.yaml):
+    segments.parts     split into exactly this many segments (0: from segments.seconds; 1: never split).
+    segments.seconds   with executor=ray and parts 0, a video longer than twice this many seconds is split
+                       into segments of about this length; 0: never.
+Segments run ``ray.concurrent_videos`` at a time on one shared pool of stage actors; with
+``executor=local`` they run one after another (same frames, no speed-up: for checks and debugging).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+import shutil
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.executors import StagePool, StageSpec, actor_failures, make_executor
+from stages.decode import FrameTable, VideoInfo, read_range
+from stages.types import FrameBatch
+
+# Filters that decay as a**k reach the unsegmented run's state to this relative precision (below float32's).
+SETTLED = 2.0**-30
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One part of a video: writes frames ``start .. end-1``, processes frames ``first .. last-1``."""
+
+    number: int
+    start: int
+    end: int
+    first: int
+    last: int
+
+
+def look_ahead_frames(cfg: dict) -> int:
+    """Frames after a segment's end that its last frames depend on: the smoothing window's half plus the
+    longest bridged drop-out (0 when smoothing is off)."""
+    sm = cfg["smooth"]
+    return int(sm["window"]) // 2 + int(sm["max_gap"]) if sm["enabled"] else 0
+
+
+def run_in_frames(cfg: dict) -> int:
+    """Frames before a segment's start that bring every stateful stage to the unsegmented run's state there.
+
+    The look-back of the smoothing window and drop-out bridge, and for the exponential filters along each
+    track (``classic.color_smoothing`` a, ``mask.release`` r) the frames k after which a**k ≤ ``SETTLED``:
+    where the two runs started from different states, the states then agree to below float32 precision.
+    """
+    frames = [look_ahead_frames(cfg) + 1]
+    for factor in (cfg["classic"]["color_smoothing"], cfg["mask"]["release"]):
+        if 0 < float(factor) < 1:
+            frames.append(math.ceil(math.log(SETTLED) / math.log(float(factor))))
+    return max(frames)
+
+
+def segment_count(cfg: dict, info: VideoInfo, frames: int) -> int:
+    """How many segments ``segments.parts`` / ``segments.seconds`` ask for (1: no split)."""
+    seg = cfg["segments"]
+    parts = int(seg["parts"])
+    if parts > 0:
+        return parts
+    seconds = float(seg["seconds"])
+    if cfg["executor"] != "ray" or seconds <= 0 or not info.average_rate:
+        return 1
+    duration = frames / float(info.average_rate)
+    return max(1, round(duration / seconds)) if duration > 2 * seconds else 1
+
+
+def plan(frames: int, parts: int, run_in: int, look_ahead: int) -> list[Segment]:
+    """``parts`` segments of (nearly) equal length over ``frames`` frames, fewer when a segment would own
+    fewer frames than its run-in (a split would then cost more than it gains)."""
+    parts = max(1, min(int(parts), frames // max(1, run_in)))
+    bounds = [round(k * frames / parts) for k in range(parts + 1)]
+    return [
+        Segment(k, a, b, max(0, a - run_in), min(frames, b + look_ahead))
+        for k, (a, b) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def own_frames(batch: FrameBatch, seg: Segment) -> FrameBatch:
+    """The frames of ``batch`` that ``seg`` writes (its run-in and run-out dropped)."""
+    keep = (batch.indices >= seg.start) & (batch.indices < seg.end)
+    if keep.all():
+        return batch
+    idx = np.flatnonzero(keep)
+    return FrameBatch(
+        batch.video_id, batch.indices[idx], batch.pts[idx], batch.frames[idx], [batch.faces[i] for i in idx]
+    )
+
+
+def run_segments(
+    input_path: Path,
+    output: Path,
+    info: VideoInfo,
+    table: FrameTable,
+    segments: list[Segment],
+    specs: list[StageSpec],
+    cfg: dict,
+    version: str,
+    sink: Callable[[FrameBatch], None],
+    pool: StagePool | None = None,
+) -> None:
+    """Run ``segments`` of ``input_path`` and join them into ``output`` (temporary name, renamed when
+    complete; nothing is left on any error). ``sink`` sees every written batch, from several threads at
+    once with ``executor=ray`` (each segment's batches in order, segments in any order).
+
+    With ``executor=ray`` the segments share ``pool`` (or a pool made for this video and closed after it);
+    a segment whose stage actor died runs again, at most ``ray.video_retries`` times.
+    """
+    from stages.encode import VideoWriter, join_segments
+
+    work = output.with_name(f".{output.stem}.segments-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    work.mkdir()
+    ray = cfg["executor"] == "ray"
+    own_pool = ray and pool is None
+    if own_pool:
+        pool = StagePool.from_config(cfg)
+    retries = int(cfg["ray"]["video_retries"]) if ray else 0
+    files = [work / f"segment-{s.number:04d}.mp4" for s in segments]
+
+    def run_one(seg: Segment) -> None:
+        for attempt in range(retries + 1):
+            writer = VideoWriter(files[seg.number], info, cfg, version, audio=False)
+            executor = None
+            try:
+                executor = make_executor(cfg["executor"], specs, cfg, pool=pool)
+                batches = read_range(
+                    input_path, int(cfg["batch_size"]), seg.first, seg.last, table, video_id=str(input_path)
+                )
+
+                def write(batch: FrameBatch, writer: VideoWriter = writer) -> None:
+                    mine = own_frames(batch, seg)
+                    if len(mine):
+                        writer.write(mine)
+                        sink(mine)
+
+                executor.run(batches, write, first_index=seg.first)
+                writer.close()
+                return
+            except BaseException as exc:  # Ctrl-C too: the segment's file goes, and nothing is retried
+                writer.abort()
+                stopping = pool is not None and pool.closed
+                if attempt == retries or stopping or not isinstance(exc, actor_failures()):
+                    raise
+                print(
+                    f"swapstream: {input_path}: a stage actor died ({type(exc).__name__}) in segment "
+                    f"{seg.number + 1}/{len(segments)}; running that segment again "
+                    f"({attempt + 2}/{retries + 1})",
+                    file=sys.stderr,
+                )
+            finally:
+                if executor is not None:
+                    executor.close()
+
+    try:
+        if ray:
+            with ThreadPoolExecutor(max(1, int(cfg["ray"]["concurrent_videos"]))) as threads:
+                futures = [threads.submit(run_one, s) for s in segments]
+                try:
+                    for f in futures:
+                        f.result()
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    if own_pool:
+                        pool.close()  # the segments still running fail at once instead of finishing
+                    raise
+        else:
+            for seg in segments:
+                run_one(seg)
+        join_segments(files, info, output, version)
+    finally:
+        if own_pool and not pool.closed:
+            pool.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class FrameDigest:
+    """sha256 over the frames of a video in frame order, fed in any order: the sha256 of the concatenated
+    sha256 of each ``(H, W, 3) uint8`` frame. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._frames: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def update(self, batch: FrameBatch) -> None:
+        digests = {
+            int(i): hashlib.sha256(np.ascontiguousarray(f).tobytes()).digest()
+            for i, f in zip(batch.indices, batch.frames)
+        }
+        with self._lock:
+            self._frames.update(digests)
+
+    def hexdigest(self) -> str:
+        with self._lock:
+            return hashlib.sha256(b"".join(self._frames[i] for i in sorted(self._frames))).hexdigest()
