@@ -223,8 +223,9 @@ class StagePool:
     (the earliest on ties). Thread-safe, so several videos can run at once.
 
     max_restarts: how often Ray restarts an actor whose process dies (``ray.max_restarts``); the videos it
-    served fail with an actor error and :func:`pipeline.run.swap_video` runs them again on it. (A video's
-    private pool needs no restarts: the failed executor kills it and the next attempt makes a new one.)
+    served fail with an actor error and :func:`pipeline.run.swap_video` runs them again on it (it makes such a
+    pool for a single video too). A :class:`RayExecutor` given no pool makes one without restarts and kills
+    it when it closes.
     """
 
     def __init__(self, per_stage: dict[str, int] | None = None, max_restarts: int = 0) -> None:
