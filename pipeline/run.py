@@ -191,13 +191,13 @@ def swap_video(
             pool = own_pool = StagePool.from_config(cfg)
         pool.warm(group_specs(build_specs(cfg, None), cfg["ray"]["actor_groups"]))
     try:
-        return _swap(input_path, source_path, output, info, cfg, progress, digest, pool, started)
+        return _swap(input_path, source_path, output, info, cfg, progress, digest, pool, own_pool, started)
     finally:
         if own_pool is not None:
             own_pool.close()
 
 
-def _swap(input_path, source_path, output, info, cfg, progress, digest, pool, started) -> Summary:
+def _swap(input_path, source_path, output, info, cfg, progress, digest, pool, own_pool, started) -> Summary:
     source = prepare_source(source_path, cfg)
     specs = build_specs(cfg, source)
     segments, table = _segments_for(input_path, info, cfg)
@@ -218,7 +218,17 @@ def _swap(input_path, source_path, output, info, cfg, progress, digest, pool, st
     try:
         if len(segments) > 1:
             run_segments(
-                input_path, output, info, table, segments, specs, cfg, pipeline.__version__, count, pool
+                input_path,
+                output,
+                info,
+                table,
+                segments,
+                specs,
+                cfg,
+                pipeline.__version__,
+                count,
+                pool,
+                stop_pool_on_error=own_pool is not None,
             )
         else:
             _run_whole(input_path, output, info, specs, cfg, count, pool)

@@ -122,12 +122,15 @@ def run_segments(
     version: str,
     sink: Callable[[FrameBatch], None],
     pool: StagePool | None = None,
+    stop_pool_on_error: bool = False,
 ) -> None:
     """Run ``segments`` of ``input_path`` and join them into ``output`` (temporary name, renamed when
     complete; nothing is left on any error). ``sink`` sees every written batch, from several threads at
     once with ``executor=ray`` (each segment's batches in order, segments in any order).
 
     With ``executor=ray`` the segments share ``pool`` (or a pool made for this video and closed after it);
+    when one segment fails or the run is interrupted, a pool made here, or one the caller allows
+    (``stop_pool_on_error``: it serves this video alone), is closed so the other segments stop at once;
     a segment whose stage actor died runs again, at most ``ray.video_retries`` times.
     """
     from stages.encode import VideoWriter, join_segments
@@ -185,7 +188,7 @@ def run_segments(
                 except BaseException:
                     for f in futures:
                         f.cancel()
-                    if own_pool:
+                    if own_pool or stop_pool_on_error:
                         pool.close()  # the segments still running fail at once instead of finishing
                     raise
         else:
