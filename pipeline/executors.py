@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 import uuid
 from collections import deque
@@ -178,6 +179,26 @@ def actor_failures() -> tuple[type[BaseException], ...]:
     can be run again from its start on the restarted actors."""
     ray = _ray()
     return (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, StageStateLost)
+
+
+def rerun_after_actor_death(attempt: Callable[[], None], retries: int, pool, what: str) -> None:
+    """Call ``attempt`` (one run of a video or segment from its start) and call it again, at most
+    ``retries`` times, when a stage actor died (:func:`actor_failures`): stages keep per-video state, so a
+    half-done run cannot resume. Anything else, or a closed ``pool`` (the run is stopping), is raised at
+    once. ``what`` names the run in the line printed to stderr."""
+    for n in range(retries + 1):
+        try:
+            attempt()
+            return
+        except BaseException as exc:
+            stopping = pool is not None and pool.closed
+            if n == retries or stopping or not isinstance(exc, actor_failures()):
+                raise
+            print(
+                f"swapstream: {what}: a stage actor died ({type(exc).__name__}); "
+                f"running it again from its start ({n + 2}/{retries + 1})",
+                file=sys.stderr,
+            )
 
 
 class _PoolActor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import pipeline
-from pipeline.executors import StagePool, StageSpec, actor_failures, group_specs, make_executor
+from pipeline.executors import StagePool, StageSpec, group_specs, make_executor, rerun_after_actor_death
 from pipeline.segments import (
     FrameDigest,
     Segment,
@@ -261,19 +261,9 @@ def _segments_for(input_path: Path, info: VideoInfo, cfg: dict) -> tuple[list[Se
 def _run_whole(input_path, output, info, specs, cfg, count, pool) -> None:
     """The video in one pass, run again from its start when a stage actor died (``ray.video_retries``)."""
     retries = int(cfg["ray"]["video_retries"]) if cfg["executor"] == "ray" else 0
-    for attempt in range(retries + 1):
-        try:
-            _run_once(input_path, output, info, specs, cfg, count, pool)
-            return
-        except Exception as exc:
-            stopping = pool is not None and pool.closed  # the run is being stopped: no restart
-            if attempt == retries or stopping or not isinstance(exc, actor_failures()):
-                raise
-            print(
-                f"swapstream: {input_path}: a stage actor died ({type(exc).__name__}); "
-                f"running the video again from its start ({attempt + 2}/{retries + 1})",
-                file=sys.stderr,
-            )
+    rerun_after_actor_death(
+        lambda: _run_once(input_path, output, info, specs, cfg, count, pool), retries, pool, str(input_path)
+    )
 
 
 def _run_once(

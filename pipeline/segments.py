@@ -26,7 +26,6 @@ import itertools
 import math
 import os
 import shutil
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.executors import StagePool, StageSpec, actor_failures, make_executor
+from pipeline.executors import StagePool, StageSpec, make_executor, rerun_after_actor_death
 from stages.decode import FrameTable, VideoInfo, read_range
 from stages.types import FrameBatch
 
@@ -128,55 +127,48 @@ def run_segments(
     complete; nothing is left on any error). ``sink`` sees every written batch, from several threads at
     once with ``executor=ray`` (each segment's batches in order, segments in any order).
 
-    With ``executor=ray`` the segments share ``pool`` (or a pool made for this video and closed after it);
-    when one segment fails or the run is interrupted, a pool made here, or one the caller allows
-    (``stop_pool_on_error``: it serves this video alone), is closed so the other segments stop at once;
-    a segment whose stage actor died runs again, at most ``ray.video_retries`` times.
+    With ``executor=ray`` the segments share ``pool`` (required); when one segment fails or the run is
+    interrupted and the caller allows it (``stop_pool_on_error``: the pool serves this video alone), the
+    pool is closed so the other segments stop at once. A segment whose stage actor died runs again, at
+    most ``ray.video_retries`` times.
     """
     from stages.encode import VideoWriter, join_segments
 
     work = output.with_name(f".{output.stem}.segments-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     work.mkdir()
     ray = cfg["executor"] == "ray"
-    own_pool = ray and pool is None
-    if own_pool:
-        pool = StagePool.from_config(cfg)
+    if ray and pool is None:
+        raise ValueError("executor=ray: run_segments needs the StagePool its segments share")
     retries = int(cfg["ray"]["video_retries"]) if ray else 0
     files = [work / f"segment-{s.number:04d}.mp4" for s in segments]
 
+    def attempt(seg: Segment) -> None:
+        writer = VideoWriter(files[seg.number], info, cfg, version, audio=False)
+        executor = None
+        try:
+            executor = make_executor(cfg["executor"], specs, cfg, pool=pool)
+            batches = read_range(
+                input_path, int(cfg["batch_size"]), seg.first, seg.last, table, video_id=str(input_path)
+            )
+
+            def write(batch: FrameBatch) -> None:
+                mine = own_frames(batch, seg)
+                if len(mine):
+                    writer.write(mine)
+                    sink(mine)
+
+            executor.run(batches, write, first_index=seg.first)
+            writer.close()
+        except BaseException:  # Ctrl-C too: the segment's file goes
+            writer.abort()
+            raise
+        finally:
+            if executor is not None:
+                executor.close()
+
     def run_one(seg: Segment) -> None:
-        for attempt in range(retries + 1):
-            writer = VideoWriter(files[seg.number], info, cfg, version, audio=False)
-            executor = None
-            try:
-                executor = make_executor(cfg["executor"], specs, cfg, pool=pool)
-                batches = read_range(
-                    input_path, int(cfg["batch_size"]), seg.first, seg.last, table, video_id=str(input_path)
-                )
-
-                def write(batch: FrameBatch, writer: VideoWriter = writer) -> None:
-                    mine = own_frames(batch, seg)
-                    if len(mine):
-                        writer.write(mine)
-                        sink(mine)
-
-                executor.run(batches, write, first_index=seg.first)
-                writer.close()
-                return
-            except BaseException as exc:  # Ctrl-C too: the segment's file goes, and nothing is retried
-                writer.abort()
-                stopping = pool is not None and pool.closed
-                if attempt == retries or stopping or not isinstance(exc, actor_failures()):
-                    raise
-                print(
-                    f"swapstream: {input_path}: a stage actor died ({type(exc).__name__}) in segment "
-                    f"{seg.number + 1}/{len(segments)}; running that segment again "
-                    f"({attempt + 2}/{retries + 1})",
-                    file=sys.stderr,
-                )
-            finally:
-                if executor is not None:
-                    executor.close()
+        what = f"{input_path} segment {seg.number + 1}/{len(segments)}"
+        rerun_after_actor_death(lambda: attempt(seg), retries, pool, what)
 
     try:
         if ray:
@@ -188,7 +180,7 @@ def run_segments(
                 except BaseException:
                     for f in futures:
                         f.cancel()
-                    if own_pool or stop_pool_on_error:
+                    if stop_pool_on_error:
                         pool.close()  # the segments still running fail at once instead of finishing
                     raise
         else:
@@ -196,8 +188,6 @@ def run_segments(
                 run_one(seg)
         join_segments(files, info, output, version)
     finally:
-        if own_pool and not pool.closed:
-            pool.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
