@@ -11,6 +11,7 @@ from torch import nn
 
 from models.arcface import IBasicBlock, IResNet, iresnet50, iresnet100
 from models.checkpoints import check_state_dict
+from tests.model_fixtures import randomised_state
 
 INTEROP = Path(__file__).resolve().parents[1].parent / "shared" / "interop"
 PARAMS = {"iresnet50": 43_590_848, "iresnet100": 65_156_160}
@@ -32,22 +33,6 @@ def read_table(name: str) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
 
 def layout(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     return [(k, tuple(v.shape), v.dtype) for k, v in model.state_dict().items()]
-
-
-def randomised_state(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """The model's state_dict with every value changed (BN running variances kept positive)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in model.state_dict().items():
-        if value.dtype == torch.int64:
-            out[key] = torch.full_like(value, 1234)
-        elif key.endswith("running_var"):
-            out[key] = 0.5 + torch.rand(value.shape, generator=gen)
-        elif key.endswith("running_mean"):
-            out[key] = 0.1 * torch.randn(value.shape, generator=gen)
-        else:
-            out[key] = value + 0.02 * torch.randn(value.shape, generator=gen)
-    return out
 
 
 def crops(n: int, seed: int = 0) -> torch.Tensor:

@@ -179,10 +179,9 @@ def test_configured_networks_replace_the_defaults(clip, base_cfg, tmp_path):
     a copy of the clip then scores zero distance to its original, zero pose and expression error."""
     import copy as copy_module
 
-    import torch
-
-    from models.weights import REGISTRY, build_network
+    from models.weights import REGISTRY
     from stages.errors import ModelFileError
+    from tests.model_fixtures import write_random_checkpoints
 
     cfg = copy_module.deepcopy(base_cfg)
     cfg["evaluate"] = {"identity": "arcface_iresnet50", "pose": "hopenet", "expression": "face_recon"}
@@ -191,11 +190,7 @@ def test_configured_networks_replace_the_defaults(clip, base_cfg, tmp_path):
     shutil.copyfile(clip, output)
     with pytest.raises(ModelFileError, match=REGISTRY["arcface_iresnet50"].filename):
         evaluate(clip, output, SOURCE, cfg, max_frames=3)
-    torch.manual_seed(0)
-    for name in ("arcface_iresnet50", "hopenet", "face_recon"):
-        entry = REGISTRY[name]
-        state = build_network(entry.network).state_dict()
-        torch.save({entry.state_key: state} if entry.state_key else state, tmp_path / entry.filename)
+    write_random_checkpoints(tmp_path, ("arcface_iresnet50", "hopenet", "face_recon"))
     r = evaluate(clip, output, SOURCE, cfg, max_frames=3)
     assert "arcface_iresnet50" in r["evaluator"]["identity"] and "hopenet" in r["evaluator"]["pose"]
     assert "face_recon" in r["evaluator"]["expression"]
