@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline
+from models.weights import sha256_of
 from stages.errors import ConfigError, InputError
 
 RECORDS_NAME = "records.jsonl"
@@ -72,15 +73,6 @@ class Pending:
 
 
 # ----------------------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in ``chunk``-byte pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(cfg: dict, ignore: Sequence[str] = CONFIG_KEYS_NOT_HASHED) -> str:
@@ -169,7 +161,7 @@ def is_done(record: dict | None, pending: Pending) -> bool:
     ):
         return False
     output = Path(pending.job.output)
-    return output.is_file() and sha256_file(output) == record.get("output_sha256")
+    return output.is_file() and sha256_of(output) == record.get("output_sha256")
 
 
 def one_line(exc: BaseException) -> str:
@@ -296,8 +288,8 @@ def run_jobs(
                 job,
                 key,
                 job_cfg,
-                sha256_file(job.input),
-                sha256_file(job.source),
+                sha256_of(job.input),
+                sha256_of(job.source),
                 config_hash(job_cfg),
             )
         except (InputError, ConfigError, OSError) as exc:
@@ -333,7 +325,7 @@ def run_jobs(
                 p.job,
                 p.key,
                 **hashes,
-                output_sha256=sha256_file(p.job.output),
+                output_sha256=sha256_of(p.job.output),
                 frames=result.frames,
                 frames_with_face=result.frames_with_face,
                 faces_swapped=result.faces_swapped,

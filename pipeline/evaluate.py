@@ -287,18 +287,6 @@ def descriptor(image: np.ndarray, face: DlibFace) -> np.ndarray:
     return np.asarray(recogniser.compute_face_descriptor(image, face.shape), dtype=np.float64)
 
 
-def _source_embedding(path: str | Path, net: Any, upsample: int = 1) -> np.ndarray:
-    """``net``'s embedding of the largest HOG face of the source photo (its 5 points from dlib's 68)."""
-    image, face = _source_face(path, upsample)
-    return net.embed_landmarks(image, face.landmarks)
-
-
-def source_descriptor(path: str | Path, upsample: int = 1) -> np.ndarray:
-    """Descriptor of the largest HOG face of the source photo; InputError when HOG finds none."""
-    image, face = _source_face(path, upsample)
-    return descriptor(image, face)
-
-
 def _source_face(path: str | Path, upsample: int) -> tuple[np.ndarray, DlibFace]:
     """The source photo ``(H, W, 3) uint8`` RGB and its largest HOG face; InputError when there is none."""
     from pipeline.run import load_image
@@ -311,6 +299,89 @@ def _source_face(path: str | Path, upsample: int) -> tuple[np.ndarray, DlibFace]
             "use a frontal photo where the face is at least 80 px wide"
         )
     return image, faces[0]
+
+
+class FaceScorer:
+    """The evaluator's per-face measurements, with the networks ``cfg['evaluate']`` chose.
+
+    identity, pose, expression: the learned adapters that
+    :func:`pipeline.evaluator_networks.build_evaluator_networks` gives, or None for the shipped defaults:
+    dlib's 128-d descriptor (Euclidean distance), PnP on 6 dlib landmarks, Procrustes-aligned landmarks.
+    Used by :func:`evaluate` and the FF++ benchmark alike, so both score with the same networks. Images are
+    ``(H, W, 3) uint8`` RGB, faces :class:`DlibFace`.
+    """
+
+    def __init__(self, identity: Any = None, pose: Any = None, expression: Any = None) -> None:
+        self.identity, self.pose, self.expression = identity, pose, expression
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> FaceScorer:
+        """Load what ``cfg['evaluate']`` names (ModelFileError for a missing checkpoint, no fallback)."""
+        from pipeline.evaluator_networks import build_evaluator_networks
+
+        nets = build_evaluator_networks(cfg)
+        return cls(nets["identity"], nets["pose"], nets["expression"])
+
+    def embedding(self, image: np.ndarray, face: DlibFace) -> np.ndarray:
+        """Identity vector of ``face``: dlib ``(128,) float64`` or the network's unit ``(512,) float32``."""
+        if self.identity is None:
+            return descriptor(image, face)
+        return self.identity.embed_landmarks(image, face.landmarks)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Identity distance: Euclidean for dlib descriptors, cosine (1 - cos) for network embeddings."""
+        if self.identity is None:
+            return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+        return self.identity.distance(a, b)
+
+    def source_embedding(self, path: str | Path, upsample: int = 1) -> np.ndarray:
+        """Embedding of the largest HOG face of a photo; InputError when HOG finds none."""
+        image, face = _source_face(path, upsample)
+        return self.embedding(image, face)
+
+    def pose_angles(
+        self, image: np.ndarray, face: DlibFace, width: int, height: int
+    ) -> tuple[float, float, float] | None:
+        """(yaw, pitch, roll) degrees of ``face``, or None when it cannot be estimated."""
+        if self.pose is None:
+            return head_pose(face.landmarks, width, height)
+        return self.pose.angles(image, face.box, face.landmarks)
+
+    @property
+    def expression_key(self) -> str:
+        """Result key of the expression error: ``expression_error_iod`` (landmarks) or ``_coeff`` (3DMM)."""
+        return "expression_error_coeff" if self.expression else "expression_error_iod"
+
+    def expression_error(
+        self, output: np.ndarray, face_out: DlibFace, original: np.ndarray, face_orig: DlibFace
+    ) -> float:
+        """Expression difference of the output face from the original's (unit: :attr:`expression_key`)."""
+        if self.expression is None:
+            return expression_error(face_out.landmarks, face_orig.landmarks)
+        net = self.expression
+        return net.error(net.code(output, face_out.landmarks), net.code(original, face_orig.landmarks))
+
+    def descriptions(self) -> dict[str, str]:
+        """What scores identity, pose and expression, for a result's ``evaluator`` block."""
+        return {
+            "identity": self.identity.description
+            if self.identity
+            else "dlib_face_recognition_resnet_model_v1 (128-d, same person below 0.6)",
+            "pose": self.pose.description if self.pose else "PnP of 6 dlib landmarks on a generic 3D face",
+            "expression": self.expression.description
+            if self.expression
+            else "Procrustes-aligned dlib brow/eye/mouth landmarks, in inter-ocular distances",
+        }
+
+    def signature(self) -> str:
+        """sha256 of the networks' choices and weights: scores made with other networks differ."""
+        h = hashlib.sha256(json.dumps(self.descriptions(), sort_keys=True).encode())
+        for net in (self.identity, self.pose, self.expression):
+            if net is not None:
+                for name, tensor in net.network.state_dict().items():
+                    h.update(name.encode())
+                    h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- streams
@@ -364,6 +435,7 @@ def evaluate(
     every: int = 1,
     max_frames: int | None = None,
     upsample: int = 0,
+    scorer: FaceScorer | None = None,
 ) -> dict:
     """Measure ``output`` (a swap of ``source`` onto ``original``) against ``original``; see the module doc.
 
@@ -371,6 +443,7 @@ def evaluate(
     it; jitter compares consecutive scored frames, i.e. motion over ``every`` frames).
     max_frames: stop after this many decoded frames (frame counts are then compared by packet count).
     upsample: dlib HOG upsampling of the video frames (0 finds faces of about 80 px and up; 1 about 40 px).
+    scorer: the identity, pose and expression networks (default: loaded from ``cfg['evaluate']``).
     Returns a JSON-able dict. Raises InputError for unreadable inputs or frames of different sizes.
     """
     from stages.decode import probe
@@ -383,14 +456,9 @@ def evaluate(
             f"{output} is {info_out.width}x{info_out.height} but {original} is "
             f"{info_orig.width}x{info_orig.height}: evaluate the output made from this original"
         )
-    from pipeline.evaluator_networks import build_evaluator_networks
-
-    nets = build_evaluator_networks(cfg)
-    identity_net, pose_net, expression_net = nets["identity"], nets["pose"], nets["expression"]
-    if identity_net is None:
-        src = source_descriptor(source)
-    else:
-        src = _source_embedding(source, identity_net)
+    if scorer is None:
+        scorer = FaceScorer.from_config(cfg)
+    src = scorer.source_embedding(source)
     width, height = info_orig.width, info_orig.height
     tb_orig, tb_out = _time_base(original), _time_base(output)
     batch_size = int(cfg.get("batch_size", 16))
@@ -457,37 +525,20 @@ def evaluate(
                     prev_lm = None
                 else:
                     face_b = max(matches, key=lambda f: box_iou(f.box, face_a.box))
-                    if identity_net is None:
-                        desc_b = descriptor(fb, face_b)
-                        ds = float(np.linalg.norm(desc_b - src))
-                        do = float(np.linalg.norm(desc_b - descriptor(fa, face_a)))
-                    else:
-                        emb_b = identity_net.embed_landmarks(fb, face_b.landmarks)
-                        ds = identity_net.distance(emb_b, src)
-                        do = identity_net.distance(emb_b, identity_net.embed_landmarks(fa, face_a.landmarks))
+                    emb_b = scorer.embedding(fb, face_b)
+                    ds = scorer.distance(emb_b, src)
+                    do = scorer.distance(emb_b, scorer.embedding(fa, face_a))
                     d_src.append(ds)
                     d_orig.append(do)
                     nearer.append(ds < do)
-                    if pose_net is None:
-                        pose_a = head_pose(face_a.landmarks, width, height)
-                        pose_b = head_pose(face_b.landmarks, width, height)
-                    else:
-                        pose_a = pose_net.angles(fa, face_a.box, face_a.landmarks)
-                        pose_b = pose_net.angles(fb, face_b.box, face_b.landmarks)
+                    pose_a = scorer.pose_angles(fa, face_a, width, height)
+                    pose_b = scorer.pose_angles(fb, face_b, width, height)
                     if pose_a is None or pose_b is None:
                         pose_fail += 1
                     else:
                         for name, va, vb in zip(("yaw", "pitch", "roll"), pose_a, pose_b):
                             pose_err[name].append(angle_difference(va, vb))
-                    if expression_net is None:
-                        expr.append(expression_error(face_b.landmarks, face_a.landmarks))
-                    else:
-                        expr.append(
-                            expression_net.error(
-                                expression_net.code(fb, face_b.landmarks),
-                                expression_net.code(fa, face_a.landmarks),
-                            )
-                        )
+                    expr.append(scorer.expression_error(fb, face_b, fa, face_a))
                     la, lb = face_a.landmarks, face_b.landmarks
                     if prev_lm is not None and prev_lm[0] == index - every:
                         motion = (lb - prev_lm[2]) - (la - prev_lm[1])
@@ -531,13 +582,7 @@ def evaluate(
         "evaluator": {
             "detector": "dlib HOG frontal (evaluator only; the pipeline detects with MTCNN)",
             "landmarks": "dlib shape_predictor_68_face_landmarks",
-            "identity": identity_net.description
-            if identity_net
-            else "dlib_face_recognition_resnet_model_v1 (128-d, same person below 0.6)",
-            "pose": pose_net.description if pose_net else "PnP of 6 dlib landmarks on a generic 3D face",
-            "expression": expression_net.description
-            if expression_net
-            else "Procrustes-aligned dlib brow/eye/mouth landmarks, in inter-ocular distances",
+            **scorer.descriptions(),
             "jitter": "Farneback flow at landmarks 17-67, output minus original, in inter-ocular distances",
             "every": every,
             "max_frames": max_frames,
@@ -556,7 +601,7 @@ def evaluate(
             "failed": pose_fail,
         },
         # landmarks: in inter-ocular distances; face_recon: mean |difference| of expression coefficients
-        ("expression_error_coeff" if expression_net else "expression_error_iod"): _stats(expr),
+        scorer.expression_key: _stats(expr),
         "flicker": (flick_out / flick_orig) if flick_orig > 0 else None,
         "flicker_pairs": flick_pairs,
         "jitter_iod": float(np.mean(jitter)) if jitter else None,

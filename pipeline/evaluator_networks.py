@@ -226,6 +226,16 @@ def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
+def evaluator_choices(cfg: dict) -> dict[str, str]:
+    """``{"identity", "pose", "expression"}``: what ``cfg['evaluate']`` chose (defaults where unset);
+    ConfigError for an unknown choice."""
+    return {
+        "identity": _choice(cfg, "identity", IDENTITY_CHOICES),
+        "pose": _choice(cfg, "pose", POSE_CHOICES),
+        "expression": _choice(cfg, "expression", EXPRESSION_CHOICES),
+    }
+
+
 def build_evaluator_networks(cfg: dict, loader: Loader | None = None, device: str = "cpu") -> dict[str, Any]:
     """The learned networks ``cfg['evaluate']`` asks for: {"identity": IdentityNet | None,
     "pose": PoseNet | None, "expression": ExpressionNet | None}; None means the evaluator's default
@@ -236,9 +246,8 @@ def build_evaluator_networks(cfg: dict, loader: Loader | None = None, device: st
     is loaded here, before any frame is read: a missing or damaged file raises ModelFileError, an
     unknown choice ConfigError.
     """
-    identity = _choice(cfg, "identity", IDENTITY_CHOICES)
-    pose = _choice(cfg, "pose", POSE_CHOICES)
-    expression = _choice(cfg, "expression", EXPRESSION_CHOICES)
+    choices = evaluator_choices(cfg)
+    identity, pose, expression = choices["identity"], choices["pose"], choices["expression"]
     if loader is None:
         from models.weights import load_configured
 

@@ -21,9 +21,13 @@ The fixed rules (each written into results.json with the values used; settings u
 - Scoring, per video: ``frames_per_video`` frames evenly spaced over the video (``round(i (n-1) / (K-1))``),
   read by random access (decord) from the original target and the swapped video. In each frame the
   original's largest HOG face and the swapped face overlapping it (IoU >= ``pipeline.evaluate.MATCH_IOU``)
-  give: ID retrieval top-1 (the nearest, by Euclidean distance of dlib 128-d descriptors, of all the split's
-  identities is SSS), pose error (mean |difference| of yaw, pitch and roll, degrees) and expression error
-  (:func:`pipeline.evaluate.expression_error`, inter-ocular distances). Flicker and integrity (frames,
+  give: ID retrieval top-1 (the nearest of all the split's identities is SSS), pose error (mean |difference|
+  of yaw, pitch and roll, degrees) and expression error. These are measured with the evaluator's networks
+  (:class:`pipeline.evaluate.FaceScorer`, chosen by ``evaluate.*`` in the config, named in results.json's
+  ``evaluator``): by default dlib's 128-d descriptor (Euclidean), PnP on 6 dlib landmarks and Procrustes-
+  aligned landmarks (inter-ocular distances); with user checkpoints, ArcFace (cosine), Hopenet and
+  Deep3DFaceRecon expression coefficients, the kinds of network the FaceShifter paper scores FF++ with
+  (a face recogniser, Hopenet, a 3D face model). Flicker and integrity (frames,
   timestamps, audio, background) come from :func:`pipeline.evaluate.evaluate` over the whole video
   (every ``flicker_every``-th frame).
 - Totals per method: ID retrieval % and the pose and expression means pooled over the scored frames;
@@ -54,12 +58,15 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import pipeline
 from stages.errors import InputError, SwapstreamError
+
+if TYPE_CHECKING:
+    from pipeline.evaluate import FaceScorer
 
 EXIT_BAD_INPUT = 2
 ORIGINALS = Path("original_sequences") / "youtube"
@@ -78,10 +85,11 @@ RULES = {
     "by random access (decord) from the original target and the swapped video",
     "face": "the original frame's largest dlib HOG face; the swapped frame's face overlapping it most "
     "(IoU >= 0.3); frames without either are counted, not scored",
-    "id_retrieval": "top-1: the nearest (Euclidean, dlib 128-d descriptor) of the split's identities is SSS",
-    "pose": "mean |difference| of yaw, pitch, roll (degrees; solvePnP on 6 dlib landmarks)",
-    "expression": "pipeline.evaluate.expression_error: brow, eye, mouth landmarks after a similarity "
-    "Procrustes fit, mean distance in inter-ocular distances",
+    "id_retrieval": "top-1: the nearest of the split's identities is SSS, by the evaluator's identity "
+    "distance (see evaluator.identity)",
+    "pose": "mean |difference| of yaw, pitch, roll (degrees; evaluator.pose)",
+    "expression": "the evaluator's expression error of the swapped face from the original's (evaluator."
+    "expression: landmarks in inter-ocular distances, or 3DMM expression coefficients)",
     "flicker_integrity": "pipeline.evaluate.evaluate over the whole video, every flicker_every-th frame",
     "totals": "ID retrieval %, pose and expression pooled over scored frames; flicker the mean over videos; "
     "wall time the sum of each video's swap and scoring seconds",
@@ -241,13 +249,13 @@ _SHA_MEMO: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """:func:`pipeline.batch.sha256_file`, remembered per (path, size, mtime) within this process."""
-    from pipeline.batch import sha256_file
+    """:func:`models.weights.sha256_of`, remembered per (path, size, mtime) within this process."""
+    from models.weights import sha256_of
 
     st = os.stat(path)
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_MEMO:
-        _SHA_MEMO[key] = sha256_file(path)
+        _SHA_MEMO[key] = sha256_of(path)
     return _SHA_MEMO[key]
 
 
@@ -364,21 +372,19 @@ def _reusable(cached: dict, ident: Identity, out: Path) -> bool:
     )
 
 
-def gallery_of(identities: dict[str, Identity], out: Path) -> tuple[list[str], np.ndarray]:
-    """(ids, descriptors ``(G, 128) float64``) of every identity with a photo, via the evaluator's
-    :func:`pipeline.evaluate.source_descriptor`; an identity whose photo fails gets its ``error`` set."""
-    from pipeline.evaluate import source_descriptor
-
+def gallery_of(identities: dict[str, Identity], out: Path, scorer: FaceScorer) -> tuple[list[str], list]:
+    """(ids, identity embeddings) of every identity with a photo, by ``scorer.source_embedding``; an
+    identity whose photo fails gets its ``error`` set."""
     ids, rows = [], []
     for vid, ident in identities.items():
         if ident.error:
             continue
         try:
-            rows.append(source_descriptor(out / ident.photo))
+            rows.append(scorer.source_embedding(out / ident.photo))
             ids.append(vid)
         except InputError as exc:
             ident.error = str(exc)
-    return ids, np.asarray(rows, dtype=np.float64).reshape(len(rows), 128)
+    return ids, rows
 
 
 # ----------------------------------------------------------------------------------------- scoring
@@ -390,20 +396,13 @@ def score_video(
     source_id: str,
     source_photo: Path,
     gallery_ids: list[str],
-    gallery: np.ndarray,
+    gallery: list,
     cfg: dict,
+    scorer: FaceScorer,
 ) -> dict:
-    """Score ``swapped`` against its ``original`` (module doc). Raises InputError for unreadable videos."""
-    from pipeline.evaluate import (
-        MATCH_IOU,
-        angle_difference,
-        box_iou,
-        descriptor,
-        detect_faces,
-        evaluate,
-        expression_error,
-        head_pose,
-    )
+    """Score ``swapped`` against its ``original`` (module doc) with ``scorer``'s networks; ``gallery`` holds
+    the embeddings of ``gallery_ids``. Raises InputError for unreadable videos."""
+    from pipeline.evaluate import MATCH_IOU, angle_difference, box_iou, detect_faces, evaluate
 
     ff = cfg["ffpp"]
     upsample = int(ff["upsample"])
@@ -431,9 +430,10 @@ def score_video(
             per_frame.append({"index": index, "skipped": "no face in output"})
             continue
         face_b = max(matches, key=lambda f: box_iou(f.box, face_a.box))
-        distances = np.linalg.norm(gallery - descriptor(fb, face_b), axis=1)
+        embedding = scorer.embedding(fb, face_b)
+        distances = np.array([scorer.distance(embedding, g) for g in gallery])
         nearest = gallery_ids[int(np.argmin(distances))]
-        pose_a, pose_b = head_pose(face_a.landmarks, w, h), head_pose(face_b.landmarks, w, h)
+        pose_a, pose_b = scorer.pose_angles(fa, face_a, w, h), scorer.pose_angles(fb, face_b, w, h)
         pose = (
             None
             if pose_a is None or pose_b is None
@@ -447,10 +447,12 @@ def score_video(
                 "correct": nearest == source_id,
                 "distance_to_source": source_distance,
                 "pose_error_deg": pose,
-                "expression_error_iod": expression_error(face_b.landmarks, face_a.landmarks),
+                scorer.expression_key: scorer.expression_error(fb, face_b, fa, face_a),
             }
         )
-    whole = evaluate(original, swapped, source_photo, cfg, every=int(ff["flicker_every"]), upsample=upsample)
+    whole = evaluate(
+        original, swapped, source_photo, cfg, every=int(ff["flicker_every"]), upsample=upsample, scorer=scorer
+    )
     scored = [f for f in per_frame if "retrieved" in f]
     poses = [f["pose_error_deg"] for f in scored if f["pose_error_deg"] is not None]
     return {
@@ -465,8 +467,8 @@ def score_video(
         },
         "id_top1": float(np.mean([f["correct"] for f in scored])) if scored else None,
         "pose_error_deg": float(np.mean(poses)) if poses else None,
-        "expression_error_iod": (
-            float(np.mean([f["expression_error_iod"] for f in scored])) if scored else None
+        scorer.expression_key: (
+            float(np.mean([f[scorer.expression_key] for f in scored])) if scored else None
         ),
         "flicker": whole["flicker"],
         "flicker_pairs": whole["flicker_pairs"],
@@ -476,8 +478,9 @@ def score_video(
     }
 
 
-def totals_of(videos: dict[str, dict]) -> dict:
-    """Totals of one method: frame-pooled ID retrieval %, pose and expression; flicker mean over videos."""
+def totals_of(videos: dict[str, dict], expression_key: str = "expression_error_iod") -> dict:
+    """Totals of one method: frame-pooled ID retrieval %, pose and expression (``expression_key``, see
+    :attr:`pipeline.evaluate.FaceScorer.expression_key`); flicker mean over videos."""
     ok = [v for v in videos.values() if v.get("status") == "ok"]
     frames = [f for v in ok for f in v["per_frame"] if "retrieved" in f]
     poses = [f["pose_error_deg"] for f in frames if f["pose_error_deg"] is not None]
@@ -490,9 +493,7 @@ def totals_of(videos: dict[str, dict]) -> dict:
         "frames_no_face_output": sum(v["frames"]["no_face_output"] for v in ok),
         "id_retrieval_pct": 100.0 * float(np.mean([f["correct"] for f in frames])) if frames else None,
         "pose_error_deg": float(np.mean(poses)) if poses else None,
-        "expression_error_iod": (
-            float(np.mean([f["expression_error_iod"] for f in frames])) if frames else None
-        ),
+        expression_key: float(np.mean([f[expression_key] for f in frames])) if frames else None,
         "flicker": float(np.mean(flickers)) if flickers else None,
         "integrity_ok": sum(bool(v["integrity"]["all_ok"]) for v in ok),
         "wall_time_s": round(sum(v["seconds"]["total"] for v in ok), 3),
@@ -533,11 +534,18 @@ def scorer_version() -> str:
 
 
 def score_key(
-    method: str, original_sha: str, swapped_sha: str, source_id: str, gallery_sig: str, ff: dict
+    method: str,
+    original_sha: str,
+    swapped_sha: str,
+    source_id: str,
+    gallery_sig: str,
+    ff: dict,
+    networks_sig: str,
 ) -> str:
-    """Hex sha256 naming one score in the cache."""
+    """Hex sha256 naming one score in the cache (``networks_sig``: :meth:`FaceScorer.signature`)."""
     text = json.dumps(
         {
+            "networks": networks_sig,
             "method": method,
             "original": original_sha,
             "swapped": swapped_sha,
@@ -609,18 +617,28 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def expression_column(results: dict) -> tuple[str, str]:
+    """(totals key, unit) of the expression error the results were scored with."""
+    if results["evaluate"]["expression"] == "landmarks":
+        return "expression_error_iod", "IOD"
+    return "expression_error_coeff", "3DMM coeff"
+
+
 def results_markdown(results: dict) -> str:
     """``results.md``: the settings, one table row per method, then every per-video error."""
     rules = results["ffpp"]
+    nets = results["evaluator"]
+    key, unit = expression_column(results)
     lines = [
         f"# FaceForensics++ benchmark: split {results['split']}, {results['compression']}",
         "",
         f"{rules['frames_per_video']} evenly spaced frames per video (decord); ID retrieval among "
-        f"{len(results['gallery'])} source identities of the split; dlib HOG detector, 68 landmarks and "
-        "128-d descriptor (evaluator networks, not the pipeline's); flicker = face-region frame difference, "
-        "swapped over original (1.0 = as steady). Rules and per-video values: results.json.",
+        f"{len(results['gallery'])} source identities of the split; dlib HOG detector and 68 landmarks; "
+        f"identity: {nets['identity']}; pose: {nets['pose']}; expression: {nets['expression']} (evaluator "
+        "networks, not the pipeline's); flicker = face-region frame difference, swapped over original "
+        "(1.0 = as steady). Rules and per-video values: results.json.",
         "",
-        "| method | ID retrieval % | pose (deg) | expression (IOD) | flicker | videos | frames "
+        f"| method | ID retrieval % | pose (deg) | expression ({unit}) | flicker | videos | frames "
         "| wall time (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -628,7 +646,7 @@ def results_markdown(results: dict) -> str:
         t = method["totals"]
         lines.append(
             f"| {name} | {_fmt(t['id_retrieval_pct'], '.1f')} | {_fmt(t['pose_error_deg'], '.2f')} | "
-            f"{_fmt(t['expression_error_iod'], '.3f')} | {_fmt(t['flicker'], '.2f')} | {t['videos']} | "
+            f"{_fmt(t[key], '.3f')} | {_fmt(t['flicker'], '.2f')} | {t['videos']} | "
             f"{t['frames']} | {t['wall_time_s']:.1f} |"
         )
     errors = [
@@ -711,8 +729,15 @@ def _frame_or_none(path: Path, index: int) -> np.ndarray | None:
 # ----------------------------------------------------------------------------------------- the run
 
 
-def _settings(layout: Layout, ff: dict) -> dict:
-    return {"compression": layout.compression, "split": layout.split, "ffpp": {k: ff[k] for k in SCORE_KEYS}}
+def _settings(layout: Layout, cfg: dict) -> dict:
+    from pipeline.evaluator_networks import evaluator_choices
+
+    return {
+        "compression": layout.compression,
+        "split": layout.split,
+        "ffpp": {k: cfg["ffpp"][k] for k in SCORE_KEYS},
+        "evaluate": evaluator_choices(cfg),
+    }
 
 
 def _previous_results(path: Path, settings: dict) -> dict | None:
@@ -724,6 +749,10 @@ def _previous_results(path: Path, settings: dict) -> dict | None:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # unreadable: it is rewritten
+    if "evaluate" not in old:  # written before the networks were a setting: the shipped defaults scored it
+        from pipeline.evaluator_networks import evaluator_choices
+
+        old["evaluate"] = evaluator_choices({})
     flat_old, flat_new = _flatten({k: old.get(k) for k in settings}), _flatten(settings)
     differ = [f"{k}={flat_old.get(k)!r} (now {v!r})" for k, v in flat_new.items() if flat_old.get(k) != v]
     if differ:
@@ -780,7 +809,7 @@ def run_benchmark(
     if "/" in method or method in ("", ".", "..", "sources"):
         raise InputError(f"ffpp.method={method!r}: use a plain folder name")
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(layout, ff)
+    settings = _settings(layout, cfg)
     previous = _previous_results(out / "results.json", settings)
 
     # identities of every video of the split (the retrieval gallery), cached in OUT/sources/identities.json
@@ -793,7 +822,11 @@ def run_benchmark(
     for vid in _bar(split_ids(pairs), progress, "identities"):
         identities[vid] = find_identity(vid, layout, out, ff, cached.get(vid))
     write_json_atomic(cache_path, {k: dataclasses.asdict(v) for k, v in identities.items()})
-    gallery_ids, gallery = gallery_of(identities, out)
+    from pipeline.evaluate import FaceScorer
+
+    scorer = FaceScorer.from_config(cfg)
+    networks_sig = scorer.signature()
+    gallery_ids, gallery = gallery_of(identities, out, scorer)
     gallery_sig = hashlib.sha256(
         json.dumps([(i, identities[i].photo_sha256) for i in gallery_ids]).encode()
     ).hexdigest()
@@ -847,12 +880,14 @@ def run_benchmark(
         entry = entries[name]
         try:
             original, swapped = layout.original(t), Path(entry["path"])
-            key = score_key(method, file_sha256(original), file_sha256(swapped), s, gallery_sig, ff)
+            key = score_key(
+                method, file_sha256(original), file_sha256(swapped), s, gallery_sig, ff, networks_sig
+            )
             result = cache.get(key)
             if result is None:
                 began = time.perf_counter()
                 result = score_video(
-                    original, swapped, s, out / identities[s].photo, gallery_ids, gallery, cfg
+                    original, swapped, s, out / identities[s].photo, gallery_ids, gallery, cfg, scorer
                 )
                 result["score_seconds"] = round(time.perf_counter() - began, 3)
                 cache.put(key, name, result)
@@ -882,6 +917,7 @@ def run_benchmark(
             "split_file": str(layout.split_file),
             **settings,
             "rules": RULES,
+            "evaluator": scorer.descriptions(),
             "gallery": gallery_ids,
             "identities": {k: dataclasses.asdict(v) for k, v in identities.items()},
         }
@@ -895,7 +931,7 @@ def run_benchmark(
         "config_sha256": config_hash(cfg),
         "versions": package_versions(),
         "run_seconds": round(time.perf_counter() - started, 3),
-        "totals": totals_of(entries),
+        "totals": totals_of(entries, scorer.expression_key),
         "videos": entries,
     }
     write_json_atomic(out / "results.json", results)
@@ -964,12 +1000,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    key, unit = expression_column(results)
     for name, method in results["methods"].items():
         t = method["totals"]
         print(
             f"ffpp {name}: {t['videos']} videos, {t['frames']} frames, ID retrieval "
             f"{_fmt(t['id_retrieval_pct'], '.1f')} %, pose {_fmt(t['pose_error_deg'], '.2f')} deg, "
-            f"expression {_fmt(t['expression_error_iod'], '.3f')} IOD, flicker {_fmt(t['flicker'], '.2f')}, "
+            f"expression {_fmt(t[key], '.3f')} {unit}, flicker {_fmt(t['flicker'], '.2f')}, "
             f"{t['errors']} skipped, {t['wall_time_s']:.1f} s"
         )
     out = Path(args.out)

@@ -287,6 +287,39 @@ def test_learned_adapters(base_cfg, nets, faces):
     assert np.array_equal(expr.coefficients(img_a, lm_a)["exp"], c1)
 
 
+def test_face_scorer_uses_the_chosen_networks(nets, faces):
+    """FaceScorer: dlib descriptors with Euclidean distance by default, the network's embedding with cosine
+    distance when given; its signature names the networks and their weights."""
+    from pipeline.evaluate import DlibFace, FaceScorer, detect_faces
+
+    (img_a, _, _), (img_b, _, _) = faces
+    face_a, face_b = detect_faces(img_a)[0], detect_faces(img_b)[0]
+    assert isinstance(face_a, DlibFace)
+    default = FaceScorer()
+    d = default.embedding(img_a, face_a)
+    assert d.shape == (128,) and default.distance(d, d) == 0.0
+    assert default.distance(d, default.embedding(img_b, face_b)) > 0.6  # two people
+    assert default.expression_key == "expression_error_iod"
+    assert default.expression_error(img_a, face_a, img_a, face_a) < 1e-12
+
+    learned = FaceScorer(
+        IdentityNet(nets["arcface_iresnet50"], "arcface_iresnet50"), PoseNet(nets["hopenet"])
+    )
+    e = learned.embedding(img_a, face_a)
+    assert e.shape == (512,) and learned.distance(e, -e) == pytest.approx(2.0, abs=1e-5)
+    assert learned.pose_angles(img_a, face_a, *img_a.shape[1::-1]) == PoseNet(nets["hopenet"]).angles(
+        img_a, face_a.box, face_a.landmarks
+    )
+    assert "arcface_iresnet50" in learned.descriptions()["identity"]
+    assert learned.signature() == learned.signature() != default.signature()
+    other = copy.deepcopy(nets["arcface_iresnet50"])
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert FaceScorer(IdentityNet(other, "arcface_iresnet50"), PoseNet(nets["hopenet"])).signature() != (
+        learned.signature()
+    )
+
+
 def test_missing_weights_raise_model_file_error(base_cfg, tmp_path):
     def missing(name, cfg, device="cpu"):
         raise ModelFileError(f"{tmp_path}/{name}.pth: {name} weights missing")

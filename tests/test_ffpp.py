@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import batch, ffpp
+from models.weights import sha256_of
+from pipeline import ffpp
 from pipeline.__main__ import main
 from pipeline.batch import Job, RecordStore, config_hash, job_config, run_jobs
 from pipeline.run import Summary
 from stages.errors import ConfigError, InputError
 from tests.conftest import VIDEOS
 from tests.media_checks import cut_360p
+from tests.model_fixtures import write_random_checkpoints
 
 # ----------------------------------------------------------------------------------------- split and pairing
 
@@ -173,7 +175,7 @@ def test_finished_jobs_are_skipped_and_failures_isolated(tmp_path, base_cfg, fak
     assert "bad.mp4: not a readable video" in first[2].record["error"]
     rec = first[0].record
     assert rec["job"] == "out/a.mp4" and rec["frames"] == 3 and rec["status"] == "ok"
-    assert rec["output_sha256"] == batch.sha256_file(jobs[0].output)
+    assert rec["output_sha256"] == sha256_of(jobs[0].output)
     assert rec["config_sha256"] == config_hash(base_cfg)
 
     fake_swap.clear()
@@ -384,6 +386,68 @@ def test_score_only_copies_of_the_originals_are_not_swaps(swap_run, mini_root, c
     assert swapped["id_retrieval_pct"] > totals["id_retrieval_pct"]
     table = (swap_run / "results.md").read_text()
     assert "| Copies | 0.0 |" in table and f"| {SWAP_METHOD} |" in table
+
+
+@pytest.mark.slow
+def test_score_only_uses_the_configured_evaluator_networks(swap_run, mini_root, tmp_path, capsys):
+    """evaluate.identity/pose/expression reach the FF++ scores too: gallery and retrieval by ArcFace
+    cosine distance, Hopenet pose, 3DMM expression coefficients; a run folder scored with other networks
+    is refused, not mixed."""
+    copies = mini_root / "manipulated_sequences" / "CopiesNets" / "c23" / "videos"
+    copies.mkdir(parents=True)
+    originals = mini_root / "original_sequences" / "youtube" / "c23" / "videos"
+    shutil.copyfile(originals / "000.mp4", copies / "000_001.mp4")
+    weights = tmp_path / "weights"
+    write_random_checkpoints(weights, ("arcface_iresnet50", "hopenet", "face_recon"))
+    nets = [
+        "evaluate.identity=arcface_iresnet50",
+        "evaluate.pose=hopenet",
+        "evaluate.expression=face_recon",
+        f"weights.dir={weights}",
+        "--limit",
+        "1",
+        "--score-only",
+        "manipulated_sequences/CopiesNets",
+    ]
+    out = tmp_path / "run"
+    code, _, err = ffpp_cli(capsys, mini_root, out, *nets)
+    assert code == 0, err
+    results = load_results(out)
+    assert results["evaluate"] == {
+        "identity": "arcface_iresnet50",
+        "pose": "hopenet",
+        "expression": "face_recon",
+    }
+    assert (
+        "arcface_iresnet50" in results["evaluator"]["identity"] and "hopenet" in results["evaluator"]["pose"]
+    )
+    video = results["methods"]["CopiesNets"]["videos"]["000_001"]
+    assert video["status"] == "ok", video.get("error")
+    scored = [f for f in video["per_frame"] if "retrieved" in f]
+    assert scored and all(0.0 <= f["distance_to_source"] <= 2.0 for f in scored)  # cosine, not Euclidean
+    # a copy: the same networks on the same pixels give no pose or expression difference
+    assert all(f["pose_error_deg"] < 1e-6 and f["expression_error_coeff"] < 1e-6 for f in scored)
+    assert "expression_error_iod" not in scored[0]
+    totals = results["methods"]["CopiesNets"]["totals"]
+    assert totals["expression_error_coeff"] == pytest.approx(0.0, abs=1e-6)
+    assert "expression (3DMM coeff)" in (out / "results.md").read_text()
+
+    # the dlib-scored run folder is not mixed with these scores
+    code, _, err = ffpp_cli(capsys, mini_root, swap_run, *nets)
+    assert code == 2 and "evaluate.identity='dlib' (now 'arcface_iresnet50')" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_results_from_before_the_evaluator_setting_count_as_its_defaults(tmp_path):
+    """A results.json written before ``evaluate`` was a setting was scored with the shipped networks: a run
+    with those defaults adds to it, a run with learned networks is refused."""
+    settings = {"compression": "c23", "split": "test", "ffpp": {"frames_per_video": 10}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({**settings, "methods": {"old": {}}}))
+    defaults = {"identity": "dlib", "pose": "pnp", "expression": "landmarks"}
+    assert ffpp._previous_results(path, {**settings, "evaluate": defaults})["methods"] == {"old": {}}
+    with pytest.raises(InputError, match="evaluate.pose='pnp' \\(now 'hopenet'\\)"):
+        ffpp._previous_results(path, {**settings, "evaluate": {**defaults, "pose": "hopenet"}})
 
 
 def test_missing_split_file_stops_with_one_line(tmp_path, capsys):
