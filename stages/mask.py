@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.scene import SceneCuts
+from stages.scene import SceneCuts, TrackMemory
 from stages.swap_classic import _smooth_ramp, hull_distance, hull_points, polygon_distance
 from stages.types import FaceRecord, FrameBatch, swap_inputs
 
@@ -158,7 +158,7 @@ class MaskStage:
         self.size = int(cfg["align"]["crop_size"])
         self.release = float(m["release"])
         self.scene = SceneCuts(cfg)
-        self._previous: dict[tuple[str, int], tuple[int, torch.Tensor]] = {}
+        self._previous = TrackMemory()  # (frame, (S, S) float32 occlusion mask) per track
         self.parser = None
         self.region_ids: list[int] = []
         if "region" in self.types:
@@ -210,18 +210,13 @@ class MaskStage:
         cut_at = {int(batch.indices[i]) for i in np.flatnonzero(cuts)}
         for face, m in zip(todo, extra):
             frame = frame_of[id(face)]
-            key = (batch.video_id, int(face.track_id))
-            prev = self._previous.get(key)
-            if self.release > 0 and face.track_id >= 0 and prev is not None and prev[0] == frame - 1:
-                if frame not in cut_at:
-                    m = torch.minimum(m, self.release * prev[1] + (1.0 - self.release) * m)
-            if face.track_id >= 0:
-                self._previous[key] = (frame, m)
+            prev = self._previous.previous(batch.video_id, face.track_id, frame, frame in cut_at)
+            if self.release > 0 and prev is not None:
+                m = torch.minimum(m, self.release * prev + (1.0 - self.release) * m)
+            self._previous.store(batch.video_id, face.track_id, frame, m)
             base = face.mask if "landmarks" in self.types and face.mask is not None else 1.0
             face.mask = np.ascontiguousarray(np.asarray(base, dtype=np.float32) * m.numpy(), dtype=np.float32)
-        first = int(batch.indices[0])
-        for key in [k for k, (f, _) in self._previous.items() if k[0] == batch.video_id and f < first - 1]:
-            del self._previous[key]
+        self._previous.forget_before(batch.video_id, int(batch.indices[0]))
         return batch
 
     def flush(self) -> list[FrameBatch]:

@@ -17,6 +17,8 @@ Config (``scene`` section; default in configs/default.yaml):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 _TARGET_SIDE = 64  # frames are subsampled (strided) to about this many pixels on the short side
@@ -105,3 +107,34 @@ class SceneCuts:
     def end_video(self, video_id: str) -> None:
         """Forget a finished video."""
         self._prev.pop(video_id, None)
+
+
+class TrackMemory:
+    """What a filter along each track carries from one frame to the next, per (video, track id).
+
+    :meth:`previous` gives the value stored for the frame just before, or None where the filter must start
+    afresh: an untracked face (track id < 0), a new track, a gap in the track or a scene cut at this frame.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], tuple[int, Any]] = {}
+
+    def previous(self, video_id: str, track_id: int, frame: int, cut: bool) -> Any | None:
+        """The value stored for ``frame - 1`` of this track, or None (see the class doc)."""
+        if track_id < 0 or cut:
+            return None
+        last = self._last.get((video_id, int(track_id)))
+        return last[1] if last is not None and last[0] == frame - 1 else None
+
+    def store(self, video_id: str, track_id: int, frame: int, value: Any) -> None:
+        """Remember ``value`` for ``frame`` of a tracked face (untracked faces keep nothing)."""
+        if track_id >= 0:
+            self._last[(video_id, int(track_id))] = (int(frame), value)
+
+    def forget_before(self, video_id: str, frame: int) -> None:
+        """Drop the video's tracks last seen before ``frame - 1``: they can only start afresh."""
+        for key in [k for k, (f, _) in self._last.items() if k[0] == video_id and f < frame - 1]:
+            del self._last[key]
+
+    def clear(self) -> None:
+        self._last.clear()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
-from stages.scene import SceneCuts
+from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch, swap_inputs
 
 JAW = np.arange(0, 17)
@@ -442,7 +442,7 @@ class ClassicSwapStage:
         if not 0.0 <= self.color_smoothing < 1.0:
             raise ValueError(f"classic.color_smoothing must be in [0, 1), got {self.color_smoothing}")
         self.scene = SceneCuts(cfg)
-        self._colour: dict[tuple[str, int], tuple[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._colour = TrackMemory()  # Lab (mean, std) of the target per track
         self.src_points = control_points(source.landmarks68, self.size)
         self.triangles = triangulate(self.src_points)
         if cfg["classic"].get("keep_inner_mouth", True):
@@ -495,26 +495,23 @@ class ClassicSwapStage:
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw
             face.mask = m
-        first = int(batch.indices[0])
-        for key in [k for k, (f, _) in self._colour.items() if k[0] == batch.video_id and f < first - 1]:
-            del self._colour[key]
+        self._colour.forget_before(batch.video_id, int(batch.indices[0]))
         return batch
 
     def _smoothed_stats(self, video_id: str, face, frame: int, cut_at: set[int], crop: np.ndarray):
         """A callable ``mask -> (mean, std)``: the face's target Lab statistics, exponentially smoothed
         along its track (restarting at a cut or a missing frame), so the colour match does not flicker."""
-        key = (video_id, int(face.track_id))
         target = tensor_of(crop).permute(2, 0, 1).float().div(255.0)
 
         def stats(mask: torch.Tensor):
             now = lab_stats(target, mask)
-            prev = self._colour.get(key)
-            if now is not None and face.track_id >= 0 and prev is not None and prev[0] == frame - 1:
-                if frame not in cut_at:
-                    a = self.color_smoothing
-                    now = (a * prev[1][0] + (1 - a) * now[0], a * prev[1][1] + (1 - a) * now[1])
-            if now is not None and face.track_id >= 0:
-                self._colour[key] = (frame, now)
+            if now is None:
+                return None
+            prev = self._colour.previous(video_id, face.track_id, frame, frame in cut_at)
+            if prev is not None:
+                a = self.color_smoothing
+                now = (a * prev[0] + (1 - a) * now[0], a * prev[1] + (1 - a) * now[1])
+            self._colour.store(video_id, face.track_id, frame, now)
             return now
 
         return stats

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.executors import LocalExecutor, RayExecutor, StageSpec
-from stages.scene import SceneCuts, histogram_distance
+from stages.scene import SceneCuts, TrackMemory, histogram_distance
 from stages.smooth import SmoothStage
 from stages.types import FaceRecord, FrameBatch
 
@@ -318,3 +318,28 @@ def test_flow_fusion_follows_jerky_motion_and_removes_detection_noise():
     e_raw, e_low, e_flow = motion_error(raw), motion_error(lowpass), motion_error(CFG)
     assert e_flow < 0.4 * e_raw, (e_raw, e_low, e_flow)
     assert e_flow < 0.6 * e_low, (e_raw, e_low, e_flow)
+
+
+def test_track_memory_restarts_at_gaps_cuts_and_new_tracks():
+    """TrackMemory (the colour and occlusion filters' state): a value carries to the next frame of the same
+    track of the same video only; a gap, a cut, another track or video, or an untracked face starts afresh."""
+    memory = TrackMemory()
+    memory.store("a", 0, 10, "s10")
+    memory.store("a", -1, 10, "untracked")
+    memory.store("b", 0, 10, "other video")
+    assert memory.previous("a", 0, 11, cut=False) == "s10"
+    assert memory.previous("a", 0, 11, cut=True) is None
+    assert memory.previous("a", 0, 12, cut=False) is None  # a gap of one frame
+    assert memory.previous("a", 1, 11, cut=False) is None and memory.previous("a", -1, 11, cut=False) is None
+    memory.store("a", 0, 11, "s11")
+    assert (
+        memory.previous("a", 0, 12, cut=False) == "s11"
+        and memory.previous("b", 0, 11, cut=False) == "other video"
+    )
+    memory.forget_before("a", 13)  # frame 11 is before 12 = 13 - 1: gone; video b untouched
+    assert (
+        memory.previous("a", 0, 12, cut=False) is None
+        and memory.previous("b", 0, 11, cut=False) == "other video"
+    )
+    memory.clear()
+    assert memory.previous("b", 0, 11, cut=False) is None
