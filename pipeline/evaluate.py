@@ -31,7 +31,10 @@ Metrics (every ``every``-th frame, decoding original and output in lockstep, str
   does not share the landmark detector's frame-to-frame noise with the pipeline (which places the face
   with dlib's 68 points too): the landmark form ``jitter_landmarks_iod`` = mean over landmarks of
   ||(L_out[t] - L_out[t-1]) - (L_orig[t] - L_orig[t-1])|| / IOD over consecutive scored frames is kept
-  for reference, but it rewards a paste that copies the detector's noise.
+  for reference, but it rewards a paste that copies the detector's noise. ``jitter_by_region_iod`` gives
+  the same measure per face part (brows, nose, eyes, lips, inner mouth): where the landmark track places
+  the face (nose, eyes) it shows placement; on brows and mouth it also shows texture that differs from the
+  original's (a warped photo does not roll its lips or lift its brows as the original does).
 - integrity: frame counts, timestamps, audio packets (byte-identical), background PSNR outside the
   original's face boxes grown by ``BACKGROUND_GROW``.
 """
@@ -86,6 +89,14 @@ RIGHT_EYE = slice(42, 48)
 # Farneback optical flow for jitter: pyramid scale, levels, window, iterations, poly_n, poly_sigma, flags.
 FLOW_PARAMS = (0.5, 3, 15, 3, 5, 1.2, 0)
 JITTER_LANDMARKS = np.r_[17:68]  # brows, nose, eyes, mouth: inside the pasted region, away from its edge
+# jitter_by_region_iod: the same measure per face part (iBUG 300-W indices, all inside JITTER_LANDMARKS)
+JITTER_REGIONS = {
+    "brows": np.r_[17:27],
+    "nose": np.r_[27:36],
+    "eyes": np.r_[36:48],
+    "lips": np.r_[48:60],
+    "inner_mouth": np.r_[60:68],
+}
 FLOW_MARGIN = 0.25  # the flow is computed in the original's face box grown by this share on each side
 
 MATCH_IOU = 0.3  # an output HOG face is the original's face when their boxes overlap at least this much
@@ -188,12 +199,13 @@ def flow_jitter(
     current: tuple[np.ndarray, np.ndarray],
     box: np.ndarray,
     landmarks68: np.ndarray,
-) -> float:
-    """Extra motion of the output's face over the original's between two frames, in IOD.
+) -> np.ndarray:
+    """Extra motion of the output's face over the original's between two frames, in IOD, per landmark.
 
     previous, current: (original, output) ``(H, W, 3) uint8`` RGB frames at t-1 and t. box: the original's
     face ``(4,)`` x1, y1, x2, y2 at t; landmarks68: its ``(68, 2)`` points at t. Flow t -> t-1 of both
-    videos inside the grown box, sampled at ``JITTER_LANDMARKS``; mean norm of the difference / IOD.
+    videos inside the grown box, sampled at ``JITTER_LANDMARKS``. Returns ``(len(JITTER_LANDMARKS),)
+    float64``: the norm of the difference / IOD at each of them (their mean is the frame's jitter).
     """
     h, w = current[0].shape[:2]
     x1, y1, x2, y2 = box
@@ -210,7 +222,7 @@ def flow_jitter(
         flow = cv2.calcOpticalFlowFarneback(cur, prev, None, *FLOW_PARAMS)
         flows.append(flow[rows, cols].astype(np.float64))
     iod = max(inter_ocular(landmarks68), 1e-6)
-    return float(np.linalg.norm(flows[1] - flows[0], axis=1).mean() / iod)
+    return np.linalg.norm(flows[1] - flows[0], axis=1) / iod
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -417,6 +429,16 @@ def _demux_summary(path: str | Path) -> tuple[int, list[tuple[int | None, int, s
     return video_packets, audio
 
 
+def _jitter_by_region(jitter: list[np.ndarray]) -> dict[str, float | None]:
+    """Mean over frames of each ``JITTER_REGIONS`` part's mean per-landmark jitter (IOD)."""
+    position = {int(k): i for i, k in enumerate(JITTER_LANDMARKS)}
+    out: dict[str, float | None] = {}
+    for name, points in JITTER_REGIONS.items():
+        columns = [position[int(k)] for k in points]
+        out[name] = float(np.mean([j[columns].mean() for j in jitter])) if jitter else None
+    return out
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"mean": None, "median": None}
@@ -470,7 +492,7 @@ def evaluate(
     pose_err: dict[str, list[float]] = {"yaw": [], "pitch": [], "roll": []}
     pose_fail = 0
     expr: list[float] = []
-    jitter: list[float] = []
+    jitter: list[np.ndarray] = []  # per scored pair: flow_jitter's per-landmark values
     jitter_lm: list[float] = []
     flick_out = flick_orig = 0.0
     flick_pairs = 0
@@ -604,8 +626,9 @@ def evaluate(
         scorer.expression_key: _stats(expr),
         "flicker": (flick_out / flick_orig) if flick_orig > 0 else None,
         "flicker_pairs": flick_pairs,
-        "jitter_iod": float(np.mean(jitter)) if jitter else None,
+        "jitter_iod": float(np.mean([j.mean() for j in jitter])) if jitter else None,
         "jitter_pairs": len(jitter),
+        "jitter_by_region_iod": _jitter_by_region(jitter),
         "jitter_landmarks_iod": float(np.mean(jitter_lm)) if jitter_lm else None,
         "jitter_landmarks_pairs": len(jitter_lm),
         "integrity": integrity,

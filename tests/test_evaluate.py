@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.evaluate import (
     FACE_MODEL_3D,
+    JITTER_REGIONS,
     POSE_LANDMARKS,
     camera_matrix,
     detect_faces,
@@ -96,6 +97,8 @@ def test_self_copy_scores_perfectly(self_result):
     assert r["pose_error_deg"]["mean"] < 1e-6
     assert r["expression_error_iod"]["mean"] < 1e-6
     assert r["jitter_iod"] < 1e-6 and r["jitter_pairs"] >= 29
+    assert set(r["jitter_by_region_iod"]) == {"brows", "nose", "eyes", "lips", "inner_mouth"}
+    assert all(v < 1e-6 for v in r["jitter_by_region_iod"].values())
     assert r["jitter_landmarks_iod"] < 1e-6 and r["jitter_landmarks_pairs"] >= 29
     integrity = r["integrity"]
     assert integrity["frame_count_equal"] and integrity["timestamps_equal"]
@@ -111,6 +114,13 @@ def test_shifted_face_raises_jitter_and_flicker(shifted, clip, self_result, base
     assert r["jitter_pairs"] >= 20
     assert r["jitter_iod"] > JITTER_THRESHOLD_IOD
     assert r["jitter_iod"] > 3 * self_result["jitter_iod"]
+    regions = r["jitter_by_region_iod"]
+    assert all(v > JITTER_THRESHOLD_IOD for v in regions.values())  # a rigid shift moves every part
+    # every landmark 17-67 is in exactly one part: the parts' point-weighted mean is the overall jitter
+    sizes = {k: len(v) for k, v in JITTER_REGIONS.items()}
+    assert sum(sizes.values()) == 51
+    pooled = sum(regions[k] * n for k, n in sizes.items()) / 51
+    assert pooled == pytest.approx(r["jitter_iod"], rel=1e-9)
     assert r["jitter_landmarks_iod"] > JITTER_THRESHOLD_IOD  # the landmark form sees it too
     assert r["flicker"] > 1.2
     assert r["frames"]["truncated"]
