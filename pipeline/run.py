@@ -81,17 +81,19 @@ def check_source(path: str | Path, cfg: dict) -> np.ndarray:
     return load_image(path)
 
 
-def prepare_source(path: str | Path, cfg: dict):
+def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None):
     """Detect the largest face in the source photo and prepare what the swap backend needs from it.
 
     classic: the aligned SourceFace with its landmarks. faceshifter: the raw ArcFace embedding
     ``(512,) float32``; its weight files are checked here, before any output exists.
+    image: the photo as :func:`check_source` returned it (its checks made); read and checked here when None.
     """
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
 
     backend = cfg["swap"]["backend"]
-    image = check_source(path, cfg)
+    if image is None:
+        image = check_source(path, cfg)
     faces = DetectStage(cfg).detect_image(image)
     if not faces:
         raise InputError(f"no face found in {path}: use a photo where the face is at least 64 px wide")
@@ -184,21 +186,25 @@ def swap_video(
     output = Path(output) if output else default_output(input_path)
     info = probe(input_path)
     check_paths(input_path, output)
-    check_source(source_path, cfg)
+    image = check_source(source_path, cfg)
     own_pool = None
     if cfg["executor"] == "ray":
         if pool is None:  # this video's own actors, restarted by Ray like a shared pool's
             pool = own_pool = StagePool.from_config(cfg)
         pool.warm(group_specs(build_specs(cfg, None), cfg["ray"]["actor_groups"]))
     try:
-        return _swap(input_path, source_path, output, info, cfg, progress, digest, pool, own_pool, started)
+        return _swap(
+            input_path, source_path, image, output, info, cfg, progress, digest, pool, own_pool, started
+        )
     finally:
         if own_pool is not None:
             own_pool.close()
 
 
-def _swap(input_path, source_path, output, info, cfg, progress, digest, pool, own_pool, started) -> Summary:
-    source = prepare_source(source_path, cfg)
+def _swap(
+    input_path, source_path, image, output, info, cfg, progress, digest, pool, own_pool, started
+) -> Summary:
+    source = prepare_source(source_path, cfg, image)
     specs = build_specs(cfg, source)
     segments, table = _segments_for(input_path, info, cfg)
     hasher = FrameDigest() if digest else None
