@@ -57,13 +57,7 @@ class VideoWriter:
         self.info = info
         self.watermark = bool(enc.get("watermark", False))
         self.frames_written = 0
-        self._container = av.open(
-            str(self.tmp),
-            mode="w",
-            format=_format_for(self.output),
-            options={"movflags": "+use_metadata_tags"},
-        )
-        self._container.metadata.update(synthetic_tag(version))
+        self._container = _open_tagged(self.tmp, self.output, version)
         pix_fmt = enc["pix_fmt"]
         if pix_fmt == "yuv420p" and (info.width % 2 or info.height % 2):
             pix_fmt = "yuv444p"  # 4:2:0 needs even sizes; keep every pixel rather than crop or pad
@@ -113,6 +107,16 @@ class VideoWriter:
 
 def _format_for(output: Path) -> str:
     return {".mkv": "matroska", ".mov": "mov", ".webm": "webm"}.get(output.suffix.lower(), "mp4")
+
+
+def _open_tagged(tmp: Path, output: Path, version: str):
+    """A container for writing ``output`` at its temporary name ``tmp`` (format from ``output``'s suffix),
+    carrying the synthetic-media tag (MP4/MOV keep it as metadata tags)."""
+    container = av.open(
+        str(tmp), mode="w", format=_format_for(output), options={"movflags": "+use_metadata_tags"}
+    )
+    container.metadata.update(synthetic_tag(version))
+    return container
 
 
 def _close_quietly(*things) -> None:
@@ -181,12 +185,10 @@ def join_segments(parts: list[Path], info: VideoInfo, output: str | Path, versio
     """
     out = Path(output)
     tmp = temporary_path(out)
-    options = {"movflags": "+use_metadata_tags"}
-    container = av.open(str(tmp), mode="w", format=_format_for(out), options=options)
+    container = _open_tagged(tmp, out, version)
     audio = None
     inputs: list = []
     try:
-        container.metadata.update(synthetic_tag(version))
         first = av.open(str(parts[0]))
         inputs.append(first)
         template = first.streams.video[0]
