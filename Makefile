@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
 .PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear ffpp clean-venv \
-	cluster-up cluster-down swap-batch
+	cluster-up cluster-down swap-batch quality
 
 help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
 	@echo "make test       run the test suite"
 	@echo "make lint       ruff"
 	@echo "make bench      speed of the pipeline against a plain decode+encode"
+	@echo "make quality [OUT=runs/quality] [ONLY=text] [ARGS=...]  photos x clips grid: quality.md + quality.png"
 	@echo "make weights [DIR=weights]   fetch the public FaceShifter checkpoints and check their hashes"
 	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
 	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
@@ -91,3 +92,7 @@ swap-batch: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The quality grid (configs/quality.yaml): swaps, scores and a contact sheet to look at, in runs/quality.
+quality: $(STAMP)
+	$(PY) -m pipeline quality --out "$(or $(OUT),runs/quality)" $(if $(ONLY),--only "$(ONLY)") $(ARGS)

@@ -23,6 +23,7 @@ DELEGATED = {
     "train": ("pipeline.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
     "evaluate": ("pipeline.evaluate", "score a swapped video against its original and source photo"),
     "ffpp": ("pipeline.ffpp", "FaceForensics++ benchmark: swap a split, score it on fixed networks"),
+    "quality": ("pipeline.quality", "swap a grid of photos onto short clips; scores and a contact sheet"),
     "batch": ("pipeline.manifest", "swap many videos listed in a CSV/JSONL manifest (resumable)"),
 }
 

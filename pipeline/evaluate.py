@@ -21,6 +21,11 @@ Metrics (every ``every``-th frame, decoding original and output in lockstep, str
   ``FACE_MODEL_3D``; mean absolute difference per angle.
 - expression: brow/eye/mouth landmarks of the output aligned to the original's by a similarity Procrustes
   fit (removes position, in-plane rotation and scale), mean point distance / inter-ocular distance.
+- mouth and eye opening: |inner-lip gap (61-67, 62-66, 63-65) of the output - the original's| and the same
+  for the eyelids, in IOD (``mouth_open_error_iod``, ``eyes_open_error_iod``): an expression carried over
+  from the source photo shows here first.
+- artifacts (``artifact_measures``): foreign content pasted onto skin, target occluders painted over, and
+  seam strength, from each image's own skin model in the original's face area.
 - flicker: mean |frame[t] - frame[t-1]| inside the original's face box, output over original
   (1.0 = as steady as the original).
 - jitter: how much the pasted face moves differently from the face it covers, per frame, in inter-ocular
@@ -192,6 +197,121 @@ def expression_error(output68: np.ndarray, original68: np.ndarray) -> float:
     aligned = procrustes_align(out, ref)
     iod = inter_ocular(original68)
     return float(np.linalg.norm(aligned - ref, axis=1).mean() / max(iod, 1e-6))
+
+
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper / lower inner-lip points facing each other
+EYE_LID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))  # upper / lower eyelid points, both eyes
+
+
+def openness(landmarks68: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> float:
+    """Mean gap (px) between facing landmark pairs of ``(68, 2)``: how open the mouth or the eyes are."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    a, b = (np.array(x) for x in zip(*pairs))
+    return float(np.linalg.norm(lm[a] - lm[b], axis=1).mean())
+
+
+def opening_errors(output68: np.ndarray, original68: np.ndarray) -> tuple[float, float]:
+    """``(mouth, eyes)``: |openness of the output - openness of the original| in inter-ocular distances of
+    the original. A swap must open and close mouth and eyes as the target does, whatever the source's
+    expression; Procrustes-based ``expression_error`` spreads such an error over all 50 points."""
+    iod = max(inter_ocular(original68), 1e-6)
+    return tuple(
+        abs(openness(output68, pairs) - openness(original68, pairs)) / iod
+        for pairs in (INNER_LIP_PAIRS, EYE_LID_PAIRS)
+    )
+
+
+# Artifacts a viewer sees at once (``artifacts`` in the result). Per scored frame, in the original's face area
+# (its jaw line and brows lifted by ARTIFACT_BROW_LIFT IOD, features exempt), each image's pixels are
+# skin or not by a robust YCrCb model of its own cheeks (distance > ARTIFACT_SKIN_DISTANCE robust stds,
+# luma counted ARTIFACT_LUMA_TOLERANCE times less, or luma below ARTIFACT_DARK of the skin's).
+ARTIFACT_BROW_LIFT = 0.5
+ARTIFACT_SKIN_DISTANCE = 4.0
+ARTIFACT_LUMA_TOLERANCE = 2.0
+ARTIFACT_DARK = 0.55
+SEAM_CHANGED = 8.0  # grey levels: |output - original| (blurred) above this is the pasted area
+SEAM_SIGMA = 1.5  # px: blur before the gradient (noise and compression are not a seam)
+
+
+def _nonskin(image: np.ndarray, cheeks: np.ndarray) -> np.ndarray | None:
+    """``(H, W) bool`` not-skin by a robust YCrCb model of ``image`` (uint8 RGB) inside ``cheeks``."""
+    ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
+    pix = ycc[cheeks]
+    if len(pix) < 30:
+        return None
+    centre = np.median(pix, 0)
+    spread = np.maximum(1.4826 * np.median(np.abs(pix - centre), 0), [0.03, 0.008, 0.008])
+    spread[0] *= ARTIFACT_LUMA_TOLERANCE
+    dist = np.sqrt((((ycc - centre) / spread) ** 2).sum(-1))
+    return (dist > ARTIFACT_SKIN_DISTANCE) | (ycc[..., 0] < ARTIFACT_DARK * centre[0])
+
+
+def _region(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np.ndarray:
+    """``shape`` bool: inside the convex hull of ``points`` (px), dilated by ``grow`` px."""
+    m = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(m, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    if grow >= 1:
+        k = 2 * int(round(grow)) + 1
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return m.astype(bool)
+
+
+def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.ndarray) -> dict | None:
+    """Foreign content, covered occluders and seam strength of one output frame against its original.
+
+    original, output: ``(H, W, 3) uint8`` RGB; landmarks68: the original face's ``(68, 2)`` (frame px).
+    - ``foreign_share``: share of the face area that is skin in the original but not in the output
+      (hair, a fringe or glasses pasted onto skin);
+    - ``occluder_covered_share``: share of the face area that is not skin in the original (its fringe,
+      glasses, a hand) but skin in the output (painted over);
+    - ``seam``: along the edge of the changed area (|output - original| blurred > ``SEAM_CHANGED``) within
+      the face area grown by 0.3 IOD, the 90th percentile of the gradient of the blurred difference, grey
+      levels per px (a feathered paste changes slowly, a seam in one step).
+    None when the face is too small or its cheeks cannot be sampled.
+    """
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    iod = inter_ocular(lm)
+    if iod < 12:
+        return None
+    h, w = original.shape[:2]
+    x1, y1 = np.floor(lm.min(0) - 1.0 * iod).astype(int)
+    x2, y2 = np.ceil(lm.max(0) + 1.0 * iod).astype(int)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    a, b = original[y1:y2, x1:x2], output[y1:y2, x1:x2]
+    p = lm - [x1, y1]
+    shape = a.shape[:2]
+    up = p[27] - p[8]
+    up = up / max(np.linalg.norm(up), 1e-6)
+    outline = np.concatenate([p[0:17], p[17:27] + ARTIFACT_BROW_LIFT * iod * up])
+    area = _region(shape, outline)
+    exempt = (
+        _region(shape, p[36:42], 0.12 * iod)
+        | _region(shape, p[42:48], 0.12 * iod)
+        | _region(shape, p[17:22], 0.06 * iod)
+        | _region(shape, p[22:27], 0.06 * iod)
+        | _region(shape, p[48:60], 0.06 * iod)
+        | _region(shape, p[31:36], 0.08 * iod)
+    )
+    cheeks = (_region(shape, p[[1, 2, 3, 31, 39]]) | _region(shape, p[[15, 14, 13, 35, 42]])) & ~exempt
+    ns_a, ns_b = _nonskin(a, cheeks), _nonskin(b, cheeks)
+    scored = area & ~exempt
+    n = int(scored.sum())
+    if ns_a is None or ns_b is None or n == 0:
+        return None
+    diff = cv2.GaussianBlur(b.astype(np.float32) - a.astype(np.float32), (0, 0), SEAM_SIGMA)
+    mag = np.sqrt((diff**2).mean(-1))
+    changed = (mag > SEAM_CHANGED).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    ring = (cv2.dilate(changed, kernel) - cv2.erode(changed, kernel)) > 0
+    ring &= _region(shape, outline, 0.3 * iod) & ~exempt
+    gy, gx = np.gradient(diff, axis=(0, 1))
+    grad = np.sqrt((gx**2 + gy**2).sum(-1) / 3.0)
+    seam = float(np.percentile(grad[ring], 90)) if ring.sum() >= 20 else 0.0
+    return {
+        "foreign_share": float((scored & ~ns_a & ns_b).sum() / n),
+        "occluder_covered_share": float((scored & ns_a & ~ns_b).sum() / n),
+        "seam": seam,
+    }
 
 
 def flow_jitter(
@@ -492,6 +612,9 @@ def evaluate(
     pose_err: dict[str, list[float]] = {"yaw": [], "pitch": [], "roll": []}
     pose_fail = 0
     expr: list[float] = []
+    mouth_err: list[float] = []
+    artifacts: list[dict] = []
+    eyes_err: list[float] = []
     jitter: list[np.ndarray] = []  # per scored pair: flow_jitter's per-landmark values
     jitter_lm: list[float] = []
     flick_out = flick_orig = 0.0
@@ -562,6 +685,12 @@ def evaluate(
                             pose_err[name].append(angle_difference(va, vb))
                     expr.append(scorer.expression_error(fb, face_b, fa, face_a))
                     la, lb = face_a.landmarks, face_b.landmarks
+                    mouth, eyes = opening_errors(lb, la)
+                    art = artifact_measures(fa, fb, la)
+                    if art is not None:
+                        artifacts.append(art)
+                    mouth_err.append(mouth)
+                    eyes_err.append(eyes)
                     if prev_lm is not None and prev_lm[0] == index - every:
                         motion = (lb - prev_lm[2]) - (la - prev_lm[1])
                         iod = max(inter_ocular(la), 1e-6)
@@ -624,6 +753,15 @@ def evaluate(
         },
         # landmarks: in inter-ocular distances; face_recon: mean |difference| of expression coefficients
         scorer.expression_key: _stats(expr),
+        "mouth_open_error_iod": _stats(mouth_err),
+        "artifacts": {
+            **{
+                key: (float(np.median([x[key] for x in artifacts])) if artifacts else None)
+                for key in ("foreign_share", "occluder_covered_share", "seam")
+            },
+            "frames": len(artifacts),
+        },
+        "eyes_open_error_iod": _stats(eyes_err),
         "flicker": (flick_out / flick_orig) if flick_orig > 0 else None,
         "flicker_pairs": flick_pairs,
         "jitter_iod": float(np.mean([j.mean() for j in jitter])) if jitter else None,

@@ -96,6 +96,10 @@ def test_self_copy_scores_perfectly(self_result):
     assert r["flicker"] == pytest.approx(1.0, abs=0.01)
     assert r["pose_error_deg"]["mean"] < 1e-6
     assert r["expression_error_iod"]["mean"] < 1e-6
+    assert r["mouth_open_error_iod"]["mean"] < 1e-6 and r["eyes_open_error_iod"]["mean"] < 1e-6
+    art = r["artifacts"]
+    assert art["frames"] >= 30
+    assert art["foreign_share"] == 0.0 and art["occluder_covered_share"] == 0.0 and art["seam"] == 0.0
     assert r["jitter_iod"] < 1e-6 and r["jitter_pairs"] >= 29
     assert set(r["jitter_by_region_iod"]) == {"brows", "nose", "eyes", "lips", "inner_mouth"}
     assert all(v < 1e-6 for v in r["jitter_by_region_iod"].values())
@@ -208,3 +212,73 @@ def test_configured_networks_replace_the_defaults(clip, base_cfg, tmp_path):
     assert r["pose_error_deg"]["mean"] < 1e-6
     assert r["expression_error_coeff"]["mean"] < 1e-6 and "expression_error_iod" not in r
     assert "3DMM" in summary_line(r)
+
+
+@pytest.fixture(scope="module")
+def still(clip) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's first frame ``(H, W, 3) uint8`` RGB and its dlib 68 landmarks."""
+    with av.open(str(clip)) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    faces = detect_faces(frame)
+    assert faces
+    return frame, faces[0].landmarks
+
+
+def _forehead_band(frame: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """``(H, W) bool``: from the brows up by 0.4 inter-ocular distances, between the outer brow ends."""
+    from pipeline.evaluate import inter_ocular
+
+    iod = inter_ocular(lm)
+    band = np.zeros(frame.shape[:2], bool)
+    top, bottom = int(lm[17:27, 1].min() - 0.4 * iod), int(lm[17:27, 1].min() - 0.02 * iod)
+    band[top:bottom, int(lm[17, 0]) : int(lm[26, 0])] = True
+    return band
+
+
+def test_artifacts_see_a_pasted_fringe_and_not_a_soft_tone_change(still):
+    from pipeline.evaluate import artifact_measures
+    from pipeline.quality import ARTIFACT_LIMITS
+
+    frame, lm = still
+    band = _forehead_band(frame, lm)
+    fringe = frame.copy()
+    fringe[band] = (70, 52, 40)  # brown hair with a hard lower edge, as the classic swap pasted it
+    bad = artifact_measures(frame, fringe, lm)
+    assert bad["foreign_share"] > ARTIFACT_LIMITS["foreign_share"]
+    assert bad["seam"] > ARTIFACT_LIMITS["seam"]
+    # a soft change of skin tone over the whole face (a well-blended paste) is neither foreign nor a seam
+    ys, xs = np.mgrid[0 : frame.shape[0], 0 : frame.shape[1]]
+    centre = lm[30]
+    weight = np.exp(-(((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * 40.0**2)))[..., None]
+    toned = np.clip(frame * (1 - 0.12 * weight) + weight * np.array([6.0, 0, -6.0]), 0, 255).astype(np.uint8)
+    good = artifact_measures(frame, toned, lm)
+    assert good["foreign_share"] < ARTIFACT_LIMITS["foreign_share"]
+    assert good["occluder_covered_share"] < ARTIFACT_LIMITS["occluder_covered_share"]
+    assert good["seam"] < ARTIFACT_LIMITS["seam"]
+
+
+def test_artifacts_see_an_occluder_painted_over(still):
+    from pipeline.evaluate import artifact_measures
+    from pipeline.quality import ARTIFACT_LIMITS
+
+    frame, lm = still
+    band = _forehead_band(frame, lm)
+    original = frame.copy()
+    original[band] = (30, 25, 22)  # the target's own dark fringe
+    covered = artifact_measures(original, frame, lm)  # the output shows skin where the fringe was
+    assert covered["occluder_covered_share"] > ARTIFACT_LIMITS["occluder_covered_share"]
+    assert covered["foreign_share"] < ARTIFACT_LIMITS["foreign_share"]
+
+
+def test_opening_errors_follow_mouth_and_eyes():
+    from pipeline.evaluate import inter_ocular, opening_errors
+
+    lm = np.zeros((68, 2))
+    lm[36:42] = [[0, 0], [1, -1], [2, -1], [3, 0], [2, 1], [1, 1]]
+    lm[42:48] = lm[36:42] + np.array([10.0, 0.0])
+    lm[60:68] = [[3, 20], [4, 19], [5, 19], [6, 19], [7, 20], [6, 21], [5, 21], [4, 21]]
+    assert opening_errors(lm, lm) == (0.0, 0.0)
+    opened = lm.copy()
+    opened[65:68, 1] += 2.0  # the lower inner lip 2 px lower
+    mouth, eyes = opening_errors(opened, lm)
+    assert mouth == pytest.approx(2.0 / inter_ocular(lm)) and eyes == 0.0
