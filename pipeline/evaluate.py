@@ -222,9 +222,10 @@ def opening_errors(output68: np.ndarray, original68: np.ndarray) -> tuple[float,
 
 
 # Artifacts a viewer sees at once (``artifacts`` in the result). Per scored frame, in the original's face area
-# (its jaw line and brows lifted by ARTIFACT_BROW_LIFT IOD, features exempt), each image's pixels are
-# skin or not by a robust YCrCb model of its own cheeks (distance > ARTIFACT_SKIN_DISTANCE robust stds,
-# luma counted ARTIFACT_LUMA_TOLERANCE times less, or luma below ARTIFACT_DARK of the skin's).
+# (its jaw line and brows lifted by ARTIFACT_BROW_LIFT IOD, features exempt), the pixels of both images are
+# skin or not by robust YCrCb models of the original's cheeks (distance > ARTIFACT_SKIN_DISTANCE robust
+# stds, luma counted ARTIFACT_LUMA_TOLERANCE times less, or luma below ARTIFACT_DARK of the skin's): the
+# skin a viewer expects there is the target's, and a swap takes the target's tone.
 ARTIFACT_BROW_LIFT = 0.5
 ARTIFACT_SKIN_DISTANCE = 4.0
 ARTIFACT_LUMA_TOLERANCE = 2.0
@@ -233,17 +234,32 @@ SEAM_CHANGED = 8.0  # grey levels: |output - original| (blurred) above this is t
 SEAM_SIGMA = 1.5  # px: blur before the gradient (noise and compression are not a seam)
 
 
-def _nonskin(image: np.ndarray, cheeks: np.ndarray) -> np.ndarray | None:
-    """``(H, W) bool`` not-skin by a robust YCrCb model of ``image`` (uint8 RGB) inside ``cheeks``."""
+def _nonskin(
+    image: np.ndarray, reference: np.ndarray, cheeks: list[np.ndarray], lower: np.ndarray
+) -> np.ndarray | None:
+    """``(H, W) bool``: pixels of ``image`` (uint8 RGB) that are not skin by robust YCrCb models of the
+    ``reference`` image's skin, one per cheek in ``cheeks`` (a pixel is skin when it is near either: a face
+    lit from one side has two skin tones, and one model of both would call everything between them skin).
+    In the ``lower`` face (below the nose) only colour counts: a beard differs from skin in lightness, a
+    collar or a microphone's foam in colour; a source's beard is its face, not foreign content."""
     ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
-    pix = ycc[cheeks]
-    if len(pix) < 30:
+    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
+    full = colour = None
+    for cheek in cheeks:
+        pix = ref[cheek]
+        if len(pix) < 15:
+            continue
+        centre = np.median(pix, 0)
+        spread = np.maximum(1.4826 * np.median(np.abs(pix - centre), 0), [0.03, 0.008, 0.008])
+        spread[0] *= ARTIFACT_LUMA_TOLERANCE
+        z = ((ycc - centre) / spread) ** 2
+        far = (np.sqrt(z.sum(-1)) > ARTIFACT_SKIN_DISTANCE) | (ycc[..., 0] < ARTIFACT_DARK * centre[0])
+        off = np.sqrt(z[..., 1:].sum(-1)) > ARTIFACT_SKIN_DISTANCE
+        full = far if full is None else full & far
+        colour = off if colour is None else colour & off
+    if full is None:
         return None
-    centre = np.median(pix, 0)
-    spread = np.maximum(1.4826 * np.median(np.abs(pix - centre), 0), [0.03, 0.008, 0.008])
-    spread[0] *= ARTIFACT_LUMA_TOLERANCE
-    dist = np.sqrt((((ycc - centre) / spread) ** 2).sum(-1))
-    return (dist > ARTIFACT_SKIN_DISTANCE) | (ycc[..., 0] < ARTIFACT_DARK * centre[0])
+    return np.where(lower, colour, full)
 
 
 def _region(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np.ndarray:
@@ -261,7 +277,8 @@ def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.
 
     original, output: ``(H, W, 3) uint8`` RGB; landmarks68: the original face's ``(68, 2)`` (frame px).
     - ``foreign_share``: share of the face area that is skin in the original but not in the output
-      (hair, a fringe or glasses pasted onto skin);
+      (hair, a fringe or glasses pasted onto skin; below the nose only what differs in colour: a
+      source's beard belongs to its face);
     - ``occluder_covered_share``: share of the face area that is not skin in the original (its fringe,
       glasses, a hand) but skin in the output (painted over);
     - ``seam``: along the edge of the changed area (|output - original| blurred > ``SEAM_CHANGED``) within
@@ -292,8 +309,10 @@ def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.
         | _region(shape, p[48:60], 0.06 * iod)
         | _region(shape, p[31:36], 0.08 * iod)
     )
-    cheeks = (_region(shape, p[[1, 2, 3, 31, 39]]) | _region(shape, p[[15, 14, 13, 35, 42]])) & ~exempt
-    ns_a, ns_b = _nonskin(a, cheeks), _nonskin(b, cheeks)
+    cheeks = [_region(shape, p[side]) & ~exempt for side in ([1, 2, 3, 31, 39], [15, 14, 13, 35, 42])]
+    rows = np.arange(shape[0])[:, None]
+    lower = np.broadcast_to(rows > p[33, 1], shape)
+    ns_a, ns_b = _nonskin(a, a, cheeks, lower), _nonskin(b, a, cheeks, lower)
     scored = area & ~exempt
     n = int(scored.sum())
     if ns_a is None or ns_b is None or n == 0:

@@ -105,7 +105,31 @@ def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None)
     from stages.swap_classic import make_source_face
 
     LandmarkStage(cfg).landmarks_for(image, [face])
-    return make_source_face(image, face.points5, face.landmarks68, cfg)
+    source = make_source_face(image, face.points5, face.landmarks68, cfg)
+    note = low_resolution_note(path, face.landmarks68, source.landmarks68)
+    if note:
+        print(note, file=sys.stderr)
+    return source
+
+
+LOW_RESOLUTION = 0.6  # a source face enlarged more than 1/this to fill the aligned crop is reported
+
+
+def low_resolution_note(path: str | Path, photo68: np.ndarray, crop68: np.ndarray) -> str | None:
+    """One line when the photo's face is much smaller than the aligned crop it is enlarged to (the swapped
+    face will look softer than a sharp video), else None. Landmarks ``(68, 2)`` in photo and crop pixels."""
+
+    def eyes(lm: np.ndarray) -> float:
+        lm = np.asarray(lm, dtype=np.float64)
+        return float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+
+    have, need = eyes(photo68), eyes(crop68)
+    if have >= LOW_RESOLUTION * need:
+        return None
+    return (
+        f"swapstream: note: the face in {path} is small (eyes {have:.0f} px apart, {need:.0f} px wanted): "
+        "the swapped face will look softer than a sharp video; a larger photo gives a sharper result"
+    )
 
 
 def build_specs(cfg: dict, source) -> list[StageSpec]:

@@ -17,6 +17,9 @@ FaceFusion combines its face-mask types:
   the lips only a colourless dark counts (a microphone, not lipstick). The estimate is cleaned with a
   small opening and grown a little, so an occluder's edge stays original rather than painted over.
   Skin-coloured occluders (a hand) are not found this way; the ``region`` type is the stronger model.
+  The target's hair or fringe reaching into the face from the outline and, with
+  ``mask.target_glasses=keep``, its glasses (thin frames too) are occluders too (:mod:`stages.occluders`,
+  the same maps the classic swap uses on the source photo).
 - ``region``: the face-parsing BiSeNet's probability of the classes in ``mask.region_classes`` (needs the
   user-supplied ``79999_iter.pth``; a missing file is an error, never skipped).
 
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stages.occluders import glasses_map, hair_map
 from stages.scene import SceneCuts, TrackMemory
 from stages.swap_classic import _smooth_ramp, hull_distance, hull_points, polygon_distance
 from stages.types import FaceRecord, FrameBatch, swap_inputs
@@ -88,7 +92,8 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
     ycc = _ycrcb(img)
     eye_dist = np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=1)
     feature_grow = 0.12 * eye_dist  # per face: a face's mask never depends on the others in its batch
-    hull = hull_distance(hull_points(lm), size) > 0
+    depth = hull_distance(hull_points(lm), size)
+    hull = depth > 0
     exempt = (
         _near(lm, LEFT_EYE, size, feature_grow)
         | _near(lm, RIGHT_EYE, size, feature_grow)
@@ -124,6 +129,14 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
     # opening (drop isolated speckles), then grow what is left so occluder edges stay original
     k = 2 * (grow // 2) + 1
     opened = F.max_pool2d(-F.max_pool2d(-occluded[:, None], 5, 1, 2), 5, 1, 2)
+    # the target's own glasses frames (thin ones, which the opening would remove, too) and its hair or
+    # fringe reaching into the face (stages/occluders.py): the target's, kept whole
+    keep_glasses = m.get("target_glasses", "keep") == "keep"
+    for i in range(n):
+        hair = hair_map(crops[i], lm[i], depth[i].numpy())
+        if keep_glasses:
+            hair = np.maximum(hair, glasses_map(crops[i], lm[i], hair)[0])
+        opened[i, 0] = torch.maximum(opened[i, 0], torch.from_numpy(hair))
     grown = F.max_pool2d(opened, k, 1, k // 2)
     soft = F.avg_pool2d(grown, k, 1, k // 2, count_include_pad=False)
     return (1.0 - torch.maximum(soft, opened))[:, 0].clamp(0.0, 1.0)

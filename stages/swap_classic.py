@@ -5,6 +5,12 @@ the source face is warped onto the target's landmark geometry, colour-matched to
 given a soft mask that covers the face hull (jaw line and lifted brows), eroded and feathered, with a hole
 over the target's own open mouth.
 
+Only the source's face is pasted: its hair, hat or fringe reaching into the hull and its glasses
+(:mod:`stages.occluders`; ``classic.source_hair`` / ``classic.source_glasses``) form an occluder map of the
+source crop, warped with its texture. Where the source is hidden the paste mask is taken down, so the
+target's own skin shows there (it has the target's shading and texture; inpainting the source's hidden
+skin gave a smeared, flat patch), and the colour match measures the source on its visible skin only.
+
 Every result depends only on that face's own inputs: the batched steps are element-wise (their values do
 not depend on which other faces share the batch) and every reduction runs per face, so the outputs are
 bit-identical whatever the batch composition. Runs on the CPU (many small element-wise kernels; no network).
@@ -15,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import kornia
 import numpy as np
 import torch
@@ -48,6 +55,31 @@ class SourceFace:
 
     crop: np.ndarray
     landmarks68: np.ndarray
+
+
+OCCLUDER_SOFTEN = 0.01  # the source's occluder map is grown and blurred by this share of the crop side
+
+
+def source_visibility(source: SourceFace, cfg: dict) -> np.ndarray:
+    """``(S, S) float32`` in [0, 1]: 1 where the source crop shows its face, 0 on its hair, hat, fringe
+    (``classic.source_hair=drop``) and glasses (``classic.source_glasses=drop``), softened a little."""
+    from stages.occluders import glasses_map, hair_map
+
+    size = source.crop.shape[0]
+    lm = np.asarray(source.landmarks68, dtype=np.float64)
+    depth = hull_distance(hull_points(lm[None]), size)[0].numpy()
+    hair = hair_map(source.crop, lm, depth)
+    covered = np.zeros((size, size), np.float32)
+    if cfg["classic"]["source_hair"] == "drop":
+        covered = np.maximum(covered, hair)
+    if cfg["classic"]["source_glasses"] == "drop":
+        covered = np.maximum(covered, glasses_map(source.crop, lm, hair)[0])
+    # grown by sigma, then blurred: the soft edge lies around the occluder, which stays (almost) fully out
+    sigma = OCCLUDER_SOFTEN * size
+    k = 2 * int(math.ceil(sigma)) + 1
+    grown = cv2.dilate(covered, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    soft = cv2.GaussianBlur(grown, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return np.clip(1.0 - soft, 0.0, 1.0).astype(np.float32)
 
 
 def make_source_face(
@@ -214,6 +246,60 @@ def sample_pixels(image: torch.Tensor, grid_px: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# the source's face shape on the target
+
+NOSE = np.arange(27, 31)  # bridge and tip; the nostrils (31-35) stay over the target's mouth
+SHAPE_ANCHORS = np.r_[0:17, 27:36, 36, 39, 42, 45]  # jaw, nose, eye corners: the source is fitted here
+# feature groups moved and widened as units: (points, the two points giving centre and width)
+SHAPE_GROUPS = (
+    (np.arange(36, 42), (36, 39)),  # eye, image left
+    (np.arange(42, 48), (42, 45)),  # eye, image right
+    (np.arange(17, 22), (17, 21)),  # brow, image left
+    (np.arange(22, 27), (22, 26)),  # brow, image right
+)
+SHAPE_SCALE_LIMITS = (0.75, 1.33)  # width change of a feature group
+
+
+def source_shape_landmarks(target: np.ndarray, source: np.ndarray, strength: float) -> np.ndarray:
+    """Target landmarks ``(F, 68, 2)`` moved toward the source face's proportions, float64.
+
+    source ``(68, 2)`` is fitted onto each target face by a similarity on the jaw, nose and eye corners
+    (many points: a steady fit from frame to frame); then, by ``strength`` in [0, 1]: the nose's bridge
+    and tip take the source's points, and each eye and brow moves its centre toward the source's and takes
+    the source's width along the eye axis, keeping the target's own shape across it (how open the eyes
+    are, the arch of the brows: the target's expression). The nostrils and the mouth stay the target's:
+    the mouth frames the target's own inner mouth, which the swap keeps, and its opening is expression
+    (moving or widening the mouth, or moving the nostrils, moved dlib's estimate of the mouth's opening by
+    up to 0.1 IOD on the quality grid). The jaw line (0-16) stays the target's: the silhouette, and what
+    lies behind it, are not changed. Where the eyes sit, how far apart, how long the nose: these carry the
+    source's identity beyond its skin texture (without them, a swap that no longer pasted the source's
+    hair or glasses was often no longer recognised).
+    """
+    tgt = np.asarray(target, dtype=np.float64)
+    out = tgt.copy()
+    if strength <= 0:
+        return out
+    src = np.asarray(source, dtype=np.float64)
+    for f in range(len(tgt)):
+        p = tgt[f]
+        m = estimate_similarity(src[SHAPE_ANCHORS], p[SHAPE_ANCHORS]).astype(np.float64)
+        q = src @ m[:, :2].T + m[:, 2]
+        axis = p[42:48].mean(0) - p[36:42].mean(0)
+        axis = axis / max(np.linalg.norm(axis), 1e-6)
+        normal = np.array([-axis[1], axis[0]])
+        out[f, NOSE] = p[NOSE] + strength * (q[NOSE] - p[NOSE])
+        for idx, (a, b) in SHAPE_GROUPS:
+            cp, cq = (p[a] + p[b]) / 2, (q[a] + q[b]) / 2
+            wp, wq = abs((p[b] - p[a]) @ axis), abs((q[b] - q[a]) @ axis)
+            scale = 1.0 + strength * (wq / max(wp, 1e-6) - 1.0)
+            scale = float(np.clip(scale, *SHAPE_SCALE_LIMITS))
+            centre = cp + strength * (cq - cp)
+            rel = p[idx] - cp
+            out[f, idx] = centre + np.outer(rel @ axis * scale, axis) + np.outer(rel @ normal, normal)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # masks
 
 
@@ -370,15 +456,16 @@ def lab_transfer(
     weight: torch.Tensor,
     stride: int = 4,
     target_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    src_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer).
 
     src, dst: ``(3, H, W) float32`` RGB in [0, 1]. weight: ``(H, W)`` >= 0. The statistics use every
     ``stride``-th pixel. target_stats: use these ``(mean, std)`` instead of ``dst``'s own (temporally
-    smoothed ones). Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never
-    depend on the batch.
+    smoothed ones). src_weight: weights of ``src``'s statistics (its visible skin) when not ``weight``.
+    Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never depend on the batch.
     """
-    s_stats = lab_stats(src, weight, stride)
+    s_stats = lab_stats(src, weight if src_weight is None else src_weight, stride)
     d_stats = target_stats if target_stats is not None else lab_stats(dst, weight, stride)
     if s_stats is None or d_stats is None:
         return src
@@ -387,6 +474,108 @@ def lab_transfer(
     lab = kornia.color.rgb_to_lab(src[None])[0]
     out = (lab - mu_s[:, None, None]) * ratio[:, None, None] + mu_d[:, None, None]
     return kornia.color.lab_to_rgb(out[None])[0].clamp(0.0, 1.0)
+
+
+# not skin: (landmarks, grown by this share of the eye distance): eyes, brows, lips, nostrils
+SKIN_HOLES = (
+    (np.arange(36, 42), 0.10),
+    (np.arange(42, 48), 0.10),
+    (np.arange(17, 22), 0.06),
+    (np.arange(22, 27), 0.06),
+    (np.arange(48, 60), 0.06),
+    (np.arange(31, 36), 0.06),
+)
+SHADING_DARK = 0.6  # target pixels darker than this share of its median skin luma are not skin (hair, frames)
+
+
+def skin_weights(lm: np.ndarray, size: int) -> np.ndarray:
+    """``(F, S, S) float32`` in {0, 1}: the face hull without eyes, brows, lips and nostrils (grown a little),
+    where a face is bare skin. lm: ``(F, 68, 2)`` crop pixels."""
+    lm = np.asarray(lm, dtype=np.float64)
+    skin = (hull_distance(hull_points(lm), size) > 0).numpy().astype(np.uint8)
+    for f in range(len(lm)):
+        iod = float(np.linalg.norm(lm[f, 36:42].mean(0) - lm[f, 42:48].mean(0)))
+        for idx, grow in SKIN_HOLES:
+            hole = np.zeros((size, size), np.uint8)
+            cv2.fillPoly(hole, [np.round(lm[f, idx]).astype(np.int32)], 1)
+            k = 2 * int(round(grow * iod)) + 1
+            hole = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+            skin[f] &= 1 - hole
+    return skin.astype(np.float32)
+
+
+def _gauss(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (OpenCV, edges replicated) of ``(H, W)`` or ``(H, W, C) float32``; large sigmas at a
+    quarter of the resolution (the result is smooth at that scale anyway)."""
+    if sigma >= 6.0:
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma / 4.0, borderType=cv2.BORDER_REPLICATE)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+
+
+def _masked_blur(x: np.ndarray, w: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised Gaussian blur of ``x (H, W, C)`` over the weights ``w (H, W)``: the local weighted mean;
+    where the weights around a pixel sum to almost nothing, the face's weighted mean."""
+    num = _gauss(x * w[..., None], sigma)
+    den = _gauss(w, sigma)[..., None]
+    mean = (x * w[..., None]).sum((0, 1)) / max(float(w.sum()), 1e-6)
+    blend = np.clip(den / 0.05, 0.0, 1.0)  # trust the local mean once it has 5 % of a full kernel's weight
+    return blend * num / np.maximum(den, 1e-6) + (1.0 - blend) * mean
+
+
+def shading_transfer(
+    src: np.ndarray, dst: np.ndarray, w_src: np.ndarray, w_dst: np.ndarray, sigma: float
+) -> np.ndarray:
+    """Keep ``src``'s detail and take ``dst``'s shading: in CIE Lab, ``src - base(src) + base(dst)`` with
+    ``base`` the skin-weighted Gaussian mean of scale ``sigma`` px (:func:`_masked_blur`).
+
+    src, dst: ``(S, S, 3) float32`` RGB in [0, 1] in the same (target) geometry; w_src, w_dst: ``(S, S)``
+    skin weights of each. The target's lighting, skin tone and its changes over the face (a lit cheek, a
+    shadowed brow) carry over, so the pasted face meets the frame without a colour step and is not flat; the
+    source's features, wrinkles and pores (everything finer than ``sigma``) stay. A two-band split: the
+    Laplacian-pyramid blend of Burt & Adelson (1983) with one cut, made on skin only so the target's eyes,
+    brows and mouth do not leak into the shading. Returns ``(S, S, 3) float32`` RGB in [0, 1].
+    """
+    lab_s = cv2.cvtColor(np.ascontiguousarray(src, dtype=np.float32), cv2.COLOR_RGB2Lab)
+    lab_d = cv2.cvtColor(np.ascontiguousarray(dst, dtype=np.float32), cv2.COLOR_RGB2Lab)
+    out = lab_s - _masked_blur(lab_s, w_src, sigma) + _masked_blur(lab_d, w_dst, sigma)
+    return np.clip(cv2.cvtColor(out.astype(np.float32), cv2.COLOR_Lab2RGB), 0.0, 1.0)
+
+
+DETAIL_SIGMAS = (0.0, 0.5, 0.8, 1.2, 1.7, 2.4, 3.4)  # px: blurs tried when matching the frame's sharpness
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114, np.float32)
+
+
+def detail_energy(gray: np.ndarray, w: np.ndarray) -> float:
+    """RMS of the finest detail (``gray (H, W) float32`` in [0, 1] minus its 1 px Gaussian blur) over the
+    weights ``w (H, W)``."""
+    high = gray - cv2.GaussianBlur(gray, (0, 0), 1.0, borderType=cv2.BORDER_REPLICATE)
+    return float(np.sqrt((high**2 * w).sum() / max(float(w.sum()), 1.0)))
+
+
+def matching_blur(src: np.ndarray, dst: np.ndarray, w_src: np.ndarray, w_dst: np.ndarray) -> float:
+    """Gaussian sigma (px) that brings the detail energy of ``src`` down to ``dst``'s (0 when the source is
+    not sharper), interpolated between :data:`DETAIL_SIGMAS`. src, dst: ``(S, S, 3)`` RGB in [0, 1]."""
+    goal = detail_energy(_luma(dst), w_dst)
+    gray = _luma(src)
+    energies = [detail_energy(gray if sg == 0 else _gauss(gray, sg), w_src) for sg in DETAIL_SIGMAS]
+    if energies[0] <= goal:
+        return 0.0
+    for k in range(1, len(DETAIL_SIGMAS)):
+        if energies[k] <= goal:
+            t = (energies[k - 1] - goal) / max(energies[k - 1] - energies[k], 1e-9)
+            return DETAIL_SIGMAS[k - 1] + t * (DETAIL_SIGMAS[k] - DETAIL_SIGMAS[k - 1])
+    return DETAIL_SIGMAS[-1]
+
+
+def blur_image(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    """``rgb (H, W, C) float32`` blurred by a Gaussian of ``sigma`` px (unchanged below 0.05)."""
+    return rgb if sigma <= 0.05 else _gauss(rgb, sigma)
 
 
 def close_source_mouth(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -438,11 +627,17 @@ class ClassicSwapStage:
         self.color = str(cfg["classic"].get("color_transfer", "lab"))
         if self.color not in ("lab", "none"):
             raise ValueError(f"classic.color_transfer must be 'lab' or 'none', got {self.color!r}")
+        self.shading_sigma = float(cfg["classic"]["shading_sigma"])
+        self.match_detail = bool(cfg["classic"]["match_detail"])
+        self.shape_transfer = float(cfg["classic"]["shape_transfer"])
+        if not 0.0 <= self.shape_transfer <= 1.0:
+            raise ValueError(f"classic.shape_transfer must be in [0, 1], got {self.shape_transfer}")
         self.color_smoothing = float(cfg["classic"]["color_smoothing"])
         if not 0.0 <= self.color_smoothing < 1.0:
             raise ValueError(f"classic.color_smoothing must be in [0, 1), got {self.color_smoothing}")
         self.scene = SceneCuts(cfg)
         self._colour = TrackMemory()  # Lab (mean, std) of the target per track
+        self._detail = TrackMemory()  # sharpness-matching blur (px) per track
         self.src_points = control_points(source.landmarks68, self.size)
         self.triangles = triangulate(self.src_points)
         if cfg["classic"].get("keep_inner_mouth", True):
@@ -450,14 +645,20 @@ class ClassicSwapStage:
         else:
             src = tensor_of(source.crop).permute(2, 0, 1).float().div(255.0)
         self.src_tensor = src[None].contiguous()
+        self.src_visible = torch.from_numpy(source_visibility(source, cfg))[None, None]  # (1, 1, S, S)
 
     def swap(
-        self, crops: np.ndarray, landmarks: np.ndarray, target_stats: list | None = None
+        self,
+        crops: np.ndarray,
+        landmarks: np.ndarray,
+        target_stats: list | None = None,
+        blur_filters: list | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Swap a stack of aligned target crops.
 
         crops: ``(F, S, S, 3) uint8`` RGB. landmarks: ``(F, 68, 2)`` in crop pixels. target_stats: per
         face None or a callable ``mask -> (mean, std)`` giving the Lab statistics to match (see __call__).
+        blur_filters: per face a callable ``sigma -> sigma`` smoothing the sharpness match along its track.
         Returns swapped ``(F, S, S, 3) uint8`` RGB and masks ``(F, S, S) float32`` in [0, 1].
         """
         n, size = len(crops), self.size
@@ -465,19 +666,42 @@ class ClassicSwapStage:
             return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32)
         lm = np.asarray(landmarks, dtype=np.float64)
         lm = np.where(np.isfinite(lm), lm, size / 2.0)
-        grid = piecewise_affine_grid(self.src_points, control_points(lm, size), self.triangles, size)
-        warped = sample_pixels(self.src_tensor, grid)  # (F, 3, S, S)
-        masks = face_masks(lm, self.cfg)
+        shaped = source_shape_landmarks(lm, self.source.landmarks68, self.shape_transfer)
+        grid = piecewise_affine_grid(self.src_points, control_points(shaped, size), self.triangles, size)
+        warped = sample_pixels(torch.cat([self.src_tensor, self.src_visible], 1), grid)  # RGB + visibility
+        warped, visible = warped[:, :3], warped[:, 3]
+        masks = face_masks(lm, self.cfg)  # the target's silhouette and its own inner mouth (never moved)
         if self.color == "lab":
             target = tensor_of(crops).permute(0, 3, 1, 2).float().div(255.0)
             stats = target_stats if target_stats is not None else [None] * n
             out = []
             for i in range(n):
-                if stats[i] is None:
-                    out.append(lab_transfer(warped[i], target[i], masks[i]))
-                else:
-                    out.append(lab_transfer(warped[i], target[i], masks[i], target_stats=stats[i](masks[i])))
+                ts = None if stats[i] is None else stats[i](masks[i])
+                sw = masks[i] * visible[i]
+                out.append(lab_transfer(warped[i], target[i], masks[i], target_stats=ts, src_weight=sw))
             warped = torch.stack(out)
+        if self.color == "lab" and self.shading_sigma > 0:
+            skin = skin_weights(shaped, size)
+            target_np = target.permute(0, 2, 3, 1).numpy()
+            warped_np = warped.permute(0, 2, 3, 1).contiguous().numpy()
+            weight, shown = masks.numpy(), visible.numpy()
+            done = []
+            for i in range(n):  # one face at a time: no result depends on the batch
+                luma = _luma(target_np[i])
+                w_dst = skin[i] * weight[i]
+                on_skin = luma[w_dst > 0.5]
+                if on_skin.size:  # hair and frames darker than the skin are no shading to follow
+                    w_dst = w_dst * (luma >= SHADING_DARK * float(np.median(on_skin)))
+                w_src = skin[i] * weight[i] * shown[i]
+                face = shading_transfer(warped_np[i], target_np[i], w_src, w_dst, self.shading_sigma * size)
+                if self.match_detail:  # the frame's sharpness: a sharp photo in a soft or blurred frame
+                    blur = matching_blur(face, target_np[i], w_src, w_dst)
+                    if blur_filters is not None:
+                        blur = float(blur_filters[i](blur))
+                    face = blur_image(face, blur)
+                done.append(face)
+            warped = torch.from_numpy(np.stack(done)).permute(0, 3, 1, 2)
+        masks = masks * visible
         swapped = warped.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         return swapped.numpy(), masks.contiguous().numpy()
 
@@ -491,12 +715,32 @@ class ClassicSwapStage:
         stats = [
             self._smoothed_stats(batch.video_id, f, frame_of[id(f)], cut_at, c) for f, c in zip(todo, crops)
         ]
-        swapped, masks = self.swap(crops, lm, stats if self.color_smoothing > 0 else None)
+        blurs = [self._smoothed_blur(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
+        swapped, masks = self.swap(
+            crops,
+            lm,
+            stats if self.color_smoothing > 0 else None,
+            blurs if self.color_smoothing > 0 else None,
+        )
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw
             face.mask = m
         self._colour.forget_before(batch.video_id, int(batch.indices[0]))
+        self._detail.forget_before(batch.video_id, int(batch.indices[0]))
         return batch
+
+    def _smoothed_blur(self, video_id: str, face, frame: int, cut_at: set[int]):
+        """A callable ``sigma -> sigma``: the sharpness-matching blur, smoothed along the track like the
+        colour statistics (``classic.color_smoothing``), so the face does not pulse between sharp and soft."""
+
+        def smooth(now: float) -> float:
+            prev = self._detail.previous(video_id, face.track_id, frame, frame in cut_at)
+            if prev is not None:
+                now = self.color_smoothing * prev + (1 - self.color_smoothing) * now
+            self._detail.store(video_id, face.track_id, frame, now)
+            return now
+
+        return smooth
 
     def _smoothed_stats(self, video_id: str, face, frame: int, cut_at: set[int], crop: np.ndarray):
         """A callable ``mask -> (mean, std)``: the face's target Lab statistics, exponentially smoothed
@@ -518,4 +762,5 @@ class ClassicSwapStage:
 
     def flush(self) -> list[FrameBatch]:
         self._colour.clear()
+        self._detail.clear()
         return []

@@ -218,3 +218,25 @@ def test_a_face_mask_does_not_depend_on_its_batch(face, cfg):
     alone = occlusion_masks(face.crop[None], lm[None], cfg)[0]
     together = occlusion_masks(np.stack([face.crop, covered]), np.stack([lm, small]), cfg)[0]
     assert torch.equal(alone, together)
+
+
+def test_target_glasses_stay_when_asked(cfg):
+    """mask.target_glasses=keep: the frames of a target wearing glasses are not pasted over; paste: they
+    are (only colour occluders are found, which thin frames are not)."""
+    import copy
+
+    from stages.occluders import glasses_map
+
+    face = prepare_source(FACES / "sundar_pichai_a.jpg", cfg)
+    lm = face.landmarks68[None].astype(np.float64)
+    frames, found = glasses_map(face.crop, face.landmarks68)
+    assert found
+    keep = copy.deepcopy(cfg)
+    keep["mask"]["target_glasses"] = "keep"
+    paste = copy.deepcopy(cfg)
+    paste["mask"]["target_glasses"] = "paste"
+    kept = occlusion_masks(face.crop[None], lm, keep)[0].numpy()
+    pasted = occlusion_masks(face.crop[None], lm, paste)[0].numpy()
+    on_frames = frames > 0
+    assert kept[on_frames].mean() < 0.1
+    assert pasted[on_frames].mean() > kept[on_frames].mean() + 0.3

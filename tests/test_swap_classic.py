@@ -323,7 +323,9 @@ def test_stage_fills_selected_faces_only(cfg, stage, targets):
 
 def test_colour_statistics_are_smoothed_along_a_track(cfg, source, targets):
     """The same face brightened by 40 in the next frame: its colour match moves only 1 - a of the way
-    (a = classic.color_smoothing) on that track; a new track, a gap or a scene cut takes it at once."""
+    (a = classic.color_smoothing) on that track; a new track, a gap or a scene cut takes it at once.
+    With the shading transfer off: that transfer follows each frame's own pixels, as the frame does."""
+    cfg = {**cfg, "classic": {**cfg["classic"], "shading_sigma": 0.0}}
     crop = targets["crops"][0]
     bright = np.clip(crop.astype(np.int16) + 40, 0, 255).astype(np.uint8)
 
@@ -356,3 +358,61 @@ def test_colour_statistics_are_smoothed_along_a_track(cfg, source, targets):
     other = np.zeros_like(targets["frames"][0])
     _, cut = run(ClassicSwapStage(cfg, source), [crop, bright], [0, 1], [0, 0], [targets["frames"][0], other])
     assert cut == pytest.approx(fresh, abs=0.5)
+
+
+def test_source_shape_moves_features_but_keeps_jaw_and_openings(source, targets):
+    from stages.swap_classic import source_shape_landmarks
+
+    lm = targets["crop_lm"].astype(np.float64)
+    assert np.array_equal(source_shape_landmarks(lm, source.landmarks68, 0.0), lm)
+    # the target's own landmarks as the source: nothing moves
+    same = source_shape_landmarks(lm[:1], lm[0], 1.0)
+    assert np.abs(same - lm[:1]).max() < 1e-3
+    moved = source_shape_landmarks(lm, source.landmarks68, 1.0)
+    assert np.array_equal(moved[:, 0:17], lm[:, 0:17])  # the jaw line (silhouette) stays
+    assert np.array_equal(moved[:, 48:68], lm[:, 48:68])  # the mouth stays (expression, inner mouth)
+    assert np.abs(moved[:, 27:48] - lm[:, 27:48]).max() > 1.0  # nose, eyes and brows take the source's
+    for a, b in ((37, 41), (38, 40), (43, 47), (44, 46)):  # eye lids: the target's opening
+        gap_t = np.linalg.norm(lm[:, a] - lm[:, b], axis=1)
+        gap_m = np.linalg.norm(moved[:, a] - moved[:, b], axis=1)
+        assert np.abs(gap_m - gap_t).max() < 0.35
+
+
+def test_shading_transfer_takes_the_target_shading_and_keeps_source_detail():
+    from stages.swap_classic import _gauss, shading_transfer
+
+    rng = np.random.default_rng(0)
+    detail = (0.05 * rng.random((S, S, 1))).astype(np.float32).repeat(3, 2)
+    src = np.clip(0.35 + detail, 0, 1).astype(np.float32)
+    ramp = np.linspace(0.3, 0.7, S, dtype=np.float32)[None, :, None]
+    dst = np.broadcast_to(ramp, (S, S, 3)).astype(np.float32)  # lit from the right
+    w = np.ones((S, S), np.float32)
+    out = shading_transfer(src, dst, w, w, sigma=20.0)
+    inner = (slice(64, 192), slice(64, 192))
+    # the large scale follows the target's gradient, the fine scale is the source's
+    assert np.abs(_gauss(out, 10.0) - _gauss(dst, 10.0))[inner].mean() < 0.02
+    assert np.abs((out - _gauss(out, 2.0)) - (src - _gauss(src, 2.0)))[inner].mean() < 0.01
+
+
+def test_matching_blur_softens_a_sharp_source_for_a_soft_frame():
+    from stages.swap_classic import _luma, blur_image, detail_energy, matching_blur
+
+    sharp = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
+    w = np.ones((64, 64), np.float32)
+    soft = blur_image(sharp, 1.5)
+    sigma = matching_blur(sharp, soft, w, w)
+    assert 1.0 < sigma < 2.0
+    matched = detail_energy(_luma(blur_image(sharp, sigma)), w)
+    assert matched == pytest.approx(detail_energy(_luma(soft), w), rel=0.1)
+    assert matching_blur(sharp, sharp, w, w) == 0.0
+    assert matching_blur(soft, sharp, w, w) == 0.0  # a softer source is never sharpened
+
+
+def test_low_resolution_source_is_reported():
+    from pipeline.run import low_resolution_note
+
+    crop = np.zeros((68, 2))
+    crop[36:42, 0], crop[42:48, 0] = 100.0, 160.0
+    assert low_resolution_note("big.jpg", crop * 1.2, crop) is None
+    note = low_resolution_note("small.jpg", crop * 0.3, crop)
+    assert "small.jpg" in note and "\n" not in note

@@ -1,0 +1,232 @@
+"""Things that cover a face in an aligned crop: glasses and hair, from its 68 landmarks and its pixels
+(no learned weights).
+
+Used on both sides of a swap: the classic swap leaves the source photo's glasses and hair behind
+(``classic.source_glasses=drop``; its fringe is never pasted) and the mask stage keeps the target's own
+frames over the pasted face.
+
+Glasses (:func:`glasses_map`):
+Where glasses are: a rim zone around each eye (an ellipse over the eye centre, ``RIM_HALF_WIDTH`` by
+``RIM_HALF_HEIGHT`` inter-ocular distances, IOD) and the bridge between the eyes. Which pixels are frame:
+thin or thick structures darker than their surroundings (a morphological black-hat of the luma, kernel
+``BLACKHAT_KERNEL`` IOD) or far darker than the cheek skin; the eyes themselves (their landmark polygon
+grown by ``EYE_GROW`` IOD) and the brows are never frame. Whether there are glasses at all: the bridge
+must carry one connected stroke, thin (black-hat) or dark, across ``BRIDGE_MIN_SPAN`` of its width (a
+frame crosses the nose between the eyes; frown lines and shadows there run short or vertical), and there
+must be a thin stroke below both eyes (the lower rims). Measured on the 35 shared photos: every pair of
+glasses found (spans 0.94-0.99), no false find (the largest span without glasses: 0.73, an older man's
+creases), sunglasses not found as glasses but their frames taken as hair (they reach the face outline).
+Without glasses nothing is marked, so the shadows and creases around bare eyes are never frames. Dark
+lenses: with glasses present, the eye zone is marked too where it is far darker than the skin.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+LEFT_EYE, RIGHT_EYE = np.arange(36, 42), np.arange(42, 48)
+BROWS = np.arange(17, 27)
+
+RIM_HALF_WIDTH = 0.50  # IOD: rim zone around each eye centre, horizontally
+RIM_HALF_HEIGHT = 0.36  # IOD, vertically (brows are excluded separately)
+BLACKHAT_KERNEL = 0.10  # IOD: dark structures narrower than this stand out in the black-hat
+BLACKHAT_MIN = 0.06  # black-hat response (luma units of [0, 1]) that marks a frame pixel
+DARK_SHARE = 0.55  # pixels with luma below this share of the skin's are frame or lens
+EYE_GROW = 0.05  # IOD: the eye polygon grown by this is never a frame
+BRIDGE_MIN_SPAN = 0.85  # one thin (or one dark) stroke must span this share of the bridge: glasses present
+LENS_DARK_SHARE = 0.45  # sunglasses: eye zone luma below this share of the skin's is lens
+FRAME_SKIN_DISTANCE = 4.0  # glasses present: rim-zone pixels this far from the skin colour (robust stds)
+
+
+def _luma(crop: np.ndarray) -> np.ndarray:
+    """``(S, S, 3) uint8`` RGB → ``(S, S) float32`` luma in [0, 1] (BT.601)."""
+    c = crop.astype(np.float32) / 255.0
+    return 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
+
+
+def _polygon(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np.ndarray:
+    """``(S, S) bool``: inside the closed polygon ``points`` (crop pixels), dilated by ``grow`` px."""
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(points).astype(np.int32)], 1)
+    if grow >= 1.0:
+        k = 2 * int(round(grow)) + 1
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return m.astype(bool)
+
+
+def _skin_luma(luma: np.ndarray, lm: np.ndarray) -> float:
+    """Median luma of the cheeks (below the eyes, beside the nose, above the mouth)."""
+    size = luma.shape[0]
+    pts = []
+    for side in ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42)):
+        pts.append(lm[list(side)])
+    mask = np.zeros((size, size), bool)
+    for p in pts:
+        mask |= _polygon((size, size), p)
+    vals = luma[mask]
+    return float(np.median(vals)) if vals.size >= 20 else float(np.median(luma))
+
+
+def _off_skin(crop: np.ndarray, lm: np.ndarray, limit: float) -> np.ndarray:
+    """``(S, S) bool``: YCrCb distance to the cheek skin (robust median and spread, luma counted twice
+    less) above ``limit`` robust standard deviations."""
+    size = crop.shape[0]
+    ycc = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
+    cheeks = np.zeros((size, size), bool)
+    for side in ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42)):
+        cheeks |= _polygon((size, size), lm[list(side)])
+    pix = ycc[cheeks]
+    if len(pix) < 20:
+        return np.zeros((size, size), bool)
+    centre = np.median(pix, 0)
+    spread = np.maximum(1.4826 * np.median(np.abs(pix - centre), 0), [0.03, 0.01, 0.01])
+    spread[0] *= 2.0
+    return np.sqrt((((ycc - centre) / spread) ** 2).sum(-1)) > limit
+
+
+def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Frame (and dark lens) pixels of one aligned face: ``(S, S) float32`` in [0, 1] and whether glasses
+    were found (the map is all zero when not).
+
+    crop: ``(S, S, 3) uint8`` RGB. lm: ``(68, 2)`` landmarks in crop pixels. hair: ``(S, S)`` from
+    :func:`hair_map`; hair is never frame (a fringe down to the brows crosses the bridge too).
+    """
+    size = crop.shape[0]
+    lm = np.asarray(lm, dtype=np.float64)
+    shape = (size, size)
+    luma = _luma(crop)
+    centres = np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)])
+    iod = float(np.linalg.norm(centres[1] - centres[0]))
+    if iod < 8.0:
+        return np.zeros(shape, np.float32), False
+    k = max(3, 2 * int(round(BLACKHAT_KERNEL * iod / 2)) + 1)
+    blackhat = cv2.morphologyEx(
+        luma, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    )
+    skin = _skin_luma(luma, lm)
+    dark = luma < DARK_SHARE * skin
+    candidate = (blackhat > BLACKHAT_MIN) | dark
+    if hair is not None:
+        candidate &= hair < 0.5
+    thin = blackhat > BLACKHAT_MIN  # presence is tested on thin dark strokes only: broad shadows are no frame
+    # zones: an ellipse around each eye, the bridge between them
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    axis = (centres[1] - centres[0]) / iod
+    zone = np.zeros(shape, bool)
+    for c in centres:
+        u = (xx - c[0]) * axis[0] + (yy - c[1]) * axis[1]
+        v = -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0]
+        zone |= (u / (RIM_HALF_WIDTH * iod)) ** 2 + (v / (RIM_HALF_HEIGHT * iod)) ** 2 <= 1.0
+    eyes = _polygon(shape, lm[LEFT_EYE], EYE_GROW * iod) | _polygon(shape, lm[RIGHT_EYE], EYE_GROW * iod)
+    brows = _polygon(shape, lm[BROWS[:5]], 0.03 * iod) | _polygon(shape, lm[BROWS[5:]], 0.03 * iod)
+    # bridge: between the inner eye corners, from the eye line up to the brow line's lower edge
+    inner_l, inner_r = lm[39], lm[42]
+    mid = (inner_l + inner_r) / 2
+    half_w = 0.35 * float(np.linalg.norm(inner_r - inner_l))
+    up = np.array([axis[1], -axis[0]])
+    u = (xx - mid[0]) * axis[0] + (yy - mid[1]) * axis[1]
+    v = (xx - mid[0]) * up[0] + (yy - mid[1]) * up[1]
+    bridge = (np.abs(u) <= half_w) & (v >= -0.05 * iod) & (v <= 0.18 * iod)
+
+    def longest_span(pixels: np.ndarray) -> float:
+        """Widest connected stroke of ``pixels`` in the bridge, as a share of the bridge's width."""
+        strokes = cv2.dilate((pixels & bridge).astype(np.uint8), np.ones((3, 3), np.uint8)) & bridge
+        n_labels, labels = cv2.connectedComponents(strokes.astype(np.uint8), connectivity=8)
+        best = 0.0
+        for k in range(1, n_labels):
+            uk = u[labels == k]
+            best = max(best, float(uk.max() - uk.min()) / (2 * half_w))
+        return best
+
+    span = max(longest_span(thin & candidate), longest_span(dark & candidate))
+    # and a lower rim: below each eye centre, between the eye and the cheek, a frame or lens edge
+    lower = 0
+    for c in centres:
+        u = (xx - c[0]) * axis[0] + (yy - c[1]) * axis[1]
+        v = -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0]
+        strip = (np.abs(u) <= 0.15 * iod) & (v >= 0.12 * iod) & (v <= 0.45 * iod)
+        rows_hit = np.unique(np.round(v[strip & candidate & thin]).astype(int))
+        lower += len(rows_hit) > 0
+    if span < BRIDGE_MIN_SPAN or lower < 2:
+        return np.zeros(shape, np.float32), False
+    # with glasses present, frames of any colour (tortoiseshell, clear plastic edges): in the rim zone,
+    # what is far from the cheek skin's colour
+    frame = (candidate | _off_skin(crop, lm, FRAME_SKIN_DISTANCE)) & (zone | bridge) & ~eyes & ~brows
+    lens = (luma < LENS_DARK_SHARE * skin) & zone & ~brows
+    out = (frame | lens).astype(np.uint8)
+    # connect the thin strokes and grow them a little so the frame's soft edge is included
+    g = max(3, 2 * int(round(0.02 * iod)) + 1)
+    out = cv2.dilate(
+        cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)), np.ones((g, g), np.uint8)
+    )
+    return out.astype(np.float32), True
+
+
+# hair (and hats) reaching into the face from its outline
+HAIR_SATURATION_SHARE = 0.55  # chroma saturation below this share of the skin's: hair-like (not skin)
+HAIR_MAX_LUMA = 1.1  # ... unless brighter than this share of the skin's luma (a highlight on skin)
+MIN_SKIN_SATURATION = 0.05  # a nearly grey photo: only the darkness test is used
+HAIR_EDGE = 0.10  # IOD: a hair region must reach this close to the hull outline (hair enters from outside)
+HAIR_GROW = 0.05  # IOD: hair regions are grown by this (its soft edge and the shadow it casts on the skin)
+CLOTHING_SATURATION = 1.8  # below the nose: saturation above this share of the skin's is not skin
+CLOTHING_HUE = 0.6  # radians (about 35 degrees) from the skin's hue in the CbCr plane: not skin
+
+
+def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.ndarray:
+    """Hair, hats, clothing and other non-skin reaching into the face from its outline: ``(S, S) float32``.
+
+    crop: ``(S, S, 3) uint8`` RGB; lm: ``(68, 2)`` crop pixels; hull_depth: ``(S, S)`` signed distance (px,
+    positive inside) to the paste hull. A pixel above the nose's base is hair-like when it is far darker than
+    the cheek skin (``DARK_SHARE``) or, in a colour photo, much less saturated than the skin
+    (``HAIR_SATURATION_SHARE``: hair of any colour, grey and blond included, is nearer grey than skin) and
+    not brighter than it. Below the nose, where a beard belongs to the face, only what is much more
+    saturated than the skin or of another hue counts (a collar, a scarf). Eyes, brows, nostrils and lips
+    are exempt; only regions that touch the hull's outline (within ``HAIR_EDGE`` IOD; above the eyes or
+    below the nose) count, so eye-bag shadows and creases inside the face never do.
+    """
+    size = crop.shape[0]
+    lm = np.asarray(lm, dtype=np.float64)
+    shape = (size, size)
+    c = crop.astype(np.float32) / 255.0
+    luma = 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
+    sat = np.hypot((c[..., 0] - luma) * 0.713, (c[..., 2] - luma) * 0.564)
+    iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+    cheeks = np.zeros(shape, bool)
+    for side in ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42)):
+        cheeks |= _polygon(shape, lm[list(side)])
+    if cheeks.sum() < 20 or iod < 8.0:
+        return np.zeros(shape, np.float32)
+    skin_luma = float(np.median(luma[cheeks]))
+    skin_sat = float(np.median(sat[cheeks]))
+    hairlike = luma < DARK_SHARE * skin_luma
+    if skin_sat >= MIN_SKIN_SATURATION:
+        hairlike |= (sat < HAIR_SATURATION_SHARE * skin_sat) & (luma < HAIR_MAX_LUMA * skin_luma)
+    grow = 0.12 * iod
+    exempt = (
+        _polygon(shape, lm[LEFT_EYE], grow)
+        | _polygon(shape, lm[RIGHT_EYE], grow)
+        | _polygon(shape, lm[BROWS[:5]], 0.04 * iod)
+        | _polygon(shape, lm[BROWS[5:]], 0.04 * iod)
+        | _polygon(shape, lm[np.r_[31:36]], grow)
+    )
+    yy = np.arange(size)[:, None]
+    upper = np.broadcast_to(yy < lm[33, 1], shape)
+    inside = hull_depth > -0.5
+    # below the nose, clothing, a scarf or a hand of another colour: much more saturated than the skin or of
+    # another hue (a beard is less saturated, and kept: it is part of the source's face)
+    hue = np.arctan2((c[..., 2] - luma) * 0.564, (c[..., 0] - luma) * 0.713)
+    skin_hue = float(np.median(hue[cheeks]))
+    off_hue = np.abs(np.angle(np.exp(1j * (hue - skin_hue)))) > CLOTHING_HUE
+    colourful = (sat > CLOTHING_SATURATION * skin_sat) | (off_hue & (sat > MIN_SKIN_SATURATION))
+    lips = _polygon(shape, lm[48:60], 0.08 * iod)
+    lower = ~upper & colourful & ~lips
+    cand = ((hairlike & upper | lower) & inside & ~exempt).astype(np.uint8)
+    cand = cv2.morphologyEx(cand, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _, labels = cv2.connectedComponents(cand, connectivity=8)
+    eye_line = max(lm[36, 1], lm[45, 1])  # hair enters over the forehead and the temples, not the cheeks
+    edge = inside & (hull_depth < HAIR_EDGE * iod) & ((yy < eye_line) | ~upper)
+    touching = np.unique(labels[edge & (labels > 0)])
+    out = np.isin(labels, touching[touching > 0])
+    g = max(3, 2 * int(round(HAIR_GROW * iod)) + 1)  # the hair's soft edge and the shadow it casts
+    return cv2.dilate(out.astype(np.uint8), np.ones((g, g), np.uint8)).astype(np.float32)
