@@ -517,12 +517,23 @@ def _gauss(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _masked_blur(x: np.ndarray, w: np.ndarray, sigma: float) -> np.ndarray:
     """Normalised Gaussian blur of ``x (H, W, C)`` over the weights ``w (H, W)``: the local weighted mean;
-    where the weights around a pixel sum to almost nothing, the face's weighted mean."""
-    num = _gauss(x * w[..., None], sigma)
-    den = _gauss(w, sigma)[..., None]
-    mean = (x * w[..., None]).sum((0, 1)) / max(float(w.sum()), 1e-6)
+    where the weights around a pixel sum to almost nothing, the face's weighted mean. Sigmas of 6 px and
+    more are computed at a quarter of the resolution and the (smooth) result is upsampled."""
+    h, wd = w.shape
+    xw = x * w[..., None]
+    mean = xw.sum((0, 1)) / max(float(w.sum()), 1e-6)
+    if sigma >= 6.0:
+        size = (max(1, wd // 4), max(1, h // 4))
+        xw = cv2.resize(xw, size, interpolation=cv2.INTER_AREA)
+        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
+        sigma = sigma / 4.0
+    num = cv2.GaussianBlur(xw, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(w, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)[..., None]
     blend = np.clip(den / 0.05, 0.0, 1.0)  # trust the local mean once it has 5 % of a full kernel's weight
-    return blend * num / np.maximum(den, 1e-6) + (1.0 - blend) * mean
+    base = blend * num / np.maximum(den, 1e-6) + (1.0 - blend) * mean
+    if base.shape[:2] != (h, wd):
+        base = cv2.resize(base.astype(np.float32), (wd, h), interpolation=cv2.INTER_LINEAR)
+    return base
 
 
 def shading_transfer(
