@@ -39,10 +39,20 @@ LENS_DARK_SHARE = 0.45  # sunglasses: eye zone luma below this share of the skin
 FRAME_SKIN_DISTANCE = 4.0  # glasses present: rim-zone pixels this far from the skin colour (robust stds)
 
 
-def _luma(crop: np.ndarray) -> np.ndarray:
-    """``(S, S, 3) uint8`` RGB → ``(S, S) float32`` luma in [0, 1] (BT.601)."""
-    c = crop.astype(np.float32) / 255.0
-    return 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
+CHEEKS = ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42))  # below the eyes, beside the nose, above the mouth
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3) float32`` RGB in [0, 1] → ``(...) float32`` luma (BT.601), contiguous."""
+    return np.ascontiguousarray(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114, np.float32)
+
+
+def _cheeks(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
+    """``(S, S) bool``: both cheek polygons, where a face's skin colour is sampled."""
+    out = np.zeros(shape, bool)
+    for side in CHEEKS:
+        out |= _polygon(shape, lm[list(side)])
+    return out
 
 
 def _polygon(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np.ndarray:
@@ -55,17 +65,10 @@ def _polygon(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> n
     return m.astype(bool)
 
 
-def _skin_luma(luma: np.ndarray, lm: np.ndarray) -> float:
-    """Median luma of the cheeks (below the eyes, beside the nose, above the mouth)."""
-    size = luma.shape[0]
-    pts = []
-    for side in ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42)):
-        pts.append(lm[list(side)])
-    mask = np.zeros((size, size), bool)
-    for p in pts:
-        mask |= _polygon((size, size), p)
-    vals = luma[mask]
-    return float(np.median(vals)) if vals.size >= 20 else float(np.median(luma))
+def _skin_luma(gray: np.ndarray, lm: np.ndarray) -> float:
+    """Median luma of the cheeks."""
+    vals = gray[_cheeks(gray.shape, lm)]
+    return float(np.median(vals)) if vals.size >= 20 else float(np.median(gray))
 
 
 def _off_skin(crop: np.ndarray, lm: np.ndarray, limit: float) -> np.ndarray:
@@ -73,10 +76,7 @@ def _off_skin(crop: np.ndarray, lm: np.ndarray, limit: float) -> np.ndarray:
     less) above ``limit`` robust standard deviations."""
     size = crop.shape[0]
     ycc = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2YCrCb).astype(np.float32) / 255.0
-    cheeks = np.zeros((size, size), bool)
-    for side in ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42)):
-        cheeks |= _polygon((size, size), lm[list(side)])
-    pix = ycc[cheeks]
+    pix = ycc[_cheeks((size, size), lm)]
     if len(pix) < 20:
         return np.zeros((size, size), bool)
     centre = np.median(pix, 0)
@@ -95,17 +95,17 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
     size = crop.shape[0]
     lm = np.asarray(lm, dtype=np.float64)
     shape = (size, size)
-    luma = _luma(crop)
+    gray = luma(crop.astype(np.float32) / 255.0)
     centres = np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)])
     iod = float(np.linalg.norm(centres[1] - centres[0]))
     if iod < 8.0:
         return np.zeros(shape, np.float32), False
     k = max(3, 2 * int(round(BLACKHAT_KERNEL * iod / 2)) + 1)
     blackhat = cv2.morphologyEx(
-        luma, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        gray, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     )
-    skin = _skin_luma(luma, lm)
-    dark = luma < DARK_SHARE * skin
+    skin = _skin_luma(gray, lm)
+    dark = gray < DARK_SHARE * skin
     candidate = (blackhat > BLACKHAT_MIN) | dark
     if hair is not None:
         candidate &= hair < 0.5
@@ -113,10 +113,13 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
     # zones: an ellipse around each eye, the bridge between them
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     axis = (centres[1] - centres[0]) / iod
+    # each eye's own frame: u along the eye axis, v across it (down), pixels from its centre
+    eye_uv = [
+        ((xx - c[0]) * axis[0] + (yy - c[1]) * axis[1], -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0])
+        for c in centres
+    ]
     zone = np.zeros(shape, bool)
-    for c in centres:
-        u = (xx - c[0]) * axis[0] + (yy - c[1]) * axis[1]
-        v = -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0]
+    for u, v in eye_uv:
         zone |= (u / (RIM_HALF_WIDTH * iod)) ** 2 + (v / (RIM_HALF_HEIGHT * iod)) ** 2 <= 1.0
     eyes = _polygon(shape, lm[LEFT_EYE], EYE_GROW * iod) | _polygon(shape, lm[RIGHT_EYE], EYE_GROW * iod)
     brows = _polygon(shape, lm[BROWS[:5]], 0.03 * iod) | _polygon(shape, lm[BROWS[5:]], 0.03 * iod)
@@ -142,9 +145,7 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
     span = max(longest_span(thin & candidate), longest_span(dark & candidate))
     # and a lower rim: below each eye centre, between the eye and the cheek, a frame or lens edge
     lower = 0
-    for c in centres:
-        u = (xx - c[0]) * axis[0] + (yy - c[1]) * axis[1]
-        v = -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0]
+    for u, v in eye_uv:
         strip = (np.abs(u) <= 0.15 * iod) & (v >= 0.12 * iod) & (v <= 0.45 * iod)
         rows_hit = np.unique(np.round(v[strip & candidate & thin]).astype(int))
         lower += len(rows_hit) > 0
@@ -153,7 +154,7 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
     # with glasses present, frames of any colour (tortoiseshell, clear plastic edges): in the rim zone,
     # what is far from the cheek skin's colour
     frame = (candidate | _off_skin(crop, lm, FRAME_SKIN_DISTANCE)) & (zone | bridge) & ~eyes & ~brows
-    lens = (luma < LENS_DARK_SHARE * skin) & zone & ~brows
+    lens = (gray < LENS_DARK_SHARE * skin) & zone & ~brows
     out = (frame | lens).astype(np.uint8)
     # connect the thin strokes and grow them a little so the frame's soft edge is included
     g = max(3, 2 * int(round(0.02 * iod)) + 1)
@@ -189,19 +190,17 @@ def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.nda
     lm = np.asarray(lm, dtype=np.float64)
     shape = (size, size)
     c = crop.astype(np.float32) / 255.0
-    luma = 0.299 * c[..., 0] + 0.587 * c[..., 1] + 0.114 * c[..., 2]
-    sat = np.hypot((c[..., 0] - luma) * 0.713, (c[..., 2] - luma) * 0.564)
+    gray = luma(c)
+    sat = np.hypot((c[..., 0] - gray) * 0.713, (c[..., 2] - gray) * 0.564)
     iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
-    cheeks = np.zeros(shape, bool)
-    for side in ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42)):
-        cheeks |= _polygon(shape, lm[list(side)])
+    cheeks = _cheeks(shape, lm)
     if cheeks.sum() < 20 or iod < 8.0:
         return np.zeros(shape, np.float32)
-    skin_luma = float(np.median(luma[cheeks]))
+    skin_luma = float(np.median(gray[cheeks]))
     skin_sat = float(np.median(sat[cheeks]))
-    hairlike = luma < DARK_SHARE * skin_luma
+    hairlike = gray < DARK_SHARE * skin_luma
     if skin_sat >= MIN_SKIN_SATURATION:
-        hairlike |= (sat < HAIR_SATURATION_SHARE * skin_sat) & (luma < HAIR_MAX_LUMA * skin_luma)
+        hairlike |= (sat < HAIR_SATURATION_SHARE * skin_sat) & (gray < HAIR_MAX_LUMA * skin_luma)
     grow = 0.12 * iod
     exempt = (
         _polygon(shape, lm[LEFT_EYE], grow)
@@ -215,7 +214,7 @@ def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.nda
     inside = hull_depth > -0.5
     # below the nose, clothing, a scarf or a hand of another colour: much more saturated than the skin or of
     # another hue (a beard is less saturated, and kept: it is part of the source's face)
-    hue = np.arctan2((c[..., 2] - luma) * 0.564, (c[..., 0] - luma) * 0.713)
+    hue = np.arctan2((c[..., 2] - gray) * 0.564, (c[..., 0] - gray) * 0.713)
     skin_hue = float(np.median(hue[cheeks]))
     off_hue = np.abs(np.angle(np.exp(1j * (hue - skin_hue)))) > CLOTHING_HUE
     colourful = (sat > CLOTHING_SATURATION * skin_sat) | (off_hue & (sat > MIN_SKIN_SATURATION))

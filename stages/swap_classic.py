@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
+from stages.occluders import glasses_map, hair_map, luma
 from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch, swap_inputs
 
@@ -63,8 +64,6 @@ OCCLUDER_SOFTEN = 0.01  # the source's occluder map is grown and blurred by this
 def source_visibility(source: SourceFace, cfg: dict) -> np.ndarray:
     """``(S, S) float32`` in [0, 1]: 1 where the source crop shows its face, 0 on its hair, hat, fringe
     (``classic.source_hair=drop``) and glasses (``classic.source_glasses=drop``), softened a little."""
-    from stages.occluders import glasses_map, hair_map
-
     size = source.crop.shape[0]
     lm = np.asarray(source.landmarks68, dtype=np.float64)
     depth = hull_distance(hull_points(lm[None]), size)[0].numpy()
@@ -558,10 +557,6 @@ def shading_transfer(
 DETAIL_SIGMAS = (0.0, 0.5, 0.8, 1.2, 1.7, 2.4, 3.4)  # px: blurs tried when matching the frame's sharpness
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114, np.float32)
-
-
 def detail_energy(gray: np.ndarray, w: np.ndarray) -> float:
     """RMS of the finest detail (``gray (H, W) float32`` in [0, 1] minus its 1 px Gaussian blur) over the
     weights ``w (H, W)``."""
@@ -572,8 +567,8 @@ def detail_energy(gray: np.ndarray, w: np.ndarray) -> float:
 def matching_blur(src: np.ndarray, dst: np.ndarray, w_src: np.ndarray, w_dst: np.ndarray) -> float:
     """Gaussian sigma (px) that brings the detail energy of ``src`` down to ``dst``'s (0 when the source is
     not sharper), interpolated between :data:`DETAIL_SIGMAS`. src, dst: ``(S, S, 3)`` RGB in [0, 1]."""
-    goal = detail_energy(_luma(dst), w_dst)
-    gray = _luma(src)
+    goal = detail_energy(luma(dst), w_dst)
+    gray = luma(src)
     energies = [detail_energy(gray if sg == 0 else _gauss(gray, sg), w_src) for sg in DETAIL_SIGMAS]
     if energies[0] <= goal:
         return 0.0
@@ -698,11 +693,11 @@ class ClassicSwapStage:
             weight, shown = masks.numpy(), visible.numpy()
             done = []
             for i in range(n):  # one face at a time: no result depends on the batch
-                luma = _luma(target_np[i])
+                gray = luma(target_np[i])
                 w_dst = skin[i] * weight[i]
-                on_skin = luma[w_dst > 0.5]
+                on_skin = gray[w_dst > 0.5]
                 if on_skin.size:  # hair and frames darker than the skin are no shading to follow
-                    w_dst = w_dst * (luma >= SHADING_DARK * float(np.median(on_skin)))
+                    w_dst = w_dst * (gray >= SHADING_DARK * float(np.median(on_skin)))
                 w_src = skin[i] * weight[i] * shown[i]
                 face = shading_transfer(warped_np[i], target_np[i], w_src, w_dst, self.shading_sigma * size)
                 if self.match_detail:  # the frame's sharpness: a sharp photo in a soft or blurred frame

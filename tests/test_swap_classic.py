@@ -395,7 +395,8 @@ def test_shading_transfer_takes_the_target_shading_and_keeps_source_detail():
 
 
 def test_matching_blur_softens_a_sharp_source_for_a_soft_frame():
-    from stages.swap_classic import _luma, blur_image, detail_energy, matching_blur
+    from stages.occluders import luma as _luma
+    from stages.swap_classic import blur_image, detail_energy, matching_blur
 
     sharp = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
     w = np.ones((64, 64), np.float32)
