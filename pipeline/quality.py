@@ -21,6 +21,7 @@ Outputs made from the shared media stay in ``OUT`` (under ``runs/``, ignored by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
@@ -191,25 +192,24 @@ COLUMNS = (  # (header, path in the evaluator's dict, format)
 )
 
 
+# Per-pair checks, in the order a miss is named: (name, path in the evaluator's dict, limit, the value must
+# stay above the limit). The mouth-open target is a median over pairs, checked in the table's last row.
+CHECKS = (
+    ("identity", ("identity", "nearer_source_share"), TARGETS["nearer_source_share"], True),
+    ("flicker", ("flicker",), TARGETS["flicker"], False),
+    ("background", ("integrity", "background_psnr_db", "worst_frame"), TARGETS["background_psnr_db"], True),
+    ("jitter", ("jitter_iod",), TARGETS["jitter_iod"], False),
+    *((key, ("artifacts", key), limit, False) for key, limit in ARTIFACT_LIMITS.items()),
+)
+
+
 def misses(result: dict) -> list[str]:
     """The per-pair targets this pair misses (None values are not misses: nothing was measured)."""
     out = []
-    share = _get(result, "identity", "nearer_source_share")
-    if share is not None and share < TARGETS["nearer_source_share"]:
-        out.append("identity")
-    flick = _get(result, "flicker")
-    if flick is not None and flick > TARGETS["flicker"]:
-        out.append("flicker")
-    bg = _get(result, "integrity", "background_psnr_db", "worst_frame")
-    if bg is not None and bg < TARGETS["background_psnr_db"]:
-        out.append("background")
-    jit = _get(result, "jitter_iod")
-    if jit is not None and jit > TARGETS["jitter_iod"]:
-        out.append("jitter")
-    for key, limit in ARTIFACT_LIMITS.items():
-        value = _get(result, "artifacts", key)
-        if value is not None and value > limit:
-            out.append(key)
+    for name, path, limit, floor in CHECKS:
+        value = _get(result, *path)
+        if value is not None and (value < limit if floor else value > limit):
+            out.append(name)
     return out
 
 
@@ -349,7 +349,7 @@ def run_grid(
 
     rescore: keep the outputs already in ``out`` and only score them again (after a change to the evaluator).
     """
-    from pipeline.ffpp import write_bytes_atomic, write_json_atomic
+    from pipeline.ffpp import write_bytes_atomic
 
     grid = load_grid(grid_path)
     wanted = [w for w in (only or "").split(",") if w]
@@ -371,14 +371,8 @@ def run_grid(
     work = [
         (p, clip_paths[p["clip"]], out, cfg, grid["clips"][p["clip"]]["upsample"], rescore) for p in pairs
     ]
-    results: list[dict] = []
-    started = time.perf_counter()
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            iterator = ex.map(_run_pair, work)
-            results = _collect(iterator, len(work), started, out, write_json_atomic)
-    else:
-        results = _collect(map(_run_pair, work), len(work), started, out, write_json_atomic)
+    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else contextlib.nullcontext() as pool:
+        results = _collect((pool.map if pool else map)(_run_pair, work), len(work), out)
     write_bytes_atomic(out / "quality.md", markdown(results, grid_path, cfg_text).encode())
     rows = [
         sheet_row(r, clip_paths[r["clip"]], grid["clips"][r["clip"]]["upsample"])
@@ -389,11 +383,15 @@ def run_grid(
     return results
 
 
-def _collect(iterator, total: int, started: float, out: Path, write_json) -> list[dict]:
+def _collect(iterator, total: int, out: Path) -> list[dict]:
+    """Each pair's result as it arrives: written to ``out/scores`` and reported in one line."""
+    from pipeline.ffpp import write_json_atomic
+
+    started = time.perf_counter()
     results = []
     for k, r in enumerate(iterator, 1):
         results.append(r)
-        write_json(out / "scores" / f"{r['pair']}.json", r)
+        write_json_atomic(out / "scores" / f"{r['pair']}.json", r)
         status = r.get("error") or ", ".join(misses(r)) or "ok"
         print(f"[{k}/{total}] {r['pair']}: {status} ({time.perf_counter() - started:.0f} s)", flush=True)
     return results
