@@ -135,7 +135,8 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
     for i in range(n):
         hair = hair_map(crops[i], lm[i], depth[i].numpy())
         if keep_glasses:
-            hair = np.maximum(hair, glasses_map(crops[i], lm[i], hair)[0])
+            frames, lenses, _ = glasses_map(crops[i], lm[i], hair)
+            hair = np.maximum(hair, np.maximum(frames, lenses))
         opened[i, 0] = torch.maximum(opened[i, 0], torch.from_numpy(hair))
     grown = F.max_pool2d(opened, k, 1, k // 2)
     soft = F.avg_pool2d(grown, k, 1, k // 2, count_include_pad=False)

@@ -6,8 +6,9 @@ Used on both sides of a swap: the classic swap leaves the source photo's glasses
 frames over the pasted face.
 
 Glasses (:func:`glasses_map`):
-Where glasses are: a rim zone around each eye (an ellipse over the eye centre, ``RIM_HALF_WIDTH`` by
-``RIM_HALF_HEIGHT`` inter-ocular distances, IOD) and the bridge between the eyes. Which pixels are frame:
+Where glasses are: a rim zone around each eye (a square-ish superellipse over the eye centre,
+``RIM_HALF_WIDTH`` by ``RIM_HALF_HEIGHT`` inter-ocular distances, IOD: big and square frames reach well
+below the eye and past its corners) and the bridge between the eyes. Which pixels are frame:
 thin or thick structures darker than their surroundings (a morphological black-hat of the luma, kernel
 ``BLACKHAT_KERNEL`` IOD) or far darker than the cheek skin; the eyes themselves (their landmark polygon
 grown by ``EYE_GROW`` IOD) and the brows are never frame. Whether there are glasses at all: the bridge
@@ -16,8 +17,10 @@ frame crosses the nose between the eyes; frown lines and shadows there run short
 must be a thin stroke below both eyes (the lower rims). Measured on the 35 shared photos: every pair of
 glasses found (spans 0.94-0.99), no false find (the largest span without glasses: 0.73, an older man's
 creases), sunglasses not found as glasses but their frames taken as hair (they reach the face outline).
-Without glasses nothing is marked, so the shadows and creases around bare eyes are never frames. Dark
-lenses: with glasses present, the eye zone is marked too where it is far darker than the skin.
+Without glasses nothing is marked, so the shadows and creases around bare eyes are never frames. Lenses:
+with glasses present, what is far darker than the skin in the rim zone is frame, except the eyes seen
+through a clear lens; a lens that hides the eyes (their upper quartile far darker than the skin) is returned
+as a separate map, since nothing of the face behind it can be recovered.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import numpy as np
 LEFT_EYE, RIGHT_EYE = np.arange(36, 42), np.arange(42, 48)
 BROWS = np.arange(17, 27)
 
-RIM_HALF_WIDTH = 0.50  # IOD: rim zone around each eye centre, horizontally
-RIM_HALF_HEIGHT = 0.36  # IOD, vertically (brows are excluded separately)
+RIM_HALF_WIDTH = 0.62  # IOD: rim zone around each eye centre, horizontally
+RIM_HALF_HEIGHT = 0.50  # IOD, vertically (brows are excluded separately)
+RIM_ZONE_POWER = 4  # the zone is a superellipse |u/w|^p + |v/h|^p <= 1: square-ish frames' corners included
 BLACKHAT_KERNEL = 0.10  # IOD: dark structures narrower than this stand out in the black-hat
 BLACKHAT_MIN = 0.06  # black-hat response (luma units of [0, 1]) that marks a frame pixel
 DARK_SHARE = 0.55  # pixels with luma below this share of the skin's are frame or lens
@@ -85,9 +89,12 @@ def _off_skin(crop: np.ndarray, lm: np.ndarray, limit: float) -> np.ndarray:
     return np.sqrt((((ycc - centre) / spread) ** 2).sum(-1)) > limit
 
 
-def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-    """Frame (and dark lens) pixels of one aligned face: ``(S, S) float32`` in [0, 1] and whether glasses
-    were found (the map is all zero when not).
+def glasses_map(
+    crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Frame pixels and dark-lens pixels of one aligned face, each ``(S, S) float32`` in {0, 1}, and whether
+    glasses were found (both maps are all zero when not). Frames never cover the eyes; a lens is marked only
+    where it is dark enough to hide them (sunglasses, tinted lenses).
 
     crop: ``(S, S, 3) uint8`` RGB. lm: ``(68, 2)`` landmarks in crop pixels. hair: ``(S, S)`` from
     :func:`hair_map`; hair is never frame (a fringe down to the brows crosses the bridge too).
@@ -98,8 +105,9 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
     gray = luma(crop.astype(np.float32) / 255.0)
     centres = np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)])
     iod = float(np.linalg.norm(centres[1] - centres[0]))
+    none = np.zeros(shape, np.float32)
     if iod < 8.0:
-        return np.zeros(shape, np.float32), False
+        return none, none, False
     k = max(3, 2 * int(round(BLACKHAT_KERNEL * iod / 2)) + 1)
     blackhat = cv2.morphologyEx(
         gray, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -120,7 +128,11 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
     ]
     zone = np.zeros(shape, bool)
     for u, v in eye_uv:
-        zone |= (u / (RIM_HALF_WIDTH * iod)) ** 2 + (v / (RIM_HALF_HEIGHT * iod)) ** 2 <= 1.0
+        zone |= (
+            np.abs(u / (RIM_HALF_WIDTH * iod)) ** RIM_ZONE_POWER
+            + np.abs(v / (RIM_HALF_HEIGHT * iod)) ** RIM_ZONE_POWER
+            <= 1.0
+        )
     eyes = _polygon(shape, lm[LEFT_EYE], EYE_GROW * iod) | _polygon(shape, lm[RIGHT_EYE], EYE_GROW * iod)
     brows = _polygon(shape, lm[BROWS[:5]], 0.03 * iod) | _polygon(shape, lm[BROWS[5:]], 0.03 * iod)
     # bridge: between the inner eye corners, from the eye line up to the brow line's lower edge
@@ -150,18 +162,24 @@ def glasses_map(crop: np.ndarray, lm: np.ndarray, hair: np.ndarray | None = None
         rows_hit = np.unique(np.round(v[strip & candidate & thin]).astype(int))
         lower += len(rows_hit) > 0
     if span < BRIDGE_MIN_SPAN or lower < 2:
-        return np.zeros(shape, np.float32), False
+        return none, none, False
     # with glasses present, frames of any colour (tortoiseshell, clear plastic edges): in the rim zone,
     # what is far from the cheek skin's colour
     frame = (candidate | _off_skin(crop, lm, FRAME_SKIN_DISTANCE)) & (zone | bridge) & ~eyes & ~brows
-    lens = (gray < LENS_DARK_SHARE * skin) & zone & ~brows
-    out = (frame | lens).astype(np.uint8)
+    # a lens counts as dark only where it hides the eye: through clear lenses the eyes (pupils, lashes) are
+    # darker than the skin too, and they are the face
+    eye_pixels = gray[eyes]
+    dark_lens = eye_pixels.size > 0 and float(np.percentile(eye_pixels, 75)) < LENS_DARK_SHARE * skin
+    lens = (gray < LENS_DARK_SHARE * skin) & zone & ~brows & (dark_lens | ~eyes)
     # connect the thin strokes and grow them a little so the frame's soft edge is included
     g = max(3, 2 * int(round(0.02 * iod)) + 1)
-    out = cv2.dilate(
-        cv2.morphologyEx(out, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)), np.ones((g, g), np.uint8)
-    )
-    return out.astype(np.float32), True
+
+    def grown(pixels: np.ndarray) -> np.ndarray:
+        closed = cv2.morphologyEx(pixels.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        return cv2.dilate(closed, np.ones((g, g), np.uint8)).astype(np.float32)
+
+    lenses = grown(lens) if dark_lens else none
+    return np.where(lenses > 0, 0.0, grown(frame | lens)).astype(np.float32), lenses, True
 
 
 # hair (and hats) reaching into the face from its outline

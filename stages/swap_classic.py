@@ -5,11 +5,13 @@ the source face is warped onto the target's landmark geometry, colour-matched to
 given a soft mask that covers the face hull (jaw line and lifted brows), eroded and feathered, with a hole
 over the target's own open mouth.
 
-Only the source's face is pasted: its hair, hat or fringe reaching into the hull and its glasses
-(:mod:`stages.occluders`; ``classic.source_hair`` / ``classic.source_glasses``) form an occluder map of the
-source crop, warped with its texture. Where the source is hidden the paste mask is taken down, so the
-target's own skin shows there (it has the target's shading and texture; inpainting the source's hidden
-skin gave a smeared, flat patch), and the colour match measures the source on its visible skin only.
+Only the source's face is pasted (:mod:`stages.occluders`; ``classic.source_hair`` /
+``classic.source_glasses``): its glasses frames are filled from the skin around them (they are thin, and
+the eyes behind clear lenses are the source's); its hair, hat or fringe reaching into the hull and dark
+lenses form an occluder map of the source crop, warped with its texture. Where the source is hidden the
+paste mask is taken down, so the target's own skin shows there (it has the target's shading and texture;
+inpainting a whole hidden forehead gave a smeared, flat patch), and the colour match measures the source on
+its visible skin only.
 
 Every result depends only on that face's own inputs: the batched steps are element-wise (their values do
 not depend on which other faces share the batch) and every reduction runs per face, so the outputs are
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
-from stages.occluders import glasses_map, hair_map, luma
+from stages.occluders import LEFT_EYE, RIGHT_EYE, glasses_map, hair_map, luma
 from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch, swap_inputs
 
@@ -59,26 +61,50 @@ class SourceFace:
 
 
 OCCLUDER_SOFTEN = 0.01  # the source's occluder map is grown and blurred by this share of the crop side
+FRAME_FILL_RADIUS = 0.06  # IOD: neighbourhood the source's frame pixels are filled from
 
 
-def source_visibility(source: SourceFace, cfg: dict) -> np.ndarray:
-    """``(S, S) float32`` in [0, 1]: 1 where the source crop shows its face, 0 on its hair, hat, fringe
-    (``classic.source_hair=drop``) and glasses (``classic.source_glasses=drop``), softened a little."""
+def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """What of the source crop is pasted: its crop with glasses frames filled and its visibility.
+
+    Returns ``(S, S, 3) uint8`` RGB and ``(S, S) float32`` in [0, 1]. With ``classic.source_glasses=drop``
+    the frames are filled from the source's own skin around them (Telea inpainting over ``FRAME_FILL_RADIUS``
+    IOD): frames are thin, so the fill keeps the source's eyes and the skin between the rims, which carry its
+    identity. The visibility is 1 where the crop shows the face and 0 on its hair, hat and fringe
+    (``classic.source_hair=drop``) and on dark lenses that hide the eyes (nothing of the face behind them is
+    left to fill from); there the target's own skin shows. Softened a little. The source's eyes and brows
+    always show, except behind dark lenses: a fringe ending at the brows or side hair beside an eye would
+    otherwise grow over them, and the target's eyes in the source's face read as the target.
+    """
     size = source.crop.shape[0]
     lm = np.asarray(source.landmarks68, dtype=np.float64)
     depth = hull_distance(hull_points(lm[None]), size)[0].numpy()
     hair = hair_map(source.crop, lm, depth)
-    covered = np.zeros((size, size), np.float32)
+    hidden = np.zeros((size, size), np.float32)  # hair and the like, never over the eyes and brows
+    lenses = np.zeros((size, size), np.float32)  # dark lenses, over the eyes
+    crop = source.crop
     if cfg["classic"]["source_hair"] == "drop":
-        covered = np.maximum(covered, hair)
+        hidden = hair
     if cfg["classic"]["source_glasses"] == "drop":
-        covered = np.maximum(covered, glasses_map(source.crop, lm, hair)[0])
+        frames, lenses, found = glasses_map(source.crop, lm, hair)
+        if found:
+            iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+            fill = ((frames > 0) & (np.maximum(hidden, lenses) < 0.5)).astype(np.uint8)
+            radius = max(3.0, FRAME_FILL_RADIUS * iod)
+            crop = cv2.inpaint(np.ascontiguousarray(source.crop), fill, radius, cv2.INPAINT_TELEA)
     # grown by sigma, then blurred: the soft edge lies around the occluder, which stays (almost) fully out
     sigma = OCCLUDER_SOFTEN * size
     k = 2 * int(math.ceil(sigma)) + 1
-    grown = cv2.dilate(covered, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    soft = cv2.GaussianBlur(grown, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    return np.clip(1.0 - soft, 0.0, 1.0).astype(np.float32)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+
+    def soft(m: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(cv2.dilate(m, disc), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+
+    features = np.zeros((size, size), np.float32)
+    for part in (LEFT_EYE, RIGHT_EYE, BROWS[:5], BROWS[5:]):
+        cv2.fillPoly(features, [np.round(lm[part]).astype(np.int32)], 1.0)
+    covered = np.maximum(soft(hidden) * (1.0 - np.minimum(soft(features), 1.0)), soft(lenses))
+    return crop, np.clip(1.0 - covered, 0.0, 1.0).astype(np.float32)
 
 
 def make_source_face(
@@ -646,12 +672,13 @@ class ClassicSwapStage:
         self._detail = TrackMemory()  # sharpness-matching blur (px) per track
         self.src_points = control_points(source.landmarks68, self.size)
         self.triangles = triangulate(self.src_points)
+        filled, visible = source_layers(source, cfg)
         if cfg["classic"].get("keep_inner_mouth", True):
-            src = torch.from_numpy(close_source_mouth(source.crop, source.landmarks68)).permute(2, 0, 1)
+            src = torch.from_numpy(close_source_mouth(filled, source.landmarks68)).permute(2, 0, 1)
         else:
-            src = tensor_of(source.crop).permute(2, 0, 1).float().div(255.0)
+            src = tensor_of(filled).permute(2, 0, 1).float().div(255.0)
         self.src_tensor = src[None].contiguous()
-        self.src_visible = torch.from_numpy(source_visibility(source, cfg))[None, None]  # (1, 1, S, S)
+        self.src_visible = torch.from_numpy(visible)[None, None]  # (1, 1, S, S)
 
     def swap(
         self,

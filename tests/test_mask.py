@@ -229,7 +229,7 @@ def test_target_glasses_stay_when_asked(cfg):
 
     face = prepare_source(FACES / "sundar_pichai_a.jpg", cfg)
     lm = face.landmarks68[None].astype(np.float64)
-    frames, found = glasses_map(face.crop, face.landmarks68)
+    frames, _, found = glasses_map(face.crop, face.landmarks68)
     assert found
     keep = copy.deepcopy(cfg)
     keep["mask"]["target_glasses"] = "keep"

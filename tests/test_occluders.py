@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.run import prepare_source
 from stages.occluders import glasses_map, hair_map
-from stages.swap_classic import hull_distance, hull_points, source_visibility
+from stages.swap_classic import hull_distance, hull_points, source_layers
 from tests.conftest import FACES
 
 WITH_GLASSES = ["john_lennon_a.jpg", "sundar_pichai_a.jpg", "eric_clapton_a.jpg", "eric_clapton_b.jpg"]
@@ -39,7 +39,8 @@ def _maps(face):
     lm = np.asarray(face.landmarks68, np.float64)
     depth = hull_distance(hull_points(lm[None]), face.crop.shape[0])[0].numpy()
     hair = hair_map(face.crop, lm, depth)
-    glasses, found = glasses_map(face.crop, lm, hair)
+    glasses, lenses, found = glasses_map(face.crop, lm, hair)
+    assert not lenses.any()  # clear lenses: the eyes behind them are the face
     return depth, hair, glasses, found
 
 
@@ -79,23 +80,53 @@ def test_fringe_is_hair_and_bare_forehead_is_not(faces):
         assert hair[_forehead(faces[name], depth)].mean() < 0.1, name
 
 
-def test_source_visibility_drops_and_keeps(faces, cfg):
+def _eyes(face) -> np.ndarray:
+    """``(S, S) bool``: both eye polygons of an aligned face."""
+    import cv2
+
+    out = np.zeros(face.crop.shape[:2], np.uint8)
+    for eye in (slice(36, 42), slice(42, 48)):
+        cv2.fillPoly(out, [np.round(face.landmarks68[eye]).astype(np.int32)], 1)
+    return out.astype(bool)
+
+
+@pytest.mark.parametrize("name", WITH_GLASSES)
+def test_frames_never_cover_the_eyes(faces, name):
+    """Through clear lenses the eyes are the source's face: no frame pixel on them."""
+    face = faces[name]
+    _, _, glasses, _ = _maps(face)
+    assert glasses[_eyes(face)].mean() < 0.05
+
+
+def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     import copy
 
     face = faces["john_lennon_a.jpg"]  # glasses and hair over the forehead
-    drop = source_visibility(face, cfg)
+    filled, drop = source_layers(face, cfg)
     _, hair, glasses, _ = _maps(face)
     assert drop.shape == face.crop.shape[:2] and drop.dtype == np.float32
-    assert drop[glasses > 0].mean() < 0.2 and drop[hair > 0].mean() < 0.2
+    assert filled.shape == face.crop.shape and filled.dtype == np.uint8
+    assert drop[hair > 0].mean() < 0.2
+    # the frames are filled from the skin around them and stay visible; the eyes are untouched
+    frames_only = (glasses > 0) & (hair == 0)
+    assert drop[frames_only].mean() > 0.8
+    changed = np.abs(filled.astype(int) - face.crop.astype(int)).max(-1) > 0
+    assert changed[frames_only].mean() > 0.9 and not changed[glasses == 0].any()
+    assert np.array_equal(filled[_eyes(face)], face.crop[_eyes(face)])
+    # the filled frame pixels are nearer the skin around them than the frames were: luma up toward the cheeks
+    cheek = face.crop[int(face.landmarks68[29, 1]) : int(face.landmarks68[33, 1]), 90:160].reshape(-1, 3)
+    skin = np.median(cheek, 0)
+    before = np.abs(face.crop[frames_only].astype(float) - skin).sum(-1).mean()
+    after = np.abs(filled[frames_only].astype(float) - skin).sum(-1).mean()
+    assert after < 0.7 * before
     keep_cfg = copy.deepcopy(cfg)
     keep_cfg["classic"]["source_glasses"] = "keep"
-    keep = source_visibility(face, keep_cfg)
-    frames_only = (glasses > 0) & (hair == 0)
-    assert keep[frames_only].mean() > drop[frames_only].mean() + 0.5
+    kept, _ = source_layers(face, keep_cfg)
+    assert np.array_equal(kept, face.crop)
     keep_cfg["classic"]["source_hair"] = "keep"
-    assert source_visibility(face, keep_cfg).min() == 1.0
-    # a bare face is all visible inside the hull's inner part
+    assert source_layers(face, keep_cfg)[1].min() == 1.0
+    # a bare face is all visible inside the hull's inner part, and nothing is filled
     bare = faces["obama_a.jpg"]
-    vis = source_visibility(bare, cfg)
+    crop, vis = source_layers(bare, cfg)
     d = hull_distance(hull_points(np.asarray(bare.landmarks68, np.float64)[None]), 256)[0].numpy()
-    assert vis[d > 10].mean() > 0.97
+    assert vis[d > 10].mean() > 0.97 and np.array_equal(crop, bare.crop)
