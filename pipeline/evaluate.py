@@ -438,18 +438,34 @@ def descriptor(image: np.ndarray, face: DlibFace) -> np.ndarray:
     return np.asarray(recogniser.compute_face_descriptor(image, face.shape), dtype=np.float64)
 
 
-def _source_face(path: str | Path, upsample: int) -> tuple[np.ndarray, DlibFace]:
-    """The source photo ``(H, W, 3) uint8`` RGB and its largest HOG face; InputError when there is none."""
+def _source_face(path: str | Path, upsample: int) -> tuple[np.ndarray, DlibFace, str]:
+    """The source photo ``(H, W, 3) uint8`` RGB, its largest face and what found it.
+
+    dlib's HOG detector first (the box its shape predictor was trained on). HOG misses small, turned or
+    sunglassed faces that the swap itself found (MTCNN); then the largest MTCNN box is given to the shape
+    predictor and the descriptor instead, and ``"mtcnn"`` says so in the result. InputError when neither
+    finds a face.
+    """
+    import dlib
+
+    from pipeline.config import load_config
     from pipeline.run import load_image
+    from stages.detect import DetectStage
 
     image = load_image(path)
     faces = detect_faces(image, upsample)
-    if not faces:
+    if faces:
+        return image, faces[0], "hog"
+    boxes = DetectStage(load_config()).detect_image(image)
+    if not boxes:
         raise InputError(
-            f"{path}: dlib's HOG detector finds no face: "
+            f"{path}: neither dlib's HOG detector nor MTCNN finds a face: "
             "use a frontal photo where the face is at least 80 px wide"
         )
-    return image, faces[0]
+    x1, y1, x2, y2 = (int(round(v)) for v in max(boxes, key=lambda f: f.area).box)
+    rect = dlib.rectangle(x1, y1, x2 - 1, y2 - 1)
+    _, predictor, _ = dlib_models()
+    return image, DlibFace(rect, predictor(image, rect)), "mtcnn"
 
 
 class FaceScorer:
@@ -486,8 +502,8 @@ class FaceScorer:
         return self.identity.distance(a, b)
 
     def source_embedding(self, path: str | Path, upsample: int = 1) -> np.ndarray:
-        """Embedding of the largest HOG face of a photo; InputError when HOG finds none."""
-        image, face = _source_face(path, upsample)
+        """Embedding of the largest face of a photo (:func:`_source_face`); InputError when none is found."""
+        image, face, _ = _source_face(path, upsample)
         return self.embedding(image, face)
 
     def pose_angles(
@@ -619,7 +635,8 @@ def evaluate(
         )
     if scorer is None:
         scorer = FaceScorer.from_config(cfg)
-    src = scorer.source_embedding(source)
+    src_image, src_face, src_detector = _source_face(source, 1)
+    src = scorer.embedding(src_image, src_face)
     width, height = info_orig.width, info_orig.height
     tb_orig, tb_out = _time_base(original), _time_base(output)
     batch_size = int(cfg.get("batch_size", 16))
@@ -764,6 +781,7 @@ def evaluate(
             "distance_to_original": _stats(d_orig),
             "nearer_source_share": float(np.mean(nearer)) if nearer else None,
             "faces": len(nearer),
+            "source_detector": src_detector,
         },
         "pose_error_deg": {
             **pose_means,

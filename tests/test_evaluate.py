@@ -282,3 +282,21 @@ def test_opening_errors_follow_mouth_and_eyes():
     opened[65:68, 1] += 2.0  # the lower inner lip 2 px lower
     mouth, eyes = opening_errors(opened, lm)
     assert mouth == pytest.approx(2.0 / inter_ocular(lm)) and eyes == 0.0
+
+
+def test_source_face_falls_back_to_mtcnn_and_says_so():
+    """A sunglassed 3/4 photo that HOG misses (the swap found it with MTCNN) is still scored, and the result
+    names the detector; a frontal photo keeps HOG's box."""
+    from pipeline.evaluate import _source_face
+
+    _, face, how = _source_face(SOURCE, 1)
+    assert how == "hog"
+    image, face, how = _source_face(DATA / "faces" / "prnet_man_sunglasses_a.jpg", 1)
+    assert how == "mtcnn"
+    x1, y1, x2, y2 = face.box
+    m = 0.25 * (x2 - x1)  # the predictor places the jaw of a turned face a little past the box
+    inside = (face.landmarks[:, 0] >= x1 - m) & (face.landmarks[:, 0] <= x2 + m)
+    inside &= (face.landmarks[:, 1] >= y1 - m) & (face.landmarks[:, 1] <= y2 + m)
+    assert inside.all() and image.shape[2] == 3
+    eyes_y = face.landmarks[36:48, 1].mean()
+    assert eyes_y < face.landmarks[48:68, 1].mean()  # eyes above the mouth: a face, not noise
