@@ -230,8 +230,13 @@ ARTIFACT_BROW_LIFT = 0.5
 ARTIFACT_SKIN_DISTANCE = 4.0
 ARTIFACT_LUMA_TOLERANCE = 2.0
 ARTIFACT_DARK = 0.55
-SEAM_CHANGED = 8.0  # grey levels: |output - original| (blurred) above this is the pasted area
-SEAM_SIGMA = 1.5  # px: blur before the gradient (noise and compression are not a seam)
+# seam: the colour step at the face's border. Bands along the same outline (signed distance, IOD, positive
+# inside): the change (output - original, CIE Lab) just inside SEAM_INNER against the change at the border
+# SEAM_BORDER, compared per direction from the face centre (SEAM_BINS sectors)
+SEAM_INNER = (0.10, 0.30)
+SEAM_BORDER = (-0.08, 0.02)
+SEAM_BINS = 36
+SEAM_MIN_PIXELS = 5  # per band and sector
 
 
 def _nonskin(
@@ -281,9 +286,12 @@ def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.
       source's beard belongs to its face);
     - ``occluder_covered_share``: share of the face area that is not skin in the original (its fringe,
       glasses, a hand) but skin in the output (painted over);
-    - ``seam``: along the edge of the changed area (|output - original| blurred > ``SEAM_CHANGED``) within
-      the face area grown by 0.3 IOD, the 90th percentile of the gradient of the blurred difference, grey
-      levels per px (a feathered paste changes slowly, a seam in one step).
+    - ``seam``: the colour step at the face's border (jaw line and lifted brows), CIE76 delta E: in each of
+      ``SEAM_BINS`` directions from the face centre, how much more the output changed the colour just
+      inside the border (``SEAM_INNER``) than at the border itself (``SEAM_BORDER``), the median over
+      directions. A pasted face whose tone does not meet the frame's (a pale face on darker skin, a grey
+      face on warm light) has a step there; a face that takes the frame's tone at its edge has none,
+      however different its features. Features are left out (as for the shares).
     None when the face is too small or its cheeks cannot be sampled.
     """
     lm = np.asarray(landmarks68, dtype=np.float64)
@@ -299,7 +307,8 @@ def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.
     shape = a.shape[:2]
     up = p[27] - p[8]
     up = up / max(np.linalg.norm(up), 1e-6)
-    outline = np.concatenate([p[0:17], p[17:27] + ARTIFACT_BROW_LIFT * iod * up])
+    # jaw left to right, then the lifted brows right to left: one simple closed polygon
+    outline = np.concatenate([p[0:17], p[26:16:-1] + ARTIFACT_BROW_LIFT * iod * up])
     area = _region(shape, outline)
     exempt = (
         _region(shape, p[36:42], 0.12 * iod)
@@ -317,20 +326,49 @@ def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.
     n = int(scored.sum())
     if ns_a is None or ns_b is None or n == 0:
         return None
-    diff = cv2.GaussianBlur(b.astype(np.float32) - a.astype(np.float32), (0, 0), SEAM_SIGMA)
-    mag = np.sqrt((diff**2).mean(-1))
-    changed = (mag > SEAM_CHANGED).astype(np.uint8)
-    kernel = np.ones((3, 3), np.uint8)
-    ring = (cv2.dilate(changed, kernel) - cv2.erode(changed, kernel)) > 0
-    ring &= _region(shape, outline, 0.3 * iod) & ~exempt
-    gy, gx = np.gradient(diff, axis=(0, 1))
-    grad = np.sqrt((gx**2 + gy**2).sum(-1) / 3.0)
-    seam = float(np.percentile(grad[ring], 90)) if ring.sum() >= 20 else 0.0
     return {
         "foreign_share": float((scored & ~ns_a & ns_b).sum() / n),
         "occluder_covered_share": float((scored & ns_a & ~ns_b).sum() / n),
-        "seam": seam,
+        "seam": border_step(a, b, p, outline, exempt, iod),
     }
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB → ``(H, W, 3) float32`` CIE Lab (L in [0, 100], a and b about 0)."""
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2LAB).astype(np.float32)
+    return lab * np.float32([100.0 / 255.0, 1.0, 1.0]) - np.float32([0.0, 128.0, 128.0])
+
+
+def border_step(
+    original: np.ndarray,
+    output: np.ndarray,
+    p: np.ndarray,
+    outline: np.ndarray,
+    exempt: np.ndarray,
+    iod: float,
+) -> float | None:
+    """The ``seam`` of :func:`artifact_measures`: median over directions of the delta E between the output's
+    colour change just inside the face's border and at it. Images ``(H, W, 3) uint8`` RGB, landmarks ``p``
+    and the ``outline`` polygon in their pixels, ``exempt`` ``(H, W) bool`` features; None when too few
+    directions can be sampled (a face too small for bands a tenth of an eye distance wide)."""
+    shape = original.shape[:2]
+    change = _lab(output) - _lab(original)
+    inside = np.zeros(shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(outline).astype(np.int32)], 1)
+    depth = cv2.distanceTransform(inside, cv2.DIST_L2, 5) - cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
+    depth /= iod
+    inner = (depth >= SEAM_INNER[0]) & (depth <= SEAM_INNER[1]) & ~exempt
+    border = (depth >= SEAM_BORDER[0]) & (depth <= SEAM_BORDER[1]) & ~exempt
+    centre = p[[27, 30, 33, 8]].mean(0)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    angle = np.arctan2(yy - centre[1], xx - centre[0])
+    sector = ((angle + np.pi) / (2 * np.pi) * SEAM_BINS).astype(int) % SEAM_BINS
+    steps = []
+    for k in range(SEAM_BINS):
+        mi, mb = inner & (sector == k), border & (sector == k)
+        if mi.sum() >= SEAM_MIN_PIXELS and mb.sum() >= SEAM_MIN_PIXELS:
+            steps.append(float(np.linalg.norm(change[mi].mean(0) - change[mb].mean(0))))
+    return float(np.median(steps)) if len(steps) >= SEAM_BINS // 3 else None
 
 
 def flow_jitter(
@@ -793,8 +831,9 @@ def evaluate(
         "mouth_open_error_iod": _stats(mouth_err),
         "artifacts": {
             **{
-                key: (float(np.median([x[key] for x in artifacts])) if artifacts else None)
+                key: (float(np.median(values)) if values else None)
                 for key in ("foreign_share", "occluder_covered_share", "seam")
+                for values in ([x[key] for x in artifacts if x[key] is not None],)
             },
             "frames": len(artifacts),
         },

@@ -245,7 +245,6 @@ def test_artifacts_see_a_pasted_fringe_and_not_a_soft_tone_change(still):
     fringe[band] = (70, 52, 40)  # brown hair with a hard lower edge, as the classic swap pasted it
     bad = artifact_measures(frame, fringe, lm)
     assert bad["foreign_share"] > ARTIFACT_LIMITS["foreign_share"]
-    assert bad["seam"] > ARTIFACT_LIMITS["seam"]
     # a soft change of skin tone over the whole face (a well-blended paste) is neither foreign nor a seam
     ys, xs = np.mgrid[0 : frame.shape[0], 0 : frame.shape[1]]
     centre = lm[30]
@@ -255,6 +254,36 @@ def test_artifacts_see_a_pasted_fringe_and_not_a_soft_tone_change(still):
     assert good["foreign_share"] < ARTIFACT_LIMITS["foreign_share"]
     assert good["occluder_covered_share"] < ARTIFACT_LIMITS["occluder_covered_share"]
     assert good["seam"] < ARTIFACT_LIMITS["seam"]
+
+
+def test_seam_is_a_colour_step_at_the_face_border(still):
+    """A face pasted in another tone, hard-edged or feathered, that meets the frame's tone only past the jaw
+    and forehead is a seam; the same tone change carried over the border (the face and the skin around it
+    relit alike) is not, and neither are new features inside the face."""
+    from pipeline.evaluate import artifact_measures, inter_ocular
+    from pipeline.quality import ARTIFACT_LIMITS
+
+    frame, lm = still
+    iod = inter_ocular(lm)
+    up = (lm[27] - lm[8]) / np.linalg.norm(lm[27] - lm[8])
+    outline = np.concatenate([lm[0:17], lm[26:16:-1] + 0.5 * iod * up])
+    face = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(face, [np.round(outline).astype(np.int32)], 1)
+    depth = cv2.distanceTransform(face, cv2.DIST_L2, 5) - cv2.distanceTransform(1 - face, cv2.DIST_L2, 5)
+    depth /= iod  # IOD from the border, positive inside
+    paler = np.clip(frame * 0.8 + np.array([40.0, 40.0, 45.0]), 0, 255)  # a paler, greyer face
+    # the tone change fades in from where (IOD from the border) over how much: hard, feathered inside, relit
+    for start, fade, is_seam in ((0.0, 0.0, True), (0.0, 0.1, True), (-0.4, 0.3, False)):
+        weight = np.clip((depth - start) / fade, 0, 1) if fade else (depth > start).astype(np.float64)
+        out = (frame * (1 - weight[..., None]) + paler * weight[..., None]).astype(np.uint8)
+        seam = artifact_measures(frame, out, lm)["seam"]
+        assert (seam > ARTIFACT_LIMITS["seam"]) == is_seam, (start, fade, seam)
+    # features drawn inside the face (dark strokes: a source's brows, creases) are no seam
+    lined = frame.copy()
+    for k in range(4):
+        y = int(lm[29, 1] + (k - 1.5) * 0.25 * iod)
+        cv2.line(lined, (int(lm[2, 0] + 0.4 * iod), y), (int(lm[14, 0] - 0.4 * iod), y), (40, 30, 30), 2)
+    assert artifact_measures(frame, lined, lm)["seam"] < ARTIFACT_LIMITS["seam"]
 
 
 def test_artifacts_see_an_occluder_painted_over(still):

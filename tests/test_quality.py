@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.quality import DEFAULT_GRID, LABEL_W, TILE, load_grid, main, misses
+from pipeline.quality import DEFAULT_GRID, LABEL_W, REPO, TILE, load_grid, main, misses, pair_name
 from stages.errors import InputError
 from tests.conftest import DATA
 
@@ -93,3 +93,20 @@ def test_shipped_grid_covers_every_clip_and_the_hard_photos():
     per_photo = Counter(p["photo"] for p in grid["pairs"])
     assert sum(1 for n in per_photo.values() if n >= 3) >= 12
     assert 36 <= len(grid["pairs"]) <= 48
+
+
+def test_artifact_labels_name_grid_pairs_and_known_runs():
+    """The by-eye labels the artifact limits were calibrated on: every entry names a run listed at the top,
+    a pair of the shipped grid and only 'bad' or 'ok' labels, and each measure has labels of both kinds."""
+    labels = yaml.safe_load((REPO / "tests" / "artifact_labels.yaml").read_text())
+    grid = load_grid(DEFAULT_GRID)
+    pairs = {pair_name(p) for p in grid["pairs"]}
+    seen: dict[str, set] = {"foreign": set(), "seam": set()}
+    for entry in labels["labels"]:
+        assert entry["run"] in labels["runs"], entry
+        assert entry["pair"] in pairs, entry
+        for key in ("foreign", "seam"):
+            if key in entry:
+                assert entry[key] in ("bad", "ok"), entry
+                seen[key].add(entry[key])
+    assert all(kinds == {"bad", "ok"} for kinds in seen.values())
