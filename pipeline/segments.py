@@ -65,11 +65,13 @@ def run_in_frames(cfg: dict) -> int:
     """Frames before a segment's start that bring every stateful stage to the unsegmented run's state there.
 
     The look-back of the smoothing window and drop-out bridge, and for the exponential filters along each
-    track (``classic.color_smoothing`` a, ``mask.release`` r) the frames k after which a**k ≤ ``SETTLED``:
-    where the two runs started from different states, the states then agree to below float32 precision.
+    track (``classic.color_smoothing`` and ``classic.shape_smoothing`` a, ``mask.release`` r) the frames k
+    after which a**k ≤ ``SETTLED``: where the two runs started from different states, the states then agree
+    to below float32 precision.
     """
     frames = [look_ahead_frames(cfg) + 1]
-    for factor in (cfg["classic"]["color_smoothing"], cfg["mask"]["release"]):
+    classic = cfg["classic"]
+    for factor in (classic["color_smoothing"], classic["shape_smoothing"], cfg["mask"]["release"]):
         if 0 < float(factor) < 1:
             frames.append(math.ceil(math.log(SETTLED) / math.log(float(factor))))
     return max(frames)

@@ -1,9 +1,10 @@
-"""Classic face swap: piecewise-affine landmark warp of one source face, Lab colour match, soft paste mask.
+"""Classic face swap: piecewise-affine landmark warp of one source face, colour match, soft paste mask.
 
 No learned weights. For every selected face of a batch (aligned crop + 68 landmarks set by the align stage)
-the source face is warped onto the target's landmark geometry, colour-matched to the target in CIE Lab, and
-given a soft mask that covers the face hull (jaw line and lifted brows), eroded and feathered, with a hole
-over the target's own open mouth.
+the source face is warped onto the target's landmark geometry (with the source's nose, eye and brow shape,
+smoothed along the track), colour-matched to the target's skin in CIE Lab, given the target's shading and
+sharpness, and given a soft mask that covers the face hull (jaw
+line and lifted brows), eroded and feathered, with a hole over the target's own open mouth.
 
 Only the source's face is pasted (:mod:`stages.occluders`; ``classic.source_hair`` /
 ``classic.source_glasses``): its glasses frames are filled from the skin around them (they are thin, and
@@ -322,6 +323,22 @@ def source_shape_landmarks(target: np.ndarray, source: np.ndarray, strength: flo
             rel = p[idx] - cp
             out[f, idx] = centre + np.outer(rel @ axis * scale, axis) + np.outer(rel @ normal, normal)
     return out
+
+
+def smooth_shape(target: np.ndarray, shaped: np.ndarray, smooth) -> np.ndarray:
+    """``shaped`` ``(68, 2)`` with its offsets from ``target`` ``(68, 2)`` passed through ``smooth``.
+
+    The offsets are taken in the face's own frame (along and across the eye axis, in eye distances), so a
+    face that moves, turns in the image plane or changes size keeps them; ``smooth`` maps ``(68, 2)`` offsets
+    to ``(68, 2)`` offsets (a filter along the track). Returns float64 crop pixels.
+    """
+    p = np.asarray(target, dtype=np.float64)
+    axis = p[RIGHT_EYE].mean(0) - p[LEFT_EYE].mean(0)
+    iod = max(float(np.linalg.norm(axis)), 1e-6)
+    axis = axis / iod
+    frame = np.array([axis, [-axis[1], axis[0]]])  # rows: along the eyes, across them
+    offsets = (np.asarray(shaped, dtype=np.float64) - p) @ frame.T / iod
+    return p + (np.asarray(smooth(offsets), dtype=np.float64) * iod) @ frame
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -667,9 +684,13 @@ class ClassicSwapStage:
         self.color_smoothing = float(cfg["classic"]["color_smoothing"])
         if not 0.0 <= self.color_smoothing < 1.0:
             raise ValueError(f"classic.color_smoothing must be in [0, 1), got {self.color_smoothing}")
+        self.shape_smoothing = float(cfg["classic"]["shape_smoothing"])
+        if not 0.0 <= self.shape_smoothing < 1.0:
+            raise ValueError(f"classic.shape_smoothing must be in [0, 1), got {self.shape_smoothing}")
         self.scene = SceneCuts(cfg)
         self._colour = TrackMemory()  # Lab (mean, std) of the target per track
         self._detail = TrackMemory()  # sharpness-matching blur (px) per track
+        self._shape = TrackMemory()  # the source's shape offsets in the face's own frame, per track
         self.src_points = control_points(source.landmarks68, self.size)
         self.triangles = triangulate(self.src_points)
         filled, visible = source_layers(source, cfg)
@@ -686,12 +707,15 @@ class ClassicSwapStage:
         landmarks: np.ndarray,
         target_stats: list | None = None,
         blur_filters: list | None = None,
+        shape_filters: list | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Swap a stack of aligned target crops.
 
         crops: ``(F, S, S, 3) uint8`` RGB. landmarks: ``(F, 68, 2)`` in crop pixels. target_stats: per
         face None or a callable ``mask -> (mean, std)`` giving the Lab statistics to match (see __call__).
         blur_filters: per face a callable ``sigma -> sigma`` smoothing the sharpness match along its track.
+        shape_filters: per face a callable smoothing the source's shape offsets along its track
+        (:func:`smooth_shape`).
         Returns swapped ``(F, S, S, 3) uint8`` RGB and masks ``(F, S, S) float32`` in [0, 1].
         """
         n, size = len(crops), self.size
@@ -700,6 +724,8 @@ class ClassicSwapStage:
         lm = np.asarray(landmarks, dtype=np.float64)
         lm = np.where(np.isfinite(lm), lm, size / 2.0)
         shaped = source_shape_landmarks(lm, self.source.landmarks68, self.shape_transfer)
+        if shape_filters is not None:
+            shaped = np.stack([smooth_shape(lm[i], shaped[i], shape_filters[i]) for i in range(n)])
         grid = piecewise_affine_grid(self.src_points, control_points(shaped, size), self.triangles, size)
         warped = sample_pixels(torch.cat([self.src_tensor, self.src_visible], 1), grid)  # RGB + visibility
         warped, visible = warped[:, :3], warped[:, 3]
@@ -749,18 +775,35 @@ class ClassicSwapStage:
             self._smoothed_stats(batch.video_id, f, frame_of[id(f)], cut_at, c) for f, c in zip(todo, crops)
         ]
         blurs = [self._smoothed_blur(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
+        shapes = [self._smoothed_shape(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
         swapped, masks = self.swap(
             crops,
             lm,
             stats if self.color_smoothing > 0 else None,
             blurs if self.color_smoothing > 0 else None,
+            shapes if self.shape_smoothing > 0 and self.shape_transfer > 0 else None,
         )
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw
             face.mask = m
         self._colour.forget_before(batch.video_id, int(batch.indices[0]))
         self._detail.forget_before(batch.video_id, int(batch.indices[0]))
+        self._shape.forget_before(batch.video_id, int(batch.indices[0]))
         return batch
+
+    def _smoothed_shape(self, video_id: str, face, frame: int, cut_at: set[int]):
+        """A callable ``offsets -> offsets`` (``(68, 2)`` in the face's own frame): exponentially smoothed
+        along the track by ``classic.shape_smoothing``, restarting at a cut or a gap, so the per-frame fit of
+        the source's shape (on landmarks that wobble) does not make the pasted eyes and nose wobble."""
+
+        def smooth(now: np.ndarray) -> np.ndarray:
+            prev = self._shape.previous(video_id, face.track_id, frame, frame in cut_at)
+            if prev is not None:
+                now = self.shape_smoothing * prev + (1 - self.shape_smoothing) * now
+            self._shape.store(video_id, face.track_id, frame, now)
+            return now
+
+        return smooth
 
     def _smoothed_blur(self, video_id: str, face, frame: int, cut_at: set[int]):
         """A callable ``sigma -> sigma``: the sharpness-matching blur, smoothed along the track like the
@@ -796,4 +839,5 @@ class ClassicSwapStage:
     def flush(self) -> list[FrameBatch]:
         self._colour.clear()
         self._detail.clear()
+        self._shape.clear()
         return []

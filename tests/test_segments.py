@@ -28,8 +28,14 @@ def test_run_in_lets_the_track_filters_settle():
     a, r = cfg["classic"]["color_smoothing"], cfg["mask"]["release"]
     k = run_in_frames(cfg)
     assert a**k <= 2.0**-30 < a ** (k - 1) and r**k <= 2.0**-30
+    assert cfg["classic"]["shape_smoothing"] ** k <= 2.0**-30
+    slow_shape = load_config(None, ["classic.shape_smoothing=0.9"])
+    assert run_in_frames(slow_shape) > k and 0.9 ** run_in_frames(slow_shape) <= 2.0**-30
     assert look_ahead_frames(cfg) == cfg["smooth"]["window"] // 2 + cfg["smooth"]["max_gap"]
-    still = load_config(None, ["classic.color_smoothing=0", "mask.release=0", "smooth.enabled=false"])
+    still = load_config(
+        None,
+        ["classic.color_smoothing=0", "classic.shape_smoothing=0", "mask.release=0", "smooth.enabled=false"],
+    )
     assert look_ahead_frames(still) == 0 and run_in_frames(still) == 1
 
 

@@ -417,3 +417,36 @@ def test_low_resolution_source_is_reported():
     assert low_resolution_note("big.jpg", crop * 1.2, crop) is None
     note = low_resolution_note("small.jpg", crop * 0.3, crop)
     assert "small.jpg" in note and "\n" not in note
+
+
+def test_shape_offsets_are_taken_in_the_face_frame_and_smoothed(cfg, source, targets):
+    """smooth_shape hands the filter the source's shape offsets in the face's own frame (eye axis, eye
+    distances): the same face moved, turned in the image plane and scaled gives the same offsets, an
+    identity filter gives the shape back; along a track the stage moves them 1 - a of the way per frame."""
+    from stages.swap_classic import smooth_shape, source_shape_landmarks
+
+    lm = targets["crop_lm"][0].astype(np.float64)
+    shaped = source_shape_landmarks(lm[None], source.landmarks68, 1.0)[0]
+    seen = []
+
+    def record(offsets: np.ndarray) -> np.ndarray:
+        seen.append(offsets.copy())
+        return offsets
+
+    assert np.allclose(smooth_shape(lm, shaped, record), shaped, atol=1e-9)
+    t = np.deg2rad(20.0)
+    rot = 1.3 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    moved = smooth_shape(lm @ rot.T + [7.0, -5.0], shaped @ rot.T + [7.0, -5.0], record)
+    assert np.allclose(seen[0], seen[1], atol=1e-9)
+    assert np.allclose(moved, shaped @ rot.T + [7.0, -5.0], atol=1e-9)
+    # the stage: the same target in two frames of one track, the second with its eyes pushed apart (as a
+    # wobbling fit would): the pasted shape follows only 1 - a of the change
+    stage = ClassicSwapStage(cfg, source)
+    a = cfg["classic"]["shape_smoothing"]
+    face = FaceRecord(box=np.zeros(4), score=1.0, points5=np.zeros((5, 2)), track_id=3)
+    first = stage._smoothed_shape("v", face, 0, set())
+    second = stage._smoothed_shape("v", face, 1, set())
+    base = np.zeros((68, 2))
+    first(base)
+    jump = np.full((68, 2), 0.1)
+    assert np.allclose(second(jump), (1 - a) * jump)
