@@ -3,8 +3,8 @@
 No learned weights. For every selected face of a batch (aligned crop + 68 landmarks set by the align stage)
 the source face is warped onto the target's landmark geometry (with the source's nose, eye and brow shape,
 smoothed along the track), colour-matched to the target's skin in CIE Lab, given the target's shading and
-sharpness, and given a soft mask that covers the face hull (jaw
-line and lifted brows), eroded and feathered, with a hole over the target's own open mouth.
+sharpness, and given a soft mask that covers the face hull (jaw line and lifted brows), eroded and
+feathered, with a hole over the target's own open mouth.
 
 Only the source's face is pasted (:mod:`stages.occluders`; ``classic.source_hair`` /
 ``classic.source_glasses``): its glasses frames are filled from the skin around them (they are thin, and
