@@ -796,10 +796,16 @@ class ClassicSwapStage:
         along the track by ``classic.shape_smoothing``, restarting at a cut or a gap, so the per-frame fit of
         the source's shape (on landmarks that wobble) does not make the pasted eyes and nose wobble."""
 
+        a = np.float32(self.shape_smoothing)
+
         def smooth(now: np.ndarray) -> np.ndarray:
+            # float32, as the colour statistics: a segment's run-in brings its state to the unsegmented run's
+            # bit for bit (a difference decayed below float32 resolution rounds away; in float64 it would
+            # linger and move a pixel's rounding now and then)
+            now = np.asarray(now, dtype=np.float32)
             prev = self._shape.previous(video_id, face.track_id, frame, frame in cut_at)
             if prev is not None:
-                now = self.shape_smoothing * prev + (1 - self.shape_smoothing) * now
+                now = a * prev + (np.float32(1) - a) * now
             self._shape.store(video_id, face.track_id, frame, now)
             return now
 
