@@ -799,15 +799,16 @@ class ClassicSwapStage:
         a = np.float32(self.shape_smoothing)
 
         def smooth(now: np.ndarray) -> np.ndarray:
-            # float32, as the colour statistics: a segment's run-in brings its state to the unsegmented run's
-            # bit for bit (a difference decayed below float32 resolution rounds away; in float64 it would
-            # linger and move a pixel's rounding now and then)
-            now = np.asarray(now, dtype=np.float32)
+            # the state in float32, as the colour statistics: a segment's run-in brings it to the unsegmented
+            # run's bit for bit (a difference decayed below float32 resolution rounds away; in float64 it
+            # lingers and moves a pixel's rounding now and then). A face with nothing to smooth against (a
+            # track's first frame, an untracked face) keeps its own offsets exactly, as swap() gives them.
             prev = self._shape.previous(video_id, face.track_id, frame, frame in cut_at)
+            state = np.asarray(now, dtype=np.float32)
             if prev is not None:
-                now = a * prev + (np.float32(1) - a) * now
-            self._shape.store(video_id, face.track_id, frame, now)
-            return now
+                state = a * prev + (np.float32(1) - a) * state
+            self._shape.store(video_id, face.track_id, frame, state)
+            return now if prev is None else state
 
         return smooth
 
