@@ -831,9 +831,8 @@ def evaluate(
         "mouth_open_error_iod": _stats(mouth_err),
         "artifacts": {
             **{
-                key: (float(np.median(values)) if values else None)
+                key: _stats([x[key] for x in artifacts if x[key] is not None])["median"]
                 for key in ("foreign_share", "occluder_covered_share", "seam")
-                for values in ([x[key] for x in artifacts if x[key] is not None],)
             },
             "frames": len(artifacts),
         },

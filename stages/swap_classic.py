@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
-from stages.occluders import LEFT_EYE, RIGHT_EYE, glasses_map, hair_map, luma
+from stages.occluders import LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map, luma
 from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch, swap_inputs
 
@@ -101,9 +101,11 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     def soft(m: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(cv2.dilate(m, disc), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
 
-    features = np.zeros((size, size), np.float32)
+    shape = (size, size)
+    features = np.zeros(shape, bool)
     for part in (LEFT_EYE, RIGHT_EYE, BROWS[:5], BROWS[5:]):
-        cv2.fillPoly(features, [np.round(lm[part]).astype(np.int32)], 1.0)
+        features |= _polygon(shape, lm[part])
+    features = features.astype(np.float32)
     covered = np.maximum(soft(hidden) * (1.0 - np.minimum(soft(features), 1.0)), soft(lenses))
     return crop, np.clip(1.0 - covered, 0.0, 1.0).astype(np.float32)
 
@@ -794,34 +796,34 @@ class ClassicSwapStage:
     def _smoothed_shape(self, video_id: str, face, frame: int, cut_at: set[int]):
         """A callable ``offsets -> offsets`` (``(68, 2)`` in the face's own frame): exponentially smoothed
         along the track by ``classic.shape_smoothing``, restarting at a cut or a gap, so the per-frame fit of
-        the source's shape (on landmarks that wobble) does not make the pasted eyes and nose wobble."""
-
-        a = np.float32(self.shape_smoothing)
-
-        def smooth(now: np.ndarray) -> np.ndarray:
-            # the state in float32, as the colour statistics: a segment's run-in brings it to the unsegmented
-            # run's bit for bit (a difference decayed below float32 resolution rounds away; in float64 it
-            # lingers and moves a pixel's rounding now and then). A face with nothing to smooth against (a
-            # track's first frame, an untracked face) keeps its own offsets exactly, as swap() gives them.
-            prev = self._shape.previous(video_id, face.track_id, frame, frame in cut_at)
-            state = np.asarray(now, dtype=np.float32)
-            if prev is not None:
-                state = a * prev + (np.float32(1) - a) * state
-            self._shape.store(video_id, face.track_id, frame, state)
-            return now if prev is None else state
-
-        return smooth
+        the source's shape (on landmarks that wobble) does not make the pasted eyes and nose wobble. The state
+        is float32, as the colour statistics: a segment's run-in brings it to the unsegmented run's bit for
+        bit (a difference decayed below float32 resolution rounds away; in float64 it lingers and moves a
+        pixel's rounding now and then)."""
+        return self._along_track(
+            self._shape, np.float32(self.shape_smoothing), video_id, face, frame, cut_at, np.float32
+        )
 
     def _smoothed_blur(self, video_id: str, face, frame: int, cut_at: set[int]):
         """A callable ``sigma -> sigma``: the sharpness-matching blur, smoothed along the track like the
         colour statistics (``classic.color_smoothing``), so the face does not pulse between sharp and soft."""
+        return self._along_track(self._detail, self.color_smoothing, video_id, face, frame, cut_at)
 
-        def smooth(now: float) -> float:
-            prev = self._detail.previous(video_id, face.track_id, frame, frame in cut_at)
+    @staticmethod
+    def _along_track(
+        memory: TrackMemory, factor, video_id: str, face, frame: int, cut_at: set[int], dtype=None
+    ):
+        """A callable ``value -> value``: ``factor * previous + (1 - factor) * value`` along the face's track
+        in ``memory`` (the state kept as ``dtype`` when given). A face with nothing to smooth against (a
+        track's first frame, after a cut or a gap, an untracked face) keeps its own value exactly."""
+
+        def smooth(now):
+            prev = memory.previous(video_id, face.track_id, frame, frame in cut_at)
+            state = now if dtype is None else np.asarray(now, dtype=dtype)
             if prev is not None:
-                now = self.color_smoothing * prev + (1 - self.color_smoothing) * now
-            self._detail.store(video_id, face.track_id, frame, now)
-            return now
+                state = factor * prev + (1 - factor) * state
+            memory.store(video_id, face.track_id, frame, state)
+            return now if prev is None else state
 
         return smooth
 

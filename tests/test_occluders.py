@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.run import prepare_source
-from stages.occluders import glasses_map, hair_map
+from stages.occluders import LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map
 from stages.swap_classic import hull_distance, hull_points, source_layers
 from tests.conftest import FACES
 
@@ -82,12 +82,8 @@ def test_fringe_is_hair_and_bare_forehead_is_not(faces):
 
 def _eyes(face) -> np.ndarray:
     """``(S, S) bool``: both eye polygons of an aligned face."""
-    import cv2
-
-    out = np.zeros(face.crop.shape[:2], np.uint8)
-    for eye in (slice(36, 42), slice(42, 48)):
-        cv2.fillPoly(out, [np.round(face.landmarks68[eye]).astype(np.int32)], 1)
-    return out.astype(bool)
+    shape = face.crop.shape[:2]
+    return _polygon(shape, face.landmarks68[LEFT_EYE]) | _polygon(shape, face.landmarks68[RIGHT_EYE])
 
 
 @pytest.mark.parametrize("name", WITH_GLASSES)
