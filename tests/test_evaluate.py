@@ -22,6 +22,7 @@ from pipeline.evaluate import (
     detect_faces,
     evaluate,
     expression_error,
+    flow_jitter,
     head_pose,
     main,
     matrix_from_euler,
@@ -329,3 +330,41 @@ def test_source_face_falls_back_to_mtcnn_and_says_so():
     assert inside.all() and image.shape[2] == 3
     eyes_y = face.landmarks[36:48, 1].mean()
     assert eyes_y < face.landmarks[48:68, 1].mean()  # eyes above the mouth: a face, not noise
+
+
+def _moving_texture(offset: tuple[float, float], size: int = 320) -> np.ndarray:
+    """``(size, size) float32`` window of a fixed smooth random texture, moved by ``offset`` px (x, y)."""
+    rng = np.random.default_rng(7)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (2 * size, 2 * size)).astype(np.float32), (0, 0), 2.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    x, y = int(size / 2 + offset[0]), int(size / 2 + offset[1])
+    return texture[y : y + size, x : x + size]
+
+
+@pytest.mark.parametrize("extra_px", [0.0, 3.0])
+def test_flow_jitter_under_fast_motion(extra_px):
+    """A scene moving 10 px a frame (0.17 IOD, liveportrait_d12's speed); the output's face square has
+    another texture (contrast, sharpening, offset) that moves with the scene, and on the second frame
+    moves ``extra_px`` further. Jitter reads the extra motion (0 or 3 px = 0.05 IOD), not the texture.
+    Farneback, used before, read the 3 px as 0.104 IOD here."""
+    motion = (10, -6)
+    rng = np.random.default_rng(1)
+    landmarks = np.column_stack([rng.uniform(120, 200, 68), rng.uniform(120, 200, 68)])
+    landmarks[36:42], landmarks[42:48] = (130, 150), (190, 150)  # eye distance 60 px
+    weight = np.zeros((320, 320), np.float32)
+    weight[90:230, 90:230] = 1
+    weight = cv2.GaussianBlur(weight, (0, 0), 4)
+
+    def retextured(g: np.ndarray) -> np.ndarray:
+        return 0.8 * (2 * g - cv2.GaussianBlur(g, (0, 0), 2)) + 25
+
+    def rgb(g: np.ndarray) -> np.ndarray:
+        return np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+    prev, cur = _moving_texture((0, 0)), _moving_texture(motion)
+    moved = _moving_texture((motion[0] + extra_px, motion[1]))
+    prev_out = weight * retextured(prev) + (1 - weight) * prev
+    cur_out = weight * retextured(moved) + (1 - weight) * cur
+    box = np.array([100, 100, 220, 220], float)
+    jitter = flow_jitter((rgb(prev), rgb(prev_out)), (rgb(cur), rgb(cur_out)), box, landmarks).mean()
+    assert jitter == pytest.approx(extra_px / 60, abs=0.006)
