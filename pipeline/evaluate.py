@@ -92,7 +92,7 @@ LEFT_EYE = slice(36, 42)
 RIGHT_EYE = slice(42, 48)
 
 # Dense optical flow for jitter: OpenCV's DIS (dense inverse search), medium preset. Farneback (used before)
-# failed on fast motion: on liveportrait_d12 (0.125 IOD of motion a frame) its flow at the nose and eyes
+# failed on fast motion: on liveportrait_d12 (0.17 IOD of motion a frame) its flow at the nose and eyes
 # differed by 0.049 IOD from both DIS and forward-backward-checked Lucas-Kanade (which agree within 0.003),
 # and warping by it matched the image worse (mean patch error 4.2 grey levels against 1.7 and 2.0). It then
 # read 0.014 IOD of jitter on a face whose texture alone was changed (true jitter 0; DIS 0.002) and
@@ -377,7 +377,7 @@ def border_step(
 
 
 def _dense_flow():
-    """A fresh OpenCV DIS optical flow object (preset ``FLOW_PRESET``): no state carried between pairs."""
+    """An OpenCV DIS optical flow object (preset ``FLOW_PRESET``); each ``calc`` starts from zero flow."""
     return cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{FLOW_PRESET}"))
 
 
@@ -403,10 +403,11 @@ def flow_jitter(
     cols = np.clip(np.rint(pts[:, 0]).astype(int), 0, c2 - c1 - 1)
     rows = np.clip(np.rint(pts[:, 1]).astype(int), 0, r2 - r1 - 1)
     flows = []
+    dense_flow = _dense_flow()
     for k in (0, 1):  # original, output
         cur = cv2.cvtColor(np.ascontiguousarray(current[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
         prev = cv2.cvtColor(np.ascontiguousarray(previous[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
-        flow = _dense_flow().calc(cur, prev, None)
+        flow = dense_flow.calc(cur, prev, None)
         flows.append(flow[rows, cols].astype(np.float64))
     iod = max(inter_ocular(landmarks68), 1e-6)
     return np.linalg.norm(flows[1] - flows[0], axis=1) / iod
