@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -71,6 +72,7 @@ class VideoWriter:
         self._video.options = {"crf": str(enc["crf"]), "preset": str(enc["preset"])}
         self._pix_fmt = pix_fmt
         self._audio = AudioCopy(info, self._container) if audio else None
+        keep_start_times(self._container)
 
     def write(self, batch: FrameBatch) -> None:
         """Encode a batch: ``frames (N, H, W, 3) uint8`` RGB with their input pts."""
@@ -117,6 +119,29 @@ def _open_tagged(tmp: Path, output: Path, version: str):
     )
     container.metadata.update(synthetic_tag(version))
     return container
+
+
+MAX_MOVIE_TIMESCALE = 2**31 - 1  # the MP4 movie header's timescale is 32 bits
+
+
+def keep_start_times(container) -> None:
+    """MP4/MOV ``container`` (streams added, nothing written yet): write its edit lists in a movie
+    timescale that every stream's time base divides, so each stream's start reads back exactly.
+
+    The muxer's default timescale, 1000, rounds the empty edit before a stream's first sample to the
+    millisecond: a cut whose first frame is at 0.8342 s came back at 0.8340 s and its copied audio 31
+    samples early, so neither the timestamps nor the audio packets were the input's any more. When the
+    least common multiple does not fit in 32 bits, the finest time base (rounding below one of its ticks).
+    Other containers are left alone (Matroska stores times per block)."""
+    if container.format.name not in ("mp4", "mov"):
+        return
+    dens = [s.time_base.denominator for s in container.streams if s.time_base is not None]
+    if not dens:
+        return
+    scale = math.lcm(*dens)
+    if scale > MAX_MOVIE_TIMESCALE:
+        scale = max(dens)
+    container.options["movie_timescale"] = str(scale)  # read when the header is written (first packet)
 
 
 def _close_quietly(*things) -> None:
@@ -196,6 +221,7 @@ def join_segments(parts: list[Path], info: VideoInfo, output: str | Path, versio
         video.time_base = template.time_base
         expected = _stream_key(template)  # the parts share the codec, its headers and the time base
         audio = AudioCopy(info, container)
+        keep_start_times(container)
         last_dts: int | None = None
         for k, part in enumerate(parts):
             src = first if k == 0 else av.open(str(part))

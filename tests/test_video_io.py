@@ -10,19 +10,8 @@ import numpy as np
 import pytest
 
 from stages.decode import InputError, probe, read_batches
-from stages.encode import SYNTHETIC_KEY, VideoWriter, temporary_path
-
-
-def audio_packets(path: Path) -> list[tuple[int, int, bytes]]:
-    with av.open(str(path)) as c:
-        s = c.streams.audio[0]
-        return [(p.pts, p.dts, bytes(p)) for p in c.demux(s) if p.dts is not None]
-
-
-def video_times(path: Path) -> list[float]:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        return [float(f.pts * s.time_base) for f in c.decode(s)]
+from stages.encode import SYNTHETIC_KEY, VideoWriter, keep_start_times, temporary_path
+from tests.media_checks import audio_packets, video_times
 
 
 def transcode(src: Path, dst: Path, cfg: dict, batch_size: int = 16) -> int:
@@ -52,6 +41,40 @@ def test_transcode_keeps_frames_timestamps_audio_and_tags(name, data_dir, base_c
         assert "swapstream" in c.metadata.get(SYNTHETIC_KEY, "")
         assert "synthetic" in c.metadata.get("comment", "")
     assert not temporary_path(out).exists()
+
+
+def _remux_starting_at(src: Path, dst: Path, video_start: int, audio_start: int, seconds: float) -> None:
+    """``src``'s first ``seconds`` copied packet for packet into MP4 ``dst`` with its video moved to start at
+    ``video_start`` ticks and its audio at ``audio_start`` ticks: starts off the millisecond grid, as a
+    cut from the middle of a video has them."""
+    with av.open(str(src)) as i, av.open(str(dst), "w", format="mp4") as o:
+        vi, ai = i.streams.video[0], i.streams.audio[0]
+        streams = {vi.index: o.add_stream_from_template(vi), ai.index: o.add_stream_from_template(ai)}
+        streams[vi.index].time_base = vi.time_base
+        keep_start_times(o)
+        shift = {vi.index: video_start - vi.start_time, ai.index: audio_start - ai.start_time}
+        for p in i.demux(vi, ai):
+            if p.dts is None or float(p.dts * p.time_base) > seconds:
+                continue
+            d = shift[p.stream.index]
+            p.pts, p.dts = p.pts + d, p.dts + d
+            p.stream = streams[p.stream.index]
+            o.mux(p)
+
+
+def test_transcode_keeps_start_times_off_the_millisecond_grid(data_dir, base_cfg, tmp_path):
+    # the quality grid's 3 s cut of hamilton starts its video at 10000/11988 s and its audio at
+    # 35840/44100 s; MP4's default movie timescale (1000) wrote them back 0.17 ms and 31 samples early
+    src = tmp_path / "cut.mp4"
+    _remux_starting_at(data_dir / "videos" / "hamilton_short_clip.mp4", src, 10000, 35840, 1.5)
+    with av.open(str(src)) as c:
+        assert (c.streams.video[0].start_time, c.streams.audio[0].start_time) == (10000, 35840)
+    out = tmp_path / "out.mp4"
+    assert transcode(src, out, base_cfg) == len(video_times(src))
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].start_time, c.streams.audio[0].start_time) == (10000, 35840)
+    assert video_times(out) == video_times(src)
+    assert audio_packets(out) == audio_packets(src)
 
 
 def test_batches_are_consecutive_and_bounded(data_dir):
