@@ -63,12 +63,18 @@ class SourceFace:
 
 OCCLUDER_SOFTEN = 0.01  # the source's occluder map is grown and blurred by this share of the crop side
 FRAME_FILL_RADIUS = 0.06  # IOD: neighbourhood the source's frame pixels are filled from
+FRAME_ZONE_GROW = 0.04  # IOD: the filled frames grown by this (their edges the fill missed) take the whole
+# colour shift
 
 
-def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """What of the source crop is pasted: its crop with glasses frames filled and its visibility.
+def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What of the source crop is pasted: its crop with glasses frames filled, its visibility, and where
+    the frames were.
 
-    Returns ``(S, S, 3) uint8`` RGB and ``(S, S) float32`` in [0, 1]. With ``classic.source_glasses=drop``
+    Returns ``(S, S, 3) uint8`` RGB and two ``(S, S) float32`` maps in [0, 1]: visibility, and the filled
+    frames grown by ``FRAME_ZONE_GROW`` IOD and softened (what the fill left of them takes the whole colour
+    shift, see :func:`lab_transfer`; never over the eyes and brows; all zero without glasses or with
+    ``keep``). With ``classic.source_glasses=drop``
     the frames are filled from the source's own skin around them (Telea inpainting over ``FRAME_FILL_RADIUS``
     IOD): frames are thin, so the fill keeps the source's eyes and the skin between the rims, which carry its
     identity. The visibility is 1 where the crop shows the face and 0 on its hair, hat and fringe
@@ -84,6 +90,7 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     hidden = np.zeros((size, size), np.float32)  # hair and the like, never over the eyes and brows
     lenses = np.zeros((size, size), np.float32)  # dark lenses, over the eyes
     crop = source.crop
+    zone = np.zeros((size, size), np.float32)
     if cfg["classic"]["source_hair"] == "drop":
         hidden = hair
     if cfg["classic"]["source_glasses"] == "drop":
@@ -93,6 +100,8 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
             fill = ((frames > 0) & (np.maximum(hidden, lenses) < 0.5)).astype(np.uint8)
             radius = max(3.0, FRAME_FILL_RADIUS * iod)
             crop = cv2.inpaint(np.ascontiguousarray(source.crop), fill, radius, cv2.INPAINT_TELEA)
+            k = 2 * int(round(FRAME_ZONE_GROW * iod)) + 1
+            zone = cv2.dilate(fill, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(np.float32)
     # grown by sigma, then blurred: the soft edge lies around the occluder, which stays (almost) fully out
     sigma = OCCLUDER_SOFTEN * size
     k = 2 * int(math.ceil(sigma)) + 1
@@ -107,7 +116,8 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
         features |= _polygon(shape, lm[part])
     features = features.astype(np.float32)
     covered = np.maximum(soft(hidden) * (1.0 - np.minimum(soft(features), 1.0)), soft(lenses))
-    return crop, np.clip(1.0 - covered, 0.0, 1.0).astype(np.float32)
+    zone = np.clip(soft(zone) * (1.0 - np.minimum(soft(features), 1.0)), 0.0, 1.0).astype(np.float32)
+    return crop, np.clip(1.0 - covered, 0.0, 1.0).astype(np.float32), zone
 
 
 def make_source_face(
@@ -501,13 +511,23 @@ def lab_transfer(
     stride: int = 4,
     target_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     src_weight: torch.Tensor | None = None,
+    full_shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer).
+    """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer),
+    with the a/b shift taken in proportion to each pixel's lightness against the skin's (all of it at the
+    skin's lightness and above).
 
     src, dst: ``(3, H, W) float32`` RGB in [0, 1]. weight: ``(H, W)`` >= 0. The statistics use every
     ``stride``-th pixel. target_stats: use these ``(mean, std)`` instead of ``dst``'s own (temporally
     smoothed ones). src_weight: weights of ``src``'s statistics (its visible skin) when not ``weight``.
+    full_shift: ``(H, W)`` in [0, 1], where the whole a/b shift applies whatever the lightness (what is
+    left of the source's glasses frames: they are not face, and would keep their colour against the skin).
     Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never depend on the batch.
+
+    Why scaled by lightness: a change of light moves a and b less in the dark (a colour cast scales the
+    light, and a and b with it). With the whole shift everywhere, what is darker than the skin took the
+    complement of the source light's colour: brown eyes and lips came out blue from a source under warm
+    light onto a target under neutral light.
     """
     s_stats = lab_stats(src, weight if src_weight is None else src_weight, stride)
     d_stats = target_stats if target_stats is not None else lab_stats(dst, weight, stride)
@@ -516,7 +536,12 @@ def lab_transfer(
     (mu_s, sd_s), (mu_d, sd_d) = s_stats, d_stats
     ratio = (sd_d / sd_s.clamp(min=1e-3)).clamp(*STD_RATIO)
     lab = kornia.color.rgb_to_lab(src[None])[0]
-    out = (lab - mu_s[:, None, None]) * ratio[:, None, None] + mu_d[:, None, None]
+    lightness = (lab[:1] - mu_s[0]) * ratio[0] + mu_d[0]
+    share = (lab[:1] / mu_s[0].clamp(min=1e-3)).clamp(0.0, 1.0)
+    if full_shift is not None:
+        share = torch.maximum(share, full_shift[None])
+    shift = (mu_d[1:] - mu_s[1:] * ratio[1:])[:, None, None]
+    out = torch.cat([lightness, lab[1:] * ratio[1:, None, None] + shift * share])
     return kornia.color.lab_to_rgb(out[None])[0].clamp(0.0, 1.0)
 
 
@@ -695,13 +720,14 @@ class ClassicSwapStage:
         self._shape = TrackMemory()  # the source's shape offsets in the face's own frame, per track
         self.src_points = control_points(source.landmarks68, self.size)
         self.triangles = triangulate(self.src_points)
-        filled, visible = source_layers(source, cfg)
+        filled, visible, frame_zone = source_layers(source, cfg)
         if cfg["classic"].get("keep_inner_mouth", True):
             src = torch.from_numpy(close_source_mouth(filled, source.landmarks68)).permute(2, 0, 1)
         else:
             src = tensor_of(filled).permute(2, 0, 1).float().div(255.0)
         self.src_tensor = src[None].contiguous()
         self.src_visible = torch.from_numpy(visible)[None, None]  # (1, 1, S, S)
+        self.src_frame_zone = torch.from_numpy(frame_zone)[None, None]  # (1, 1, S, S)
 
     def swap(
         self,
@@ -729,8 +755,9 @@ class ClassicSwapStage:
         if shape_filters is not None:
             shaped = np.stack([smooth_shape(lm[i], shaped[i], shape_filters[i]) for i in range(n)])
         grid = piecewise_affine_grid(self.src_points, control_points(shaped, size), self.triangles, size)
-        warped = sample_pixels(torch.cat([self.src_tensor, self.src_visible], 1), grid)  # RGB + visibility
-        warped, visible = warped[:, :3], warped[:, 3]
+        layers = torch.cat([self.src_tensor, self.src_visible, self.src_frame_zone], 1)
+        warped = sample_pixels(layers, grid)  # RGB, visibility, frame zone
+        warped, visible, frame_zone = warped[:, :3], warped[:, 3], warped[:, 4]
         masks = face_masks(lm, self.cfg)  # the target's silhouette and its own inner mouth (never moved)
         if self.color == "lab":
             target = tensor_of(crops).permute(0, 3, 1, 2).float().div(255.0)
@@ -738,8 +765,8 @@ class ClassicSwapStage:
             out = []
             for i in range(n):
                 ts = None if stats[i] is None else stats[i](masks[i])
-                sw = masks[i] * visible[i]
-                out.append(lab_transfer(warped[i], target[i], masks[i], target_stats=ts, src_weight=sw))
+                kw = {"target_stats": ts, "src_weight": masks[i] * visible[i], "full_shift": frame_zone[i]}
+                out.append(lab_transfer(warped[i], target[i], masks[i], **kw))
             warped = torch.stack(out)
         if self.color == "lab" and self.shading_sigma > 0:
             skin = skin_weights(shaped, size)

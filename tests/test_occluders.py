@@ -98,7 +98,7 @@ def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     import copy
 
     face = faces["john_lennon_a.jpg"]  # glasses and hair over the forehead
-    filled, drop = source_layers(face, cfg)
+    filled, drop, zone = source_layers(face, cfg)
     _, hair, glasses, _ = _maps(face)
     assert drop.shape == face.crop.shape[:2] and drop.dtype == np.float32
     assert filled.shape == face.crop.shape and filled.dtype == np.uint8
@@ -115,14 +115,18 @@ def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     before = np.abs(face.crop[frames_only].astype(float) - skin).sum(-1).mean()
     after = np.abs(filled[frames_only].astype(float) - skin).sum(-1).mean()
     assert after < 0.7 * before
+    # the frame zone covers the frames (less where they cross the brows) and not the eyes behind them (eyes
+    # and brows take the lightness-scaled colour shift)
+    assert zone.dtype == np.float32 and zone[frames_only].mean() > 0.8
+    assert zone[_eyes(face)].mean() < 0.1
     keep_cfg = copy.deepcopy(cfg)
     keep_cfg["classic"]["source_glasses"] = "keep"
-    kept, _ = source_layers(face, keep_cfg)
-    assert np.array_equal(kept, face.crop)
+    kept, _, kept_zone = source_layers(face, keep_cfg)
+    assert np.array_equal(kept, face.crop) and kept_zone.max() == 0.0
     keep_cfg["classic"]["source_hair"] = "keep"
     assert source_layers(face, keep_cfg)[1].min() == 1.0
     # a bare face is all visible inside the hull's inner part, and nothing is filled
     bare = faces["obama_a.jpg"]
-    crop, vis = source_layers(bare, cfg)
+    crop, vis, bare_zone = source_layers(bare, cfg)
     d = hull_distance(hull_points(np.asarray(bare.landmarks68, np.float64)[None]), 256)[0].numpy()
-    assert vis[d > 10].mean() > 0.97 and np.array_equal(crop, bare.crop)
+    assert vis[d > 10].mean() > 0.97 and np.array_equal(crop, bare.crop) and bare_zone.max() == 0.0

@@ -450,3 +450,36 @@ def test_shape_offsets_are_taken_in_the_face_frame_and_smoothed(cfg, source, tar
     first(base)
     jump = np.full((68, 2), 0.1)
     assert np.allclose(second(jump), (1 - a) * jump)
+
+
+@pytest.mark.parametrize("light", [(1.2, 0.9, 0.5), (0.8, 0.9, 1.2)])  # warm (orange), cool (blue) light
+def test_colour_transfer_keeps_dark_grey_grey(light):
+    """A source photo under coloured light onto a target under neutral light: its skin takes the target's
+    tone, and its dark grey parts (eyes, lashes, stubble) stay near grey instead of taking the whole shift
+    and turning the complement of the light (blue under orange light, orange under blue: a shift of a and b
+    by the skin's gave 7 and 17 units). In the frame zone (``full_shift``) the whole shift applies. The
+    same skin and the same dark grey under two lights."""
+    size = 32
+    skin, dark = torch.tensor([0.75, 0.62, 0.55]), torch.tensor([0.12, 0.12, 0.12])
+
+    def image(light: torch.Tensor) -> torch.Tensor:
+        img = (skin * light)[:, None, None].repeat(1, size, size)
+        img[:, :8, :8] = (dark * light)[:, None, None]
+        return img
+
+    src, dst = image(torch.tensor(light)), image(torch.ones(3))
+    w = torch.ones(size, size)
+    w[:8, :8] = 0.0  # the colour statistics are taken on the skin only
+    out = kornia.color.rgb_to_lab(lab_transfer(src, dst, w)[None])[0]
+    target = kornia.color.rgb_to_lab(dst[None])[0]
+    assert (out[1:, 16:, 16:].mean((1, 2)) - target[1:, 16, 16]).abs().max() < 1.0  # skin: the target's tone
+    grey_ab = out[1:, :8, :8].mean((1, 2))
+    assert grey_ab.abs().max() < 3.5, f"dark grey became {grey_ab.tolist()} in a/b"
+    zone = torch.zeros(size, size)
+    zone[:8, :8] = 1.0
+    zoned = lab_transfer(src, dst, w, full_shift=zone)
+    everywhere = lab_transfer(src, dst, w, full_shift=torch.ones(size, size))  # the plain Reinhard shift
+    assert torch.allclose(zoned[:, :8, :8], everywhere[:, :8, :8], atol=1e-6)
+    assert torch.equal(zoned[:, 8:, 8:], lab_transfer(src, dst, w)[:, 8:, 8:])
+    zone_ab = kornia.color.rgb_to_lab(zoned[None])[0][1:, :8, :8].mean((1, 2))
+    assert (zone_ab - grey_ab).abs().max() > 5.0  # the dark grey there took the whole shift
