@@ -833,8 +833,12 @@ class ClassicSwapStage:
 
     def _smoothed_blur(self, video_id: str, face, frame: int, cut_at: set[int]):
         """A callable ``sigma -> sigma``: the sharpness-matching blur, smoothed along the track like the
-        colour statistics (``classic.color_smoothing``), so the face does not pulse between sharp and soft."""
-        return self._along_track(self._detail, self.color_smoothing, video_id, face, frame, cut_at)
+        colour statistics (``classic.color_smoothing``), so the face does not pulse between sharp and soft.
+        The state is float32 for the reason given in :meth:`_smoothed_shape` (a Python float's state differed
+        by an ulp after a segment's run-in and moved one frame's pixels)."""
+        return self._along_track(
+            self._detail, np.float32(self.color_smoothing), video_id, face, frame, cut_at, np.float32
+        )
 
     @staticmethod
     def _along_track(
