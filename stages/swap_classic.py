@@ -654,6 +654,29 @@ def blur_image(rgb: np.ndarray, sigma: float) -> np.ndarray:
     return rgb if sigma <= 0.05 else _gauss(rgb, sigma)
 
 
+def head_turn(points5: np.ndarray) -> float:
+    """How far a face is turned, from its ``(5, 2)`` points (eyes image-left and image-right, nose tip, mouth
+    corners; any unit): the nose tip's distance from the eyes' midpoint along the line through the eyes, in
+    eye distances. 0 frontal, about ``0.4 tan(yaw)`` turned (the nose tip stands about 0.8 eye distances in
+    front of the eyes), past 0.5 when the nose passes the far eye. Rotation and scale do not change it.
+    """
+    p = np.asarray(points5, dtype=np.float64)
+    axis = p[1] - p[0]
+    span = float(axis @ axis)
+    if span < 1e-12:
+        return float("inf")  # both eyes on one point: a profile
+    return abs(float((p[2] - 0.5 * (p[0] + p[1])) @ axis) / span)
+
+
+def turn_weight(points5: np.ndarray, fade: tuple[float, float]) -> float:
+    """Share of the swap pasted on a face turned by :func:`head_turn`: 1 up to ``fade[0]``, 0 from
+    ``fade[1]``, a smoothstep between (the 5 points are smoothed along the track, so a turning head fades
+    over frames instead of popping)."""
+    x = (head_turn(points5) - fade[0]) / (fade[1] - fade[0])
+    x = min(max(x, 0.0), 1.0)
+    return 1.0 - x * x * (3.0 - 2.0 * x)
+
+
 def close_source_mouth(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """Paint an open source mouth shut: its inner-lip area (grown a little) takes a darkened lip tone.
 
@@ -688,7 +711,9 @@ class ClassicSwapStage:
     """Swap every selected face of a batch with one source face (no learned weights).
 
     Sets ``face.swapped`` ``(S, S, 3) uint8`` RGB and ``face.mask`` ``(S, S) float32`` in [0, 1] on every
-    selected face that has ``crop`` and ``landmarks68``; other faces are left as they are.
+    selected face that has ``crop`` and ``landmarks68``; other faces are left as they are. The mask fades out
+    on faces turned further than ``classic.turn_fade`` (:func:`turn_weight`): a frontal photo warped onto a
+    3/4 view put the eyes on the cheek (hamilton's turned faces), so such a face keeps its own.
     """
 
     def __init__(self, cfg: dict, source: SourceFace) -> None:
@@ -714,6 +739,13 @@ class ClassicSwapStage:
         self.shape_smoothing = float(cfg["classic"]["shape_smoothing"])
         if not 0.0 <= self.shape_smoothing < 1.0:
             raise ValueError(f"classic.shape_smoothing must be in [0, 1), got {self.shape_smoothing}")
+        fade = cfg["classic"]["turn_fade"]
+        pair = isinstance(fade, (list, tuple)) and len(fade) == 2
+        if not (pair and 0.0 <= float(fade[0]) < float(fade[1])):
+            from stages.errors import ConfigError
+
+            raise ConfigError(f"classic.turn_fade must be two numbers 0 <= a < b, got {fade!r}")
+        self.turn_fade = (float(fade[0]), float(fade[1]))
         self.scene = SceneCuts(cfg)
         self._colour = TrackMemory()  # Lab (mean, std) of the target per track
         self._detail = TrackMemory()  # sharpness-matching blur (px) per track
@@ -814,7 +846,7 @@ class ClassicSwapStage:
         )
         for face, sw, m in zip(todo, swapped, masks):
             face.swapped = sw
-            face.mask = m
+            face.mask = m * np.float32(turn_weight(face.points5, self.turn_fade))
         self._colour.forget_before(batch.video_id, int(batch.indices[0]))
         self._detail.forget_before(batch.video_id, int(batch.indices[0]))
         self._shape.forget_before(batch.video_id, int(batch.indices[0]))

@@ -25,12 +25,14 @@ from stages.swap_classic import (
     SourceFace,
     control_points,
     face_masks,
+    head_turn,
     hull_points,
     lab_transfer,
     make_source_face,
     piecewise_affine_grid,
     sample_pixels,
     triangulate,
+    turn_weight,
 )
 from stages.types import FaceRecord, FrameBatch
 
@@ -483,3 +485,55 @@ def test_colour_transfer_keeps_dark_grey_grey(light):
     assert torch.equal(zoned[:, 8:, 8:], lab_transfer(src, dst, w)[:, 8:, 8:])
     zone_ab = kornia.color.rgb_to_lab(zoned[None])[0][1:, :8, :8].mean((1, 2))
     assert (zone_ab - grey_ab).abs().max() > 5.0  # the dark grey there took the whole shift
+
+
+def _turned_points5(turn: float, angle: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0)) -> np.ndarray:
+    """Five points of a face whose nose tip is ``turn`` eye distances off the eyes' midpoint, rotated by
+    ``angle`` radians, scaled and shifted."""
+    p = np.array([[0.0, 0.0], [1.0, 0.0], [0.5 + turn, 0.6], [0.15, 1.0], [0.85, 1.0]])
+    c, s_ = np.cos(angle), np.sin(angle)
+    return (p @ np.array([[c, s_], [-s_, c]]) * scale + shift).astype(np.float32)
+
+
+def test_head_turn_and_its_fade():
+    assert head_turn(_turned_points5(0.0)) == pytest.approx(0.0, abs=1e-7)
+    for turn in (0.2, -0.4, 0.9):  # either side; the nose past the far eye
+        for angle, scale, shift in ((0.0, 1.0, (0, 0)), (0.7, 80.0, (300, 40)), (-2.5, 12.0, (5, 9))):
+            assert head_turn(_turned_points5(turn, angle, scale, shift)) == pytest.approx(abs(turn), abs=1e-5)
+    fade = (0.35, 0.45)
+    assert turn_weight(_turned_points5(0.3), fade) == 1.0
+    assert turn_weight(_turned_points5(0.4), fade) == pytest.approx(0.5)
+    assert turn_weight(_turned_points5(0.46), fade) == 0.0
+    assert 0.5 < turn_weight(_turned_points5(0.38), fade) < 1.0
+    eyes_on_one_point = _turned_points5(0.0)
+    eyes_on_one_point[1] = eyes_on_one_point[0]
+    assert turn_weight(eyes_on_one_point, fade) == 0.0
+
+
+def test_turned_faces_keep_their_own_face(cfg, source, targets):
+    """The same target crop under three five-point sets: frontal (the whole paste), half-way through the
+    fade (half of it), turned past it (nothing pasted, the frame keeps its face)."""
+    stage = ClassicSwapStage(cfg, source)
+    turns = (0.0, 0.4, 0.6)
+    faces = []
+    for turn in turns:
+        rec = FaceRecord(
+            box=np.zeros(4, np.float32),
+            score=1.0,
+            points5=_turned_points5(turn, 0.3, 60.0),
+            landmarks68=targets["lm"][0],
+            affine=targets["affine"][0],
+            crop=targets["crops"][0],
+        )
+        faces.append([rec])
+    n = len(turns)
+    frames = np.repeat(targets["frames"][:1], n, axis=0)
+    stage(FrameBatch("v", np.arange(n), np.arange(n), frames, faces))
+    whole = faces[0][0].mask
+    assert whole.max() == 1.0
+    assert np.allclose(faces[1][0].mask, 0.5 * whole, atol=1e-6)
+    assert faces[2][0].mask.max() == 0.0
+    bad = yaml.safe_load(yaml.safe_dump(cfg))
+    bad["classic"]["turn_fade"] = [0.45, 0.35]
+    with pytest.raises(ValueError, match="classic.turn_fade"):
+        ClassicSwapStage(bad, source)
