@@ -62,9 +62,23 @@ class SourceFace:
 
 
 OCCLUDER_SOFTEN = 0.01  # the source's occluder map is grown and blurred by this share of the crop side
+BROW_COVER_PROBE = (0.05, 0.3)  # IOD above a brow's points: a strip that a fringe covering the brow fills
+BROW_COVER_SHARE = 0.65  # ... at least this share (35 shared photos: covered 0.67-1.0, the others <= 0.63)
+BROW_COVER_GROW = 0.08  # IOD: a covered brow's points (on the fringe's edge) go with the fringe, grown so
 FRAME_FILL_RADIUS = 0.06  # IOD: neighbourhood the source's frame pixels are filled from
-FRAME_ZONE_GROW = 0.04  # IOD: the filled frames grown by this (their edges the fill missed) take the whole
-# colour shift
+FRAME_ZONE_GROW = 0.04  # IOD: filled frames, grown by this (edges the fill missed), take all the a/b shift
+
+
+def brow_covered(hair: np.ndarray, lm: np.ndarray, brow: np.ndarray) -> bool:
+    """Whether a fringe covers the brow ``brow`` (indices into the 68 points ``lm``, crop pixels): the hair
+    map ``hair`` ``(S, S)`` fills at least ``BROW_COVER_SHARE`` of the strip from ``BROW_COVER_PROBE[0]``
+    to ``BROW_COVER_PROBE[1]`` IOD above the brow's points. dlib then puts the brow's points on the
+    fringe's lower edge, the real brow lying under the hair (John Lennon's photos); a patch of hair at the
+    temple or a highlight taken for hair fills only part of the strip."""
+    iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+    near, far = (lm[brow] - [0.0, d * iod] for d in BROW_COVER_PROBE)
+    strip = _polygon(hair.shape, np.concatenate([near, far[::-1]]))
+    return bool(strip.any() and float((hair[strip] > 0.5).mean()) >= BROW_COVER_SHARE)
 
 
 def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,14 +88,16 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     Returns ``(S, S, 3) uint8`` RGB and two ``(S, S) float32`` maps in [0, 1]: visibility, and the filled
     frames grown by ``FRAME_ZONE_GROW`` IOD and softened (what the fill left of them takes the whole colour
     shift, see :func:`lab_transfer`; never over the eyes and brows; all zero without glasses or with
-    ``keep``). With ``classic.source_glasses=drop``
-    the frames are filled from the source's own skin around them (Telea inpainting over ``FRAME_FILL_RADIUS``
-    IOD): frames are thin, so the fill keeps the source's eyes and the skin between the rims, which carry its
-    identity. The visibility is 1 where the crop shows the face and 0 on its hair, hat and fringe
-    (``classic.source_hair=drop``) and on dark lenses that hide the eyes (nothing of the face behind them is
-    left to fill from); there the target's own skin shows. Softened a little. The source's eyes and brows
+    ``keep``). With ``classic.source_glasses=drop`` the frames are filled from the source's own skin around
+    them (Telea inpainting over ``FRAME_FILL_RADIUS`` IOD): frames are thin, so the fill keeps the source's
+    eyes and the skin between the rims, which carry its identity. The visibility is 1 where the crop shows
+    the face and 0 on its hair, hat and fringe (``classic.source_hair=drop``) and on dark lenses that hide
+    the eyes (nothing of the face behind them is left to fill from); there the target's own skin shows.
+    Softened a little. The source's eyes and brows
     always show, except behind dark lenses: a fringe ending at the brows or side hair beside an eye would
-    otherwise grow over them, and the target's eyes in the source's face read as the target.
+    otherwise grow over them, and the target's eyes in the source's face read as the target. A brow a
+    fringe covers (:func:`brow_covered`) goes with the fringe: its points lie on the fringe's dark edge,
+    which pasted was a band across the target's forehead.
     """
     size = source.crop.shape[0]
     lm = np.asarray(source.landmarks68, dtype=np.float64)
@@ -111,9 +127,14 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
         return cv2.GaussianBlur(cv2.dilate(m, disc), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
 
     shape = (size, size)
-    features = np.zeros(shape, bool)
-    for part in (LEFT_EYE, RIGHT_EYE, BROWS[:5], BROWS[5:]):
-        features |= _polygon(shape, lm[part])
+    features = _polygon(shape, lm[LEFT_EYE]) | _polygon(shape, lm[RIGHT_EYE])
+    for brow in (BROWS[:5], BROWS[5:]):
+        if brow_covered(hidden, lm, brow):  # its points lie on the fringe's dark edge: it goes with it
+            iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+            band = _polygon(shape, lm[brow], BROW_COVER_GROW * iod).astype(np.float32)
+            hidden = np.maximum(hidden, band)
+        else:
+            features |= _polygon(shape, lm[brow])
     features = features.astype(np.float32)
     covered = np.maximum(soft(hidden) * (1.0 - np.minimum(soft(features), 1.0)), soft(lenses))
     zone = np.clip(soft(zone) * (1.0 - np.minimum(soft(features), 1.0)), 0.0, 1.0).astype(np.float32)
@@ -657,7 +678,7 @@ def blur_image(rgb: np.ndarray, sigma: float) -> np.ndarray:
 def head_turn(points5: np.ndarray) -> float:
     """How far a face is turned, from its ``(5, 2)`` points (eyes image-left and image-right, nose tip, mouth
     corners; any unit): the nose tip's distance from the eyes' midpoint along the line through the eyes, in
-    eye distances. 0 frontal, about ``0.4 tan(yaw)`` turned (the nose tip stands about 0.8 eye distances in
+    eye distances. 0 frontal, about ``0.4 tan(yaw)`` turned (the nose tip stands about 0.4 eye distances in
     front of the eyes), past 0.5 when the nose passes the far eye. Rotation and scale do not change it.
     """
     p = np.asarray(points5, dtype=np.float64)

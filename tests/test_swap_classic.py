@@ -20,9 +20,11 @@ from stages.geometry import (
     warp_crops,
 )
 from stages.swap_classic import (
+    BROWS,
     INNER_LIP,
     ClassicSwapStage,
     SourceFace,
+    brow_covered,
     control_points,
     face_masks,
     head_turn,
@@ -537,3 +539,21 @@ def test_turned_faces_keep_their_own_face(cfg, source, targets):
     bad["classic"]["turn_fade"] = [0.45, 0.35]
     with pytest.raises(ValueError, match="classic.turn_fade"):
         ClassicSwapStage(bad, source)
+
+
+def test_brow_covered_by_a_fringe_only(source):
+    """A fringe filling the forehead down to a brow covers it (dlib's brow points then lie on the fringe's
+    edge); hair far above the brows, or a patch at the temple end of one, does not."""
+    lm = np.asarray(source.landmarks68, dtype=np.float64)
+    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    left, right = BROWS[:5], BROWS[5:]
+    rows = np.arange(S)[:, None]
+    fringe = (rows < lm[BROWS, 1].max()).astype(np.float32) * np.ones((1, S), np.float32)
+    assert brow_covered(fringe, lm, left) and brow_covered(fringe, lm, right)
+    high = (rows < lm[BROWS, 1].min() - 0.4 * iod).astype(np.float32) * np.ones((1, S), np.float32)
+    assert not brow_covered(high, lm, left) and not brow_covered(high, lm, right)
+    temple = np.zeros((S, S), np.float32)
+    x_end, y_end = lm[right[-1]]
+    temple[int(y_end - 0.4 * iod) : int(y_end), int(x_end - 0.15 * iod) : S] = 1.0
+    assert not brow_covered(temple, lm, right)
+    assert not brow_covered(np.zeros((S, S), np.float32), lm, left)
