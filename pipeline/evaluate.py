@@ -64,6 +64,7 @@ import cv2
 import numpy as np
 
 from stages.errors import InputError, SwapstreamError
+from stages.occluders import inter_ocular
 
 EXIT_BAD_INPUT = 2
 
@@ -183,12 +184,6 @@ def procrustes_align(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     rot = u @ np.diag(d) @ vt
     scale = float((s * d).sum()) / var
     return scale * pc @ rot.T + mq
-
-
-def inter_ocular(landmarks68: np.ndarray) -> float:
-    """Distance (px) between the centres of the two eyes (points 36-41 and 42-47) of ``(68, 2)``."""
-    lm = np.asarray(landmarks68, dtype=np.float64)
-    return float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
 
 
 def expression_error(output68: np.ndarray, original68: np.ndarray) -> float:

@@ -46,6 +46,12 @@ FRAME_SKIN_DISTANCE = 4.0  # glasses present: rim-zone pixels this far from the 
 CHEEKS = ((1, 2, 3, 31, 39), (15, 14, 13, 35, 42))  # below the eyes, beside the nose, above the mouth
 
 
+def inter_ocular(landmarks68: np.ndarray) -> float:
+    """Distance (px) between the centres of the two eyes (points 36-41 and 42-47) of ``(68, 2)``."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    return float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+
+
 def luma(rgb: np.ndarray) -> np.ndarray:
     """``(..., 3) float32`` RGB in [0, 1] → ``(...) float32`` luma (BT.601), contiguous."""
     return np.ascontiguousarray(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114, np.float32)
@@ -210,7 +216,7 @@ def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.nda
     c = crop.astype(np.float32) / 255.0
     gray = luma(c)
     sat = np.hypot((c[..., 0] - gray) * 0.713, (c[..., 2] - gray) * 0.564)
-    iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+    iod = inter_ocular(lm)
     cheeks = _cheeks(shape, lm)
     if cheeks.sum() < 20 or iod < 8.0:
         return np.zeros(shape, np.float32)

@@ -32,12 +32,11 @@ import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
 from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
-from stages.occluders import LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map, luma
+from stages.occluders import BROWS, LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map, inter_ocular, luma
 from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch, swap_inputs
 
 JAW = np.arange(0, 17)
-BROWS = np.arange(17, 27)
 INNER_LIP = np.arange(60, 68)
 
 BROW_LIFT = 0.45  # brows are lifted by this share of the eye distance: the seam sits on the forehead
@@ -75,7 +74,7 @@ def brow_covered(hair: np.ndarray, lm: np.ndarray, brow: np.ndarray) -> bool:
     to ``BROW_COVER_PROBE[1]`` IOD above the brow's points. dlib then puts the brow's points on the
     fringe's lower edge, the real brow lying under the hair (John Lennon's photos); a patch of hair at the
     temple or a highlight taken for hair fills only part of the strip."""
-    iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
+    iod = inter_ocular(lm)
     near, far = (lm[brow] - [0.0, d * iod] for d in BROW_COVER_PROBE)
     strip = _polygon(hair.shape, np.concatenate([near, far[::-1]]))
     return bool(strip.any() and float((hair[strip] > 0.5).mean()) >= BROW_COVER_SHARE)
@@ -93,14 +92,14 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     eyes and the skin between the rims, which carry its identity. The visibility is 1 where the crop shows
     the face and 0 on its hair, hat and fringe (``classic.source_hair=drop``) and on dark lenses that hide
     the eyes (nothing of the face behind them is left to fill from); there the target's own skin shows.
-    Softened a little. The source's eyes and brows
-    always show, except behind dark lenses: a fringe ending at the brows or side hair beside an eye would
-    otherwise grow over them, and the target's eyes in the source's face read as the target. A brow a
-    fringe covers (:func:`brow_covered`) goes with the fringe: its points lie on the fringe's dark edge,
-    which pasted was a band across the target's forehead.
+    Softened a little. The source's eyes and brows always show, except behind dark lenses: a fringe ending
+    at the brows or side hair beside an eye would otherwise grow over them, and the target's eyes in the
+    source's face read as the target. A brow a fringe covers (:func:`brow_covered`) goes with the fringe:
+    its points lie on the fringe's dark edge, which pasted was a band across the target's forehead.
     """
     size = source.crop.shape[0]
     lm = np.asarray(source.landmarks68, dtype=np.float64)
+    iod = inter_ocular(lm)
     depth = hull_distance(hull_points(lm[None]), size)[0].numpy()
     hair = hair_map(source.crop, lm, depth)
     hidden = np.zeros((size, size), np.float32)  # hair and the like, never over the eyes and brows
@@ -112,7 +111,6 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     if cfg["classic"]["source_glasses"] == "drop":
         frames, lenses, found = glasses_map(source.crop, lm, hair)
         if found:
-            iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
             fill = ((frames > 0) & (np.maximum(hidden, lenses) < 0.5)).astype(np.uint8)
             radius = max(3.0, FRAME_FILL_RADIUS * iod)
             crop = cv2.inpaint(np.ascontiguousarray(source.crop), fill, radius, cv2.INPAINT_TELEA)
@@ -130,7 +128,6 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     features = _polygon(shape, lm[LEFT_EYE]) | _polygon(shape, lm[RIGHT_EYE])
     for brow in (BROWS[:5], BROWS[5:]):
         if brow_covered(hidden, lm, brow):  # its points lie on the fringe's dark edge: it goes with it
-            iod = float(np.linalg.norm(lm[LEFT_EYE].mean(0) - lm[RIGHT_EYE].mean(0)))
             band = _polygon(shape, lm[brow], BROW_COVER_GROW * iod).astype(np.float32)
             hidden = np.maximum(hidden, band)
         else:
@@ -584,7 +581,7 @@ def skin_weights(lm: np.ndarray, size: int) -> np.ndarray:
     lm = np.asarray(lm, dtype=np.float64)
     skin = (hull_distance(hull_points(lm), size) > 0).numpy().astype(np.uint8)
     for f in range(len(lm)):
-        iod = float(np.linalg.norm(lm[f, 36:42].mean(0) - lm[f, 42:48].mean(0)))
+        iod = inter_ocular(lm[f])
         for idx, grow in SKIN_HOLES:
             hole = np.zeros((size, size), np.uint8)
             cv2.fillPoly(hole, [np.round(lm[f, idx]).astype(np.int32)], 1)
@@ -694,8 +691,7 @@ def turn_weight(points5: np.ndarray, fade: tuple[float, float]) -> float:
     ``fade[1]``, a smoothstep between (the 5 points are smoothed along the track, so a turning head fades
     over frames instead of popping)."""
     x = (head_turn(points5) - fade[0]) / (fade[1] - fade[0])
-    x = min(max(x, 0.0), 1.0)
-    return 1.0 - x * x * (3.0 - 2.0 * x)
+    return 1.0 - float(_smooth_ramp(torch.tensor(x, dtype=torch.float64)))
 
 
 def close_source_mouth(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
