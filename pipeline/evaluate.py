@@ -230,6 +230,12 @@ ARTIFACT_BROW_LIFT = 0.5
 ARTIFACT_SKIN_DISTANCE = 4.0
 ARTIFACT_LUMA_TOLERANCE = 2.0
 ARTIFACT_DARK = 0.55
+# Features are exempt in both images, by the original's landmarks and by the output's own (dlib on the
+# output): a swap that keeps the source's brow height or brow thickness puts its brows on what was the
+# target's skin, and those brows are the source's face, not foreign content. dlib's brow points follow a
+# brow's upper edge, so a brow's zone reaches ARTIFACT_BROW_DEPTH IOD below them (a thick brow, measured on
+# the grid's outputs: Kit Harington's and Eric Clapton's reach 0.12-0.15).
+ARTIFACT_BROW_DEPTH = 0.15
 # seam: the colour step at the face's border. Bands along the same outline (signed distance, IOD, positive
 # inside): the change (output - original, CIE Lab) just inside SEAM_INNER against the change at the border
 # SEAM_BORDER, compared per direction from the face centre (SEAM_BINS sectors)
@@ -277,10 +283,34 @@ def _region(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np
     return m.astype(bool)
 
 
-def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.ndarray) -> dict | None:
+def _up(p: np.ndarray) -> np.ndarray:
+    """Unit vector from the chin (8) to the top of the nose bridge (27) of ``(68, 2)`` points: face up."""
+    up = p[27] - p[8]
+    return up / max(np.linalg.norm(up), 1e-6)
+
+
+def _features(shape: tuple[int, int], p: np.ndarray, iod: float) -> np.ndarray:
+    """``shape`` bool: the eyes, brows, lips and nose of the face with ``(68, 2)`` points ``p`` (px, in the
+    same crop), grown so that a viewer's face part lies inside: eyes by 0.12 IOD; each brow as the band from
+    its points down by ARTIFACT_BROW_DEPTH, grown by 0.06; lips by 0.06; the nose's lower points by 0.08."""
+    down = -ARTIFACT_BROW_DEPTH * iod * _up(p)
+    zone = _region(shape, p[36:42], 0.12 * iod) | _region(shape, p[42:48], 0.12 * iod)
+    for brow in (p[17:22], p[22:27]):
+        zone |= _region(shape, np.concatenate([brow, brow + down]), 0.06 * iod)
+    return zone | _region(shape, p[48:60], 0.06 * iod) | _region(shape, p[31:36], 0.08 * iod)
+
+
+def artifact_measures(
+    original: np.ndarray,
+    output: np.ndarray,
+    landmarks68: np.ndarray,
+    output_landmarks68: np.ndarray | None = None,
+) -> dict | None:
     """Foreign content, covered occluders and seam strength of one output frame against its original.
 
-    original, output: ``(H, W, 3) uint8`` RGB; landmarks68: the original face's ``(68, 2)`` (frame px).
+    original, output: ``(H, W, 3) uint8`` RGB; landmarks68: the original face's ``(68, 2)`` (frame px);
+    output_landmarks68: the output face's (dlib on the output), whose features are exempt too (see
+    ARTIFACT_BROW_DEPTH); None exempts the original's features only.
     - ``foreign_share``: share of the face area that is skin in the original but not in the output
       (hair, a fringe or glasses pasted onto skin; below the nose only what differs in colour: a
       source's beard belongs to its face);
@@ -305,20 +335,14 @@ def artifact_measures(original: np.ndarray, output: np.ndarray, landmarks68: np.
     a, b = original[y1:y2, x1:x2], output[y1:y2, x1:x2]
     p = lm - [x1, y1]
     shape = a.shape[:2]
-    up = p[27] - p[8]
-    up = up / max(np.linalg.norm(up), 1e-6)
+    up = _up(p)
     # jaw left to right, then the lifted brows right to left: one simple closed polygon
     outline = np.concatenate([p[0:17], p[26:16:-1] + ARTIFACT_BROW_LIFT * iod * up])
     area = _region(shape, outline)
-    exempt = (
-        _region(shape, p[36:42], 0.12 * iod)
-        | _region(shape, p[42:48], 0.12 * iod)
-        | _region(shape, p[17:22], 0.06 * iod)
-        | _region(shape, p[22:27], 0.06 * iod)
-        | _region(shape, p[48:60], 0.06 * iod)
-        | _region(shape, p[31:36], 0.08 * iod)
-    )
+    exempt = _features(shape, p, iod)
     cheeks = [_region(shape, p[side]) & ~exempt for side in ([1, 2, 3, 31, 39], [15, 14, 13, 35, 42])]
+    if output_landmarks68 is not None:
+        exempt |= _features(shape, np.asarray(output_landmarks68, dtype=np.float64) - [x1, y1], iod)
     rows = np.arange(shape[0])[:, None]
     lower = np.broadcast_to(rows > p[33, 1], shape)
     ns_a, ns_b = _nonskin(a, a, cheeks, lower), _nonskin(b, a, cheeks, lower)
@@ -766,7 +790,7 @@ def evaluate(
                     expr.append(scorer.expression_error(fb, face_b, fa, face_a))
                     la, lb = face_a.landmarks, face_b.landmarks
                     mouth, eyes = opening_errors(lb, la)
-                    art = artifact_measures(fa, fb, la)
+                    art = artifact_measures(fa, fb, la, lb)
                     if art is not None:
                         artifacts.append(art)
                     mouth_err.append(mouth)

@@ -287,6 +287,30 @@ def test_seam_is_a_colour_step_at_the_face_border(still):
     assert artifact_measures(frame, lined, lm)["seam"] < ARTIFACT_LIMITS["seam"]
 
 
+def test_artifacts_exempt_the_outputs_own_brows(still):
+    """A source's brows set higher than the target's (the swap keeps the source's brow height) lie on the
+    target's skin: they are the source's face, exempt by the output's landmarks; a fringe still counts."""
+    from pipeline.evaluate import artifact_measures, inter_ocular
+    from pipeline.quality import ARTIFACT_LIMITS
+
+    frame, lm = still
+    iod = inter_ocular(lm)
+    up = (lm[27] - lm[8]) / np.linalg.norm(lm[27] - lm[8])
+    out_lm = lm.astype(np.float64).copy()
+    out_lm[17:27] += 0.2 * iod * up  # the source's brows sit higher above its eyes
+    browed = frame.copy()
+    for brow in (out_lm[17:22], out_lm[22:27]):  # thick dark brows from dlib's points (their upper edge) down
+        poly = np.concatenate([brow, (brow - 0.13 * iod * up)[::-1]])
+        cv2.fillPoly(browed, [np.round(poly).astype(np.int32)], (45, 32, 28))
+    blind = artifact_measures(frame, browed, lm)
+    assert blind["foreign_share"] > ARTIFACT_LIMITS["foreign_share"]  # the case this exemption is for
+    seen = artifact_measures(frame, browed, lm, out_lm)
+    assert seen["foreign_share"] < ARTIFACT_LIMITS["foreign_share"]
+    fringed = browed.copy()
+    fringed[_forehead_band(frame, lm)] = (70, 52, 40)
+    assert artifact_measures(frame, fringed, lm, out_lm)["foreign_share"] > ARTIFACT_LIMITS["foreign_share"]
+
+
 def test_artifacts_see_an_occluder_painted_over(still):
     from pipeline.evaluate import artifact_measures
     from pipeline.quality import ARTIFACT_LIMITS
