@@ -106,9 +106,12 @@ def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None)
 
     LandmarkStage(cfg).landmarks_for(image, [face])
     source = make_source_face(image, face.points5, face.landmarks68, cfg)
-    note = low_resolution_note(path, face.landmarks68, source.landmarks68)
-    if note:
-        print(note, file=sys.stderr)
+    for note in (
+        low_resolution_note(path, face.landmarks68, source.landmarks68),
+        hidden_eyes_note(path, source, cfg),
+    ):
+        if note:
+            print(note, file=sys.stderr)
     return source
 
 
@@ -129,6 +132,19 @@ def low_resolution_note(path: str | Path, photo68: np.ndarray, crop68: np.ndarra
     return (
         f"swapstream: note: the face in {path} is small (eyes {have:.0f} px apart, {need:.0f} px wanted): "
         "the swapped face will look softer than a sharp video; a larger photo gives a sharper result"
+    )
+
+
+def hidden_eyes_note(path: str | Path, source, cfg: dict) -> str | None:
+    """One line when sunglasses hide the source's eyes and are dropped (``classic.source_glasses=drop``):
+    the swapped face then keeps the target's eyes. None otherwise. source: the aligned SourceFace."""
+    from stages.occluders import hides_eyes
+
+    if cfg["classic"]["source_glasses"] != "drop" or not hides_eyes(source.crop, source.landmarks68):
+        return None
+    return (
+        f"swapstream: note: sunglasses hide the eyes in {path}: the swapped face keeps the video's own eyes "
+        "there (classic.source_glasses=drop); a photo with the eyes visible carries more of the person"
     )
 
 

@@ -14,9 +14,11 @@ thin or thick structures darker than their surroundings (a morphological black-h
 grown by ``EYE_GROW`` IOD) and the brows are never frame. Whether there are glasses at all: the bridge
 must carry one connected stroke, thin (black-hat) or dark, across ``BRIDGE_MIN_SPAN`` of its width (a
 frame crosses the nose between the eyes; frown lines and shadows there run short or vertical), and there
-must be a thin stroke below both eyes (the lower rims). Measured on the 35 shared photos: every pair of
+must be a thin stroke below both eyes (the lower rims); or, for sunglasses, both eyes' lens areas are dark
+(``SUNGLASSES_SHARE``). Measured on the 35 shared photos: every pair of
 glasses found (spans 0.94-0.99), no false find (the largest span without glasses: 0.73, an older man's
-creases), sunglasses not found as glasses but their frames taken as hair (they reach the face outline).
+creases); the sunglasses fail the bridge test (their frames reach the face outline and are taken as hair)
+and are found by their lenses.
 Without glasses nothing is marked, so the shadows and creases around bare eyes are never frames. Lenses:
 with glasses present, what is far darker than the skin in the rim zone is frame, except the eyes seen
 through a clear lens; a lens that hides the eyes (their upper quartile far darker than the skin) is returned
@@ -40,6 +42,14 @@ DARK_SHARE = 0.55  # pixels with luma below this share of the skin's are frame o
 EYE_GROW = 0.05  # IOD: the eye polygon grown by this is never a frame
 BRIDGE_MIN_SPAN = 0.85  # one thin (or one dark) stroke must span this share of the bridge: glasses present
 LENS_DARK_SHARE = 0.45  # sunglasses: eye zone luma below this share of the skin's is lens
+# Sunglasses found by their lenses alone (their frames reach the face outline and the bridge test may miss
+# them): an ellipse of LENS_HALF_AXES IOD (along, across the eye axis) around each eye centre is darker
+# than LENS_DARK_SHARE of the skin on at least SUNGLASSES_SHARE of its area, for both eyes. 35 shared photos:
+# prnet_man_sunglasses_a 0.91 / 0.86; without sunglasses at most 0.92 / 0.56 (jack_dorsey_b, one eye in
+# deep stage shadow), 0.70 / 0.06 (a profile's far eye), otherwise below 0.50 on either eye.
+LENS_HALF_AXES = (0.38, 0.25)
+SUNGLASSES_SHARE = 0.75
+LENS_LIGHT_SHARE = 0.6  # with sunglasses: a gradient lens's lighter lower part, darker than this, is lens
 FRAME_SKIN_DISTANCE = 4.0  # glasses present: rim-zone pixels this far from the skin colour (robust stds)
 
 
@@ -93,6 +103,36 @@ def _off_skin(crop: np.ndarray, lm: np.ndarray, limit: float) -> np.ndarray:
     spread = np.maximum(1.4826 * np.median(np.abs(pix - centre), 0), [0.03, 0.01, 0.01])
     spread[0] *= 2.0
     return np.sqrt((((ycc - centre) / spread) ** 2).sum(-1)) > limit
+
+
+def lens_areas(lm: np.ndarray, size: int) -> list[np.ndarray]:
+    """Where sunglasses' lenses lie: an ``(S, S) bool`` ellipse of ``LENS_HALF_AXES`` IOD (along, across the
+    eye axis) around each eye centre of ``(68, 2)`` landmarks ``lm`` (crop px), image-left eye first."""
+    lm = np.asarray(lm, dtype=np.float64)
+    centres = np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)])
+    iod = max(float(np.linalg.norm(centres[1] - centres[0])), 1e-6)
+    axis = (centres[1] - centres[0]) / iod
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    areas = []
+    for c in centres:
+        u = (xx - c[0]) * axis[0] + (yy - c[1]) * axis[1]
+        v = -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0]
+        areas.append((u / (LENS_HALF_AXES[0] * iod)) ** 2 + (v / (LENS_HALF_AXES[1] * iod)) ** 2 <= 1.0)
+    return areas
+
+
+def _hides_eyes(gray: np.ndarray, skin: float, areas: list[np.ndarray]) -> bool:
+    """Both lens areas darker than ``LENS_DARK_SHARE`` of the skin's luma on ``SUNGLASSES_SHARE`` of them."""
+    dark = gray < LENS_DARK_SHARE * skin
+    return all(a.any() and float(dark[a].mean()) >= SUNGLASSES_SHARE for a in areas)
+
+
+def hides_eyes(crop: np.ndarray, lm: np.ndarray) -> bool:
+    """Whether dark lenses (sunglasses) hide both eyes of an aligned face: ``(S, S, 3) uint8`` RGB crop,
+    ``(68, 2)`` landmarks in its pixels. Nothing of the eyes behind them can be taken from the photo."""
+    lm = np.asarray(lm, dtype=np.float64)
+    gray = luma(crop.astype(np.float32) / 255.0)
+    return _hides_eyes(gray, _skin_luma(gray, lm), lens_areas(lm, crop.shape[0]))
 
 
 def glasses_map(
@@ -167,7 +207,9 @@ def glasses_map(
         strip = (np.abs(u) <= 0.15 * iod) & (v >= 0.12 * iod) & (v <= 0.45 * iod)
         rows_hit = np.unique(np.round(v[strip & candidate & thin]).astype(int))
         lower += len(rows_hit) > 0
-    if span < BRIDGE_MIN_SPAN or lower < 2:
+    ellipses = lens_areas(lm, size)
+    sunglasses = _hides_eyes(gray, skin, ellipses)
+    if not sunglasses and (span < BRIDGE_MIN_SPAN or lower < 2):
         return none, none, False
     # with glasses present, frames of any colour (tortoiseshell, clear plastic edges): in the rim zone,
     # what is far from the cheek skin's colour
@@ -177,6 +219,9 @@ def glasses_map(
     eye_pixels = gray[eyes]
     dark_lens = eye_pixels.size > 0 and float(np.percentile(eye_pixels, 75)) < LENS_DARK_SHARE * skin
     lens = (gray < LENS_DARK_SHARE * skin) & zone & ~brows & (dark_lens | ~eyes)
+    if sunglasses:  # the whole lens, its lighter lower part too: nothing of the eyes shows through it
+        dark_lens = True
+        lens |= (ellipses[0] | ellipses[1] | ((gray < LENS_LIGHT_SHARE * skin) & zone)) & ~brows
     # connect the thin strokes and grow them a little so the frame's soft edge is included
     g = max(3, 2 * int(round(0.02 * iod)) + 1)
 

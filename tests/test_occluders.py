@@ -34,12 +34,14 @@ BARE = [
     "kit_harington_b.jpeg",  # deep-set eyes in a grey photo
     "george_clooney_a.jpg",  # creases around the eyes and between the brows
     "jack_dorsey_a.jpg",
+    "jack_dorsey_b.jpg",  # one eye in deep stage shadow: dark, but no lens
 ]
+SUNGLASSES = "prnet_man_sunglasses_a.jpg"
 
 
 @pytest.fixture(scope="module")
 def faces(cfg):
-    return {name: prepare_source(FACES / name, cfg) for name in sorted(set(WITH_GLASSES + BARE))}
+    return {name: prepare_source(FACES / name, cfg) for name in sorted({*WITH_GLASSES, *BARE, SUNGLASSES})}
 
 
 def _maps(face):
@@ -76,6 +78,35 @@ def test_glasses_are_found_around_both_eyes(faces, name):
 def test_no_glasses_on_bare_faces(faces, name):
     _, _, glasses, found = _maps(faces[name])
     assert not found and not glasses.any()
+
+
+def test_sunglasses_hide_both_eyes_whole(faces, cfg):
+    """Dark sunglasses whose frames reach the face outline (no bridge stroke of their own) are found by their
+    lenses; the whole lens, its lighter lower part too, is hidden: no smudge of it is pasted."""
+    face = faces[SUNGLASSES]
+    lm = np.asarray(face.landmarks68, np.float64)
+    depth = hull_distance(hull_points(lm[None]), face.crop.shape[0])[0].numpy()
+    _, lenses, found = glasses_map(face.crop, lm, hair_map(face.crop, lm, depth))
+    assert found
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        assert lenses[_polygon(lenses.shape, lm[eye], 6.0)].mean() > 0.95
+    assert lenses[int(lm[33, 1]) :].sum() == 0  # nothing below the nose
+    _, visible, _ = source_layers(face, cfg)
+    assert visible[_eyes(face)].max() < 0.05
+
+
+def test_hidden_eyes_are_reported_in_one_line(faces, cfg):
+    import copy
+
+    from pipeline.run import hidden_eyes_note
+
+    note = hidden_eyes_note("shades.jpg", faces[SUNGLASSES], cfg)
+    assert "shades.jpg" in note and "sunglasses" in note and "\n" not in note
+    keep = copy.deepcopy(cfg)
+    keep["classic"]["source_glasses"] = "keep"  # pasted as they are: nothing to report
+    assert hidden_eyes_note("shades.jpg", faces[SUNGLASSES], keep) is None
+    for name in ("jack_dorsey_b.jpg", "eric_clapton_a.jpg"):  # eyes in deep shadow; clear lenses
+        assert hidden_eyes_note(name, faces[name], cfg) is None
 
 
 def test_fringe_is_hair_and_bare_forehead_is_not(faces):
