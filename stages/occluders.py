@@ -105,20 +105,24 @@ def _off_skin(crop: np.ndarray, lm: np.ndarray, limit: float) -> np.ndarray:
     return np.sqrt((((ycc - centre) / spread) ** 2).sum(-1)) > limit
 
 
-def lens_areas(lm: np.ndarray, size: int) -> list[np.ndarray]:
-    """Where sunglasses' lenses lie: an ``(S, S) bool`` ellipse of ``LENS_HALF_AXES`` IOD (along, across the
-    eye axis) around each eye centre of ``(68, 2)`` landmarks ``lm`` (crop px), image-left eye first."""
-    lm = np.asarray(lm, dtype=np.float64)
+def _eye_frames(lm: np.ndarray, size: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Each eye's own frame over an ``(S, S)`` crop from ``(68, 2)`` landmarks ``lm`` (crop px): the unit eye
+    axis ``(2,)`` and, per eye (image-left first), ``(S, S) float32`` maps u along that axis and v across it
+    (down), in pixels from the eye's centre."""
     centres = np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)])
-    iod = max(float(np.linalg.norm(centres[1] - centres[0])), 1e-6)
-    axis = (centres[1] - centres[0]) / iod
+    axis = (centres[1] - centres[0]) / max(float(np.linalg.norm(centres[1] - centres[0])), 1e-6)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    areas = []
-    for c in centres:
-        u = (xx - c[0]) * axis[0] + (yy - c[1]) * axis[1]
-        v = -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0]
-        areas.append((u / (LENS_HALF_AXES[0] * iod)) ** 2 + (v / (LENS_HALF_AXES[1] * iod)) ** 2 <= 1.0)
-    return areas
+    return axis, [
+        ((xx - c[0]) * axis[0] + (yy - c[1]) * axis[1], -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0])
+        for c in centres
+    ]
+
+
+def lens_areas(eye_uv: list[tuple[np.ndarray, np.ndarray]], iod: float) -> list[np.ndarray]:
+    """Where sunglasses' lenses lie: an ``(S, S) bool`` ellipse of ``LENS_HALF_AXES`` IOD (along, across the
+    eye axis) around each eye centre, from :func:`_eye_frames`' per-eye maps, image-left eye first."""
+    a, b = LENS_HALF_AXES[0] * iod, LENS_HALF_AXES[1] * iod
+    return [(u / a) ** 2 + (v / b) ** 2 <= 1.0 for u, v in eye_uv]
 
 
 def _hides_eyes(gray: np.ndarray, skin: float, areas: list[np.ndarray]) -> bool:
@@ -132,7 +136,8 @@ def hides_eyes(crop: np.ndarray, lm: np.ndarray) -> bool:
     ``(68, 2)`` landmarks in its pixels. Nothing of the eyes behind them can be taken from the photo."""
     lm = np.asarray(lm, dtype=np.float64)
     gray = luma(crop.astype(np.float32) / 255.0)
-    return _hides_eyes(gray, _skin_luma(gray, lm), lens_areas(lm, crop.shape[0]))
+    _, eye_uv = _eye_frames(lm, crop.shape[0])
+    return _hides_eyes(gray, _skin_luma(gray, lm), lens_areas(eye_uv, inter_ocular(lm)))
 
 
 def glasses_map(
@@ -149,8 +154,7 @@ def glasses_map(
     lm = np.asarray(lm, dtype=np.float64)
     shape = (size, size)
     gray = luma(crop.astype(np.float32) / 255.0)
-    centres = np.stack([lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)])
-    iod = float(np.linalg.norm(centres[1] - centres[0]))
+    iod = inter_ocular(lm)
     none = np.zeros(shape, np.float32)
     if iod < 8.0:
         return none, none, False
@@ -166,12 +170,7 @@ def glasses_map(
     thin = blackhat > BLACKHAT_MIN  # presence is tested on thin dark strokes only: broad shadows are no frame
     # zones: an ellipse around each eye, the bridge between them
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    axis = (centres[1] - centres[0]) / iod
-    # each eye's own frame: u along the eye axis, v across it (down), pixels from its centre
-    eye_uv = [
-        ((xx - c[0]) * axis[0] + (yy - c[1]) * axis[1], -(xx - c[0]) * axis[1] + (yy - c[1]) * axis[0])
-        for c in centres
-    ]
+    axis, eye_uv = _eye_frames(lm, size)  # u along the eye axis, v across it (down), from each eye's centre
     zone = np.zeros(shape, bool)
     for u, v in eye_uv:
         zone |= (
@@ -207,7 +206,7 @@ def glasses_map(
         strip = (np.abs(u) <= 0.15 * iod) & (v >= 0.12 * iod) & (v <= 0.45 * iod)
         rows_hit = np.unique(np.round(v[strip & candidate & thin]).astype(int))
         lower += len(rows_hit) > 0
-    ellipses = lens_areas(lm, size)
+    ellipses = lens_areas(eye_uv, iod)
     sunglasses = _hides_eyes(gray, skin, ellipses)
     if not sunglasses and (span < BRIDGE_MIN_SPAN or lower < 2):
         return none, none, False
