@@ -64,17 +64,21 @@ def look_ahead_frames(cfg: dict) -> int:
 def run_in_frames(cfg: dict) -> int:
     """Frames before a segment's start that bring every stateful stage to the unsegmented run's state there.
 
-    The look-back of the smoothing window and drop-out bridge, and for the exponential filters along each
-    track (``classic.color_smoothing`` and ``classic.shape_smoothing`` a, ``mask.release`` r) the frames k
-    after which a**k ≤ ``SETTLED``: where the two runs started from different states, the states then agree
-    to below float32 precision.
+    First the look-back of the smoothing window and drop-out bridge (``look_ahead_frames``): until then a
+    segment's smoothed landmarks, and so every input of the filters below, differ from the unsegmented
+    run's. Then, for the exponential filters along each track (``classic.color_smoothing`` and
+    ``classic.shape_smoothing`` a, ``mask.release`` r), the frames k after which a**k ≤ ``SETTLED``: where
+    the two runs' states differed, they then agree to below float32 precision. The two add up: with only
+    the longer of them, a filter's state at the segment start still differed by tens of float32 steps (the
+    sharpness-matching blur on KatieHill, frame 133 of 200 in three parts), which now and then moved a
+    pixel of the owned frames.
     """
-    frames = [look_ahead_frames(cfg) + 1]
+    settle = [0]
     classic = cfg["classic"]
     for factor in (classic["color_smoothing"], classic["shape_smoothing"], cfg["mask"]["release"]):
         if 0 < float(factor) < 1:
-            frames.append(math.ceil(math.log(SETTLED) / math.log(float(factor))))
-    return max(frames)
+            settle.append(math.ceil(math.log(SETTLED) / math.log(float(factor))))
+    return look_ahead_frames(cfg) + 1 + max(settle)
 
 
 def segment_count(cfg: dict, info: VideoInfo, frames: int) -> int:

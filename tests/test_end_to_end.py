@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.run import swap_video
+from pipeline.segments import look_ahead_frames, plan, run_in_frames
 from stages.detect import DetectStage
 from tests.media_checks import audio_packets, decode_all, face_descriptor, psnr_outside, video_times
 
@@ -128,13 +129,15 @@ def test_killed_stage_actor_is_restarted_and_the_video_is_identical(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed", "ray.mp4"]  # no temporary left
 
 
-def test_three_parallel_segments_give_the_unsegmented_frames_times_and_audio(swapped, data_dir, tmp_path):
-    """KatieHill in three segments run at once on Ray (each with its run-in and run-out), joined without
+def test_parallel_segments_give_the_unsegmented_frames_times_and_audio(swapped, data_dir, tmp_path):
+    """KatieHill in segments run at once on Ray (the second starts at frame 100 after its 70-frame run-in;
+    three were asked for, but a third part would own fewer frames than its run-in), joined without
     re-encoding: the encoders got exactly the in-process run's frames, and the joined file has its
     timestamps and audio; decoded, it differs from the unsegmented file only by encoding noise."""
     video, face = CASES[2]
     out = tmp_path / "segmented.mp4"
     cfg = load_config(None, ["executor=ray", "segments.parts=3", "ray.concurrent_videos=3"])
+    assert len(plan(200, 3, run_in_frames(cfg), look_ahead_frames(cfg))) == 2
     summary = swap_video(
         data_dir / "videos" / video, data_dir / "faces" / face, out, cfg, progress=False, digest=True
     )

@@ -26,12 +26,18 @@ def test_plan_covers_every_frame_once_with_run_in_and_run_out():
 def test_run_in_lets_the_track_filters_settle():
     cfg = load_config()
     a, r = cfg["classic"]["color_smoothing"], cfg["mask"]["release"]
-    k = run_in_frames(cfg)
+    # the filters settle only once their inputs (the smoothed landmarks) are the unsegmented run's: after
+    # the smoothing's look-back
+    look_back = look_ahead_frames(cfg) + 1
+    k = run_in_frames(cfg) - look_back
     assert a**k <= 2.0**-30 < a ** (k - 1) and r**k <= 2.0**-30
     assert cfg["classic"]["shape_smoothing"] ** k <= 2.0**-30
     slow_shape = load_config(None, ["classic.shape_smoothing=0.9"])
-    assert run_in_frames(slow_shape) > k and 0.9 ** run_in_frames(slow_shape) <= 2.0**-30
+    slow_k = run_in_frames(slow_shape) - look_back
+    assert slow_k > k and 0.9**slow_k <= 2.0**-30
     assert look_ahead_frames(cfg) == cfg["smooth"]["window"] // 2 + cfg["smooth"]["max_gap"]
+    no_smoothing = load_config(None, ["smooth.enabled=false"])
+    assert run_in_frames(no_smoothing) == k + 1
     still = load_config(
         None,
         ["classic.color_smoothing=0", "classic.shape_smoothing=0", "mask.release=0", "smooth.enabled=false"],
