@@ -92,6 +92,8 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     eyes and the skin between the rims, which carry its identity. The visibility is 1 where the crop shows
     the face and 0 on its hair, hat and fringe (``classic.source_hair=drop``) and on dark lenses that hide
     the eyes (nothing of the face behind them is left to fill from); there the target's own skin shows.
+    With ``drop``, all of the crop beyond the source's own hull is hidden too (a target's paste hull can
+    reach past it where the source's brows sit low: a cap's brim).
     Softened a little. The source's eyes and brows always show, except behind dark lenses: a fringe ending
     at the brows or side hair beside an eye would otherwise grow over them, and the target's eyes in the
     source's face read as the target. A brow a fringe covers (:func:`brow_covered`) goes with the fringe:
@@ -107,7 +109,9 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     crop = source.crop
     zone = np.zeros((size, size), np.float32)
     if cfg["classic"]["source_hair"] == "drop":
-        hidden = hair
+        # and what lies beyond its own outline: where the source's brows sit lower than the target's, the
+        # target's paste hull reaches past the source's, and a cap's brim and badge were pasted so
+        hidden = np.maximum(hair, (depth < 0).astype(np.float32))
     if cfg["classic"]["source_glasses"] == "drop":
         frames, lenses, found = glasses_map(source.crop, lm, hair)
         if found:
@@ -126,8 +130,9 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
 
     shape = (size, size)
     features = _polygon(shape, lm[LEFT_EYE]) | _polygon(shape, lm[RIGHT_EYE])
+    fringe = hair if cfg["classic"]["source_hair"] == "drop" else hidden  # what may cover a brow
     for brow in (BROWS[:5], BROWS[5:]):
-        if brow_covered(hidden, lm, brow):  # its points lie on the fringe's dark edge: it goes with it
+        if brow_covered(fringe, lm, brow):  # its points lie on the fringe's dark edge: it goes with it
             band = _polygon(shape, lm[brow], BROW_COVER_GROW * iod).astype(np.float32)
             hidden = np.maximum(hidden, band)
         else:

@@ -109,6 +109,26 @@ def test_hidden_eyes_are_reported_in_one_line(faces, cfg):
         assert hidden_eyes_note(name, faces[name], cfg) is None
 
 
+def test_nothing_beyond_the_source_outline_is_pasted(cfg):
+    """celeba_man_cap_a's brows sit low under his cap, and a target's paste hull reaches past his own: the
+    brim and badge beyond his outline were pasted on foreheads. With source_hair=drop nothing of the crop
+    beyond the source's hull shows but the brows' soft edge (with keep, all of it does); his brows show."""
+    import copy
+
+    face = prepare_source(FACES / "celeba_man_cap_a.jpg", cfg)
+    lm = np.asarray(face.landmarks68, np.float64)
+    _, visible, _ = source_layers(face, cfg)
+    depth = hull_distance(hull_points(lm[None]), visible.shape[0])[0].numpy()
+    assert visible[depth < -3].mean() < 0.01
+    assert visible[depth < -9].max() < 0.01  # the brows' soft edge may reach a few px past the outline
+    brows = visible[np.round(lm[17:27, 1]).astype(int), np.round(lm[17:27, 0]).astype(int)]
+    assert brows.min() > 0.5
+    keep = copy.deepcopy(cfg)
+    keep["classic"]["source_hair"] = "keep"
+    keep["classic"]["source_glasses"] = "keep"
+    assert source_layers(face, keep)[1][depth < -3].min() == 1.0
+
+
 def test_fringe_is_hair_and_bare_forehead_is_not(faces):
     fringe = faces["john_lennon_b.jpg"]
     depth, hair, _, _ = _maps(fringe)
