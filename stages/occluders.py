@@ -238,21 +238,37 @@ HAIR_MAX_LUMA = 1.1  # ... unless brighter than this share of the skin's luma (a
 MIN_SKIN_SATURATION = 0.05  # a nearly grey photo: only the darkness test is used
 HAIR_EDGE = 0.10  # IOD: a hair region must reach this close to the hull outline (hair enters from outside)
 HAIR_GROW = 0.05  # IOD: hair regions are grown by this (its soft edge and the shadow it casts on the skin)
+# texture (the source photo only, ``hair_map(photo=True)``): a knitted hat or hair lit warm can be nearly
+# as saturated as the skin, but is far rougher. Roughness: the RMS of the luma's detail (the luma minus its
+# Gaussian blur of TEXTURE_DETAIL IOD) averaged over TEXTURE_WINDOW IOD; a pixel above HAIR_TEXTURE times
+# the cheeks' median roughness that is also somewhat greyer than the skin (HAIR_TEXTURE_SATURATION) is
+# hair-like. Over the 35 shared photos: compreface_woman1_a's beanie edge (saturation 0.78-0.94 of the
+# skin's) is found; what else it adds lies at the edges of hair already found (temples, side hair); the
+# creased forehead of compreface_group_office_5 is as saturated as the skin and stays face.
+TEXTURE_DETAIL = 0.03
+TEXTURE_WINDOW = 0.05
+HAIR_TEXTURE = 2.5
+HAIR_TEXTURE_SATURATION = 0.95
 CLOTHING_SATURATION = 1.8  # below the nose: saturation above this share of the skin's is not skin
 CLOTHING_HUE = 0.6  # radians (about 35 degrees) from the skin's hue in the CbCr plane: not skin
 
 
-def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.ndarray:
+def hair_map(
+    crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray, photo: bool = False
+) -> np.ndarray:
     """Hair, hats, clothing and other non-skin reaching into the face from its outline: ``(S, S) float32``.
 
     crop: ``(S, S, 3) uint8`` RGB; lm: ``(68, 2)`` crop pixels; hull_depth: ``(S, S)`` signed distance (px,
     positive inside) to the paste hull. A pixel above the nose's base is hair-like when it is far darker than
     the cheek skin (``DARK_SHARE``) or, in a colour photo, much less saturated than the skin
     (``HAIR_SATURATION_SHARE``: hair of any colour, grey and blond included, is nearer grey than skin) and
-    not brighter than it. Below the nose, where a beard belongs to the face, only what is much more
-    saturated than the skin or of another hue counts (a collar, a scarf). Eyes, brows, nostrils and lips
-    are exempt; only regions that touch the hull's outline (within ``HAIR_EDGE`` IOD; above the eyes or
-    below the nose) count, so eye-bag shadows and creases inside the face never do.
+    not brighter than it. On the source ``photo`` (not on video frames, whose compression noise would make
+    these decisions flicker) also when it is far rougher than the cheeks and somewhat greyer
+    (``HAIR_TEXTURE``: a knitted hat), and what the hair encloses (a cap's badge). Below the nose, where a
+    beard belongs to the face, only what is much more saturated than the skin or of another hue counts (a
+    collar, a scarf). Eyes, brows, nostrils and lips are exempt; only regions that touch the hull's outline
+    (within ``HAIR_EDGE`` IOD; above the eyes or below the nose) count, so eye-bag shadows and creases inside
+    the face never do.
     """
     size = crop.shape[0]
     lm = np.asarray(lm, dtype=np.float64)
@@ -269,6 +285,15 @@ def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.nda
     hairlike = gray < DARK_SHARE * skin_luma
     if skin_sat >= MIN_SKIN_SATURATION:
         hairlike |= (sat < HAIR_SATURATION_SHARE * skin_sat) & (gray < HAIR_MAX_LUMA * skin_luma)
+        if photo:
+            detail = gray - cv2.GaussianBlur(gray, (0, 0), TEXTURE_DETAIL * iod)
+            rough = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), TEXTURE_WINDOW * iod))
+            skin_rough = max(float(np.median(rough[cheeks])), 1e-4)
+            hairlike |= (
+                (rough > HAIR_TEXTURE * skin_rough)
+                & (sat < HAIR_TEXTURE_SATURATION * skin_sat)
+                & (gray < HAIR_MAX_LUMA * skin_luma)
+            )
     grow = 0.12 * iod
     exempt = (
         _polygon(shape, lm[LEFT_EYE], grow)
@@ -295,5 +320,11 @@ def hair_map(crop: np.ndarray, lm: np.ndarray, hull_depth: np.ndarray) -> np.nda
     edge = inside & (hull_depth < HAIR_EDGE * iod) & ((yy < eye_line) | ~upper)
     touching = np.unique(labels[edge & (labels > 0)])
     out = np.isin(labels, touching[touching > 0])
+    if photo:  # what such hair encloses inside the hull is not face either (a cap's badge, a hair clip):
+        # only what still connects to the nose, mouth and eyes is
+        _, free = cv2.connectedComponents((inside & ~out).astype(np.uint8), connectivity=4)
+        seeds = np.round(lm[np.r_[27:36, 36:48, 48:68]]).astype(int).clip(0, size - 1)
+        face = np.unique(free[seeds[:, 1], seeds[:, 0]])
+        out |= inside & ~out & ~np.isin(free, face[face > 0])
     g = max(3, 2 * int(round(HAIR_GROW * iod)) + 1)  # the hair's soft edge and the shadow it casts
     return cv2.dilate(out.astype(np.uint8), np.ones((g, g), np.uint8)).astype(np.float32)

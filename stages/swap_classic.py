@@ -103,7 +103,7 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     lm = np.asarray(source.landmarks68, dtype=np.float64)
     iod = inter_ocular(lm)
     depth = hull_distance(hull_points(lm[None]), size)[0].numpy()
-    hair = hair_map(source.crop, lm, depth)
+    hair = hair_map(source.crop, lm, depth, photo=True)
     hidden = np.zeros((size, size), np.float32)  # hair and the like, never over the eyes and brows
     lenses = np.zeros((size, size), np.float32)  # dark lenses, over the eyes
     crop = source.crop
@@ -130,7 +130,9 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
 
     shape = (size, size)
     features = _polygon(shape, lm[LEFT_EYE]) | _polygon(shape, lm[RIGHT_EYE])
-    fringe = hair if cfg["classic"]["source_hair"] == "drop" else hidden  # what may cover a brow
+    # which brows a fringe covers is read on the colour-only map (what BROW_COVER_SHARE was measured on): a
+    # knitted hat that only texture finds ends above the brows, with skin between (compreface_woman1_a)
+    fringe = hair_map(source.crop, lm, depth) if cfg["classic"]["source_hair"] == "drop" else hidden
     for brow in (BROWS[:5], BROWS[5:]):
         if brow_covered(fringe, lm, brow):  # its points lie on the fringe's dark edge: it goes with it
             band = _polygon(shape, lm[brow], BROW_COVER_GROW * iod).astype(np.float32)

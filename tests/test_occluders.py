@@ -129,6 +129,24 @@ def test_nothing_beyond_the_source_outline_is_pasted(cfg):
     assert source_layers(face, keep)[1][depth < -3].min() == 1.0
 
 
+def test_knitted_hat_is_not_pasted(cfg):
+    """compreface_woman1_a's beanie is nearly as saturated as her skin but rough: found by texture on the
+    photo, and hidden with what it encloses; her brows still show (the beanie ends above them)."""
+    from stages.occluders import inter_ocular
+
+    face = prepare_source(FACES / "compreface_woman1_a.jpg", cfg)
+    lm = np.asarray(face.landmarks68, np.float64)
+    _, visible, _ = source_layers(face, cfg)
+    depth = hull_distance(hull_points(lm[None]), visible.shape[0])[0].numpy()
+    rows = np.arange(visible.shape[0])[:, None]
+    top = (depth > 0) & (rows < lm[17:27, 1].min() - 0.25 * inter_ocular(lm))
+    assert visible[top].mean() < 0.05
+    brows = visible[np.round(lm[17:27, 1]).astype(int), np.round(lm[17:27, 0]).astype(int)]
+    assert brows.min() > 0.5
+    # the colour rule alone leaves most of the band; on video frames (photo=False) texture does not count
+    assert hair_map(face.crop, lm, depth).sum() < hair_map(face.crop, lm, depth, photo=True).sum()
+
+
 def test_fringe_is_hair_and_bare_forehead_is_not(faces):
     fringe = faces["john_lennon_b.jpg"]
     depth, hair, _, _ = _maps(fringe)
