@@ -16,7 +16,9 @@ A frame whose output has no HOG face overlapping the original's (IoU >= 0.3) is 
 
 Metrics (every ``every``-th frame, decoding original and output in lockstep, streaming):
 - identity: descriptor distance output→source photo and output→original frame (mean, median) and the
-  share of frames where the output face is nearer the source than the original face.
+  share of frames where the output face is nearer the source than the original face. With a
+  ``reference`` (``--reference``: another photo of the same person) the same share against it, which only
+  the person's face earns, not what the pasted photo alone has (a hat, its light).
 - pose: yaw/pitch/roll (degrees) of output and original from ``cv2.solvePnP`` on 6 landmarks against
   ``FACE_MODEL_3D``; mean absolute difference per angle.
 - expression: brow/eye/mouth landmarks of the output aligned to the original's by a similarity Procrustes
@@ -681,6 +683,7 @@ def evaluate(
     max_frames: int | None = None,
     upsample: int = 0,
     scorer: FaceScorer | None = None,
+    reference: str | Path | None = None,
 ) -> dict:
     """Measure ``output`` (a swap of ``source`` onto ``original``) against ``original``; see the module doc.
 
@@ -689,6 +692,9 @@ def evaluate(
     max_frames: stop after this many decoded frames (frame counts are then compared by packet count).
     upsample: dlib HOG upsampling of the video frames (0 finds faces of about 80 px and up; 1 about 40 px).
     scorer: the identity, pose and expression networks (default: loaded from ``cfg['evaluate']``).
+    reference: another photo of the source's person. Identity is then also measured against it
+    (``nearer_reference_share``): a swap that pastes what only the source photo has (a hat, its light) comes
+    nearer that photo without coming nearer the person.
     Returns a JSON-able dict. Raises InputError for unreadable inputs or frames of different sizes.
     """
     from stages.decode import probe
@@ -705,6 +711,10 @@ def evaluate(
         scorer = FaceScorer.from_config(cfg)
     src_image, src_face, src_detector = _source_face(source, 1)
     src = scorer.embedding(src_image, src_face)
+    ref = None
+    if reference is not None:
+        ref_image, ref_face, _ = _source_face(reference, 1)
+        ref = scorer.embedding(ref_image, ref_face)
     width, height = info_orig.width, info_orig.height
     tb_orig, tb_out = _time_base(original), _time_base(output)
     batch_size = int(cfg.get("batch_size", 16))
@@ -713,6 +723,8 @@ def evaluate(
     d_src: list[float] = []
     d_orig: list[float] = []
     nearer: list[bool] = []
+    d_ref: list[float] = []
+    nearer_ref: list[bool] = []
     pose_err: dict[str, list[float]] = {"yaw": [], "pitch": [], "roll": []}
     pose_fail = 0
     expr: list[float] = []
@@ -780,6 +792,9 @@ def evaluate(
                     d_src.append(ds)
                     d_orig.append(do)
                     nearer.append(ds < do)
+                    if ref is not None:
+                        d_ref.append(scorer.distance(emb_b, ref))
+                        nearer_ref.append(d_ref[-1] < do)
                     pose_a = scorer.pose_angles(fa, face_a, width, height)
                     pose_b = scorer.pose_angles(fb, face_b, width, height)
                     if pose_a is None or pose_b is None:
@@ -850,6 +865,9 @@ def evaluate(
             "nearer_source_share": float(np.mean(nearer)) if nearer else None,
             "faces": len(nearer),
             "source_detector": src_detector,
+            "reference": None if reference is None else str(reference),
+            "distance_to_reference": _stats(d_ref),
+            "nearer_reference_share": float(np.mean(nearer_ref)) if nearer_ref else None,
         },
         "pose_error_deg": {
             **pose_means,
@@ -906,7 +924,12 @@ def summary_line(result: dict) -> str:
         f"{fr['scored']}/{fr['original']} frames scored ({fr['no_face_original']} no face, "
         f"{fr['no_face_output']} lost in output); "
         f"identity: nearer source {_fmt(ident['nearer_source_share'], '.0%')}, "
-        f"d(src) {_fmt(ident['distance_to_source']['mean'], '.3f')}, "
+        + (
+            f"nearer reference {_fmt(ident['nearer_reference_share'], '.0%')}, "
+            if ident.get("reference")
+            else ""
+        )
+        + f"d(src) {_fmt(ident['distance_to_source']['mean'], '.3f')}, "
         f"d(orig) {_fmt(ident['distance_to_original']['mean'], '.3f')}; "
         f"pose error {_fmt(pose['mean'], '.1f')} deg; "
         f"{_expression_text(result)}; "
@@ -940,6 +963,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--original", required=True, help="the video the swap was made from")
     parser.add_argument("--output", required=True, help="the swapped video")
     parser.add_argument("--source", required=True, help="the photo whose face was put in")
+    parser.add_argument(
+        "--reference",
+        help="another photo of the source's person: identity is measured against it too "
+        "(what only the source photo has, a hat or its light, then earns nothing)",
+    )
     parser.add_argument("--json", help="also write the full result here (atomically)")
     parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
     parser.add_argument("--every", type=int, default=1, help="score every n-th frame (default 1)")
@@ -959,6 +987,7 @@ def main(argv: list[str] | None = None) -> int:
             every=args.every,
             max_frames=args.max_frames,
             upsample=args.upsample,
+            reference=args.reference,
         )
     except SwapstreamError as exc:
         print(f"swapstream: error: {exc}", file=sys.stderr)

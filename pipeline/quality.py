@@ -4,7 +4,8 @@ python -m pipeline quality [--grid configs/quality.yaml] [--out runs/quality] [-
                            [--rescore] [--config FILE] [key=value ...]
 
 The grid file (``configs/quality.yaml``) names the clips (file, start second, evaluator HOG upsampling), the
-cut length and width, and the (clip, photo) pairs. Each clip is cut once into ``OUT/clips/`` (libx264 at
+cut length and width, the (clip, photo) pairs, and for photos whose person has another photo, that photo
+(``references``: identity is also scored against it). Each clip is cut once into ``OUT/clips/`` (libx264 at
 ``crf``, scaled to at most ``max_width``, audio re-encoded to AAC; the cut is the "original" every output is
 compared with). Each pair is swapped in-process with the swap config (``--config`` and overrides, as for
 ``swap``), the output scored with :func:`pipeline.evaluate.evaluate` (every frame), and the results written:
@@ -79,16 +80,22 @@ def load_grid(path: str | Path) -> dict:
         if not (isinstance(entry, list) and len(entry) == 3):
             raise InputError(f"{p}: clip {name}: give [file, start second, HOG upsampling]")
         clips[name] = {"path": data / entry[0], "start": float(entry[1]), "upsample": int(entry[2])}
+    references = grid.get("references") or {}
+    if not isinstance(references, dict):
+        raise InputError(f"{p}: references: give photo: another photo of the same person")
     pairs = []
     for entry in grid["pairs"]:
         clip, photo = entry
         if clip not in clips:
             raise InputError(f"{p}: pair {entry}: no clip named {clip}")
-        pairs.append({"clip": clip, "photo": photo, "photo_path": data / "faces" / photo})
+        pair = {"clip": clip, "photo": photo, "photo_path": data / "faces" / photo}
+        if photo in references:
+            pair["reference_path"] = data / "faces" / references[photo]
+        pairs.append(pair)
     for item in [*clips.values(), *pairs]:
-        path = item.get("photo_path", item.get("path"))
-        if not path.is_file():
-            raise InputError(f"{path}: listed in {p} but missing")
+        for key in ("path", "photo_path", "reference_path"):
+            if key in item and not item[key].is_file():
+                raise InputError(f"{item[key]}: listed in {p} but missing")
     return {
         "clips": clips,
         "pairs": pairs,
@@ -162,7 +169,9 @@ def _run_pair(job: tuple[dict, Path, Path, dict, int]) -> dict:
         }
     done = {**head, "output": str(output), "source": str(pair["photo_path"]), **swap}
     try:
-        result = evaluate(clip, output, pair["photo_path"], cfg, upsample=upsample)
+        result = evaluate(
+            clip, output, pair["photo_path"], cfg, upsample=upsample, reference=pair.get("reference_path")
+        )
     except SwapstreamError as exc:  # e.g. the evaluator's detector finds no face in the photo: still shown
         return {**done, "frames": {"original": swap["swap_frames"]}, "error": f"not scored: {exc}"}
     return {**result, **done}
@@ -179,6 +188,7 @@ def _get(result: dict, *keys: str) -> float | None:
 
 COLUMNS = (  # (header, path in the evaluator's dict, format)
     ("nearer src", ("identity", "nearer_source_share"), ".0%"),
+    ("nearer ref", ("identity", "nearer_reference_share"), ".0%"),
     ("d(src)", ("identity", "distance_to_source", "median"), ".3f"),
     ("d(orig)", ("identity", "distance_to_original", "median"), ".3f"),
     ("mouth open", ("mouth_open_error_iod", "median"), ".3f"),
@@ -224,6 +234,8 @@ def markdown(results: list[dict], grid_path: Path, cfg_text: str) -> str:
         f"{TARGETS['nearer_source_share']:.0%} of scored frames, median mouth-open error <= "
         f"{TARGETS['mouth_open_error_iod']} IOD, flicker <= {TARGETS['flicker']}, background PSNR >= "
         f"{TARGETS['background_psnr_db']} dB, jitter <= {TARGETS['jitter_iod']} IOD. "
+        "nearer ref: the same share against another photo of the source's person (the grid's references; "
+        "n/a without one), which what only the pasted photo has (a hat, its light) cannot earn. "
         "Per-pair JSON in scores/.",
         "",
         "| " + " | ".join(head) + " |",

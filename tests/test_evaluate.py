@@ -55,6 +55,23 @@ def self_result(clip, base_cfg) -> dict:
     return evaluate(clip, copy, SOURCE, base_cfg)
 
 
+def test_identity_against_a_reference_photo(clip, base_cfg):
+    """A reference photo is scored like the source: given the source itself, the same distances and share,
+    and the summary line names it; without one, nothing is reported for it."""
+    output = clip.with_name("copy_reference.mp4")
+    shutil.copyfile(clip, output)
+    r = evaluate(clip, output, SOURCE, base_cfg, max_frames=4, reference=SOURCE)
+    ident = r["identity"]
+    assert ident["reference"] == str(SOURCE) and ident["faces"] == 4
+    assert ident["distance_to_reference"] == ident["distance_to_source"]
+    assert ident["distance_to_reference"]["mean"] > 0.1
+    assert ident["nearer_reference_share"] == ident["nearer_source_share"]
+    assert "nearer reference" in summary_line(r)
+    plain = evaluate(clip, output, SOURCE, base_cfg, max_frames=4)["identity"]
+    assert plain["reference"] is None and plain["nearer_reference_share"] is None
+    assert plain["distance_to_source"] == ident["distance_to_source"]
+
+
 @pytest.fixture(scope="module")
 def shifted(clip) -> Path:
     """The clip with each frame's face region (dlib box grown 20 %) moved 3 px right on odd frames;

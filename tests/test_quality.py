@@ -28,6 +28,7 @@ def grid(tmp_path_factory) -> Path:
         "crf": 18,
         "clips": {"d20": ["videos/liveportrait_d20.mp4", 1.0, 0]},
         "pairs": [["d20", "obama_a.jpg"], ["d20", "john_lennon_b.jpg"]],
+        "references": {"obama_a.jpg": "obama_b.jpg"},
     }
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -47,8 +48,11 @@ def test_one_pair_grid_end_to_end(grid, tmp_path, capsys):
     score = json.loads((out / "scores" / "d20__obama_a.json").read_text())
     assert score["frames"]["scored"] > 20 and score["faces_swapped"] == frames
     assert score["identity"]["nearer_source_share"] is not None and score["artifacts"]["frames"] > 0
+    assert score["identity"]["reference"].endswith("obama_b.jpg")
+    assert score["identity"]["nearer_reference_share"] is not None
     table = (out / "quality.md").read_text()
     assert "| d20__obama_a |" in table and "**median**" in table and "john_lennon_b" not in table
+    assert "| nearer ref |" in table
     sheet = np.asarray(Image.open(out / "quality.png"))
     assert sheet.shape == (20 + TILE, LABEL_W + 5 * TILE, 3)
     assert sheet[20:, LABEL_W:].std() > 10  # pictures, not an empty sheet
@@ -68,6 +72,10 @@ def test_bad_grids_stop_with_one_line(grid, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": str(DATA), "clips": {}, "pairs": [["d20", "obama_a.jpg"]]}))
     with pytest.raises(InputError, match="no clip named d20"):
+        load_grid(bad)
+    spec = yaml.safe_load(grid.read_text())
+    bad.write_text(yaml.safe_dump({**spec, "references": {"obama_a.jpg": "obama_c.jpg"}}))
+    with pytest.raises(InputError, match="obama_c.jpg: listed in .* but missing"):
         load_grid(bad)
 
 
