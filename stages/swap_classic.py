@@ -1,10 +1,10 @@
 """Classic face swap: piecewise-affine landmark warp of one source face, colour match, soft paste mask.
 
 No learned weights. For every selected face of a batch (aligned crop + 68 landmarks set by the align stage)
-the source face is warped onto the target's landmark geometry (with the source's nose, eye and brow shape,
-smoothed along the track), colour-matched to the target's skin in CIE Lab, given the target's shading and
-sharpness, and given a soft mask that covers the face hull (jaw line and lifted brows), eroded and
-feathered, with a hole over the target's own open mouth.
+the source face (its one-sided light evened out, :func:`even_light`) is warped onto the target's landmark
+geometry (with the source's nose, eye and brow shape, smoothed along the track), colour-matched to the
+target's skin in CIE Lab, given the target's shading and sharpness, and given a soft mask that covers the
+face hull (jaw line and lifted brows), eroded and feathered, with a hole over the target's own open mouth.
 
 Only the source's face is pasted (:mod:`stages.occluders`; ``classic.source_hair`` /
 ``classic.source_glasses``): its glasses frames are filled from the skin around them (they are thin, and
@@ -66,6 +66,14 @@ BROW_COVER_SHARE = 0.65  # ... at least this share (35 shared photos: covered 0.
 BROW_COVER_GROW = 0.08  # IOD: a covered brow's points (on the fringe's edge) go with the fringe, grown so
 FRAME_FILL_RADIUS = 0.06  # IOD: neighbourhood the source's frame pixels are filled from
 FRAME_ZONE_GROW = 0.04  # IOD: filled frames, grown by this (edges the fill missed), take all the a/b shift
+EVEN_LIGHT_SIGMA = 0.03  # share of the crop side: the scale above which one-sided light is evened out
+
+# iBUG 68 point of the face's other half: jaw, brows, nose bridge (itself), nostrils, eyes, mouth
+MIRROR_68 = np.array(
+    [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+     45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+     54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
 
 
 def brow_covered(hair: np.ndarray, lm: np.ndarray, brow: np.ndarray) -> bool:
@@ -142,7 +150,58 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     features = features.astype(np.float32)
     covered = np.maximum(soft(hidden) * (1.0 - np.minimum(soft(features), 1.0)), soft(lenses))
     zone = np.clip(soft(zone) * (1.0 - np.minimum(soft(features), 1.0)), 0.0, 1.0).astype(np.float32)
-    return crop, np.clip(1.0 - covered, 0.0, 1.0).astype(np.float32), zone
+    visible = np.clip(1.0 - covered, 0.0, 1.0).astype(np.float32)
+    strength = float(cfg["classic"]["even_source_light"])
+    if strength > 0:
+        crop = even_light(crop, lm, skin_weights(lm[None], size)[0] * visible, strength)
+    return crop, visible, zone
+
+
+def mirror_face(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """The face reflected about its own midline: ``image (S, S, C) float32`` → ``(S, S, C) float32`` that
+    shows, at each of the 68 points ``lm`` (crop pixels), what ``image`` shows at the point's counterpart on
+    the face's other half (:data:`MIRROR_68`): the image flipped left-right, then warped piecewise-affinely
+    so its points land on the originals (a flip alone would put a turned face's halves side by side)."""
+    size = image.shape[0]
+    flipped_lm = np.asarray(lm, dtype=np.float64).copy()
+    flipped_lm[:, 0] = size - 1 - flipped_lm[:, 0]
+    dst = control_points(lm, size)
+    src = control_points(flipped_lm[MIRROR_68], size)
+    grid = piecewise_affine_grid(src, dst[None], triangulate(dst), size)
+    flipped = torch.from_numpy(np.ascontiguousarray(image[:, ::-1])).permute(2, 0, 1)[None]
+    return sample_pixels(flipped, grid)[0].permute(1, 2, 0).numpy()
+
+
+def even_light(crop: np.ndarray, lm: np.ndarray, skin: np.ndarray, strength: float) -> np.ndarray:
+    """Even out the source photo's one-sided light: ``crop (S, S, 3) uint8`` RGB → the same, where the
+    shading that differs between the face's two halves is taken away (``strength`` 1: all of it).
+
+    lm: ``(68, 2)`` crop pixels; skin: ``(S, S)`` weights of the bare visible skin. A face's albedo is
+    nearly symmetric and its features are, so what differs between a point and its mirror counterpart
+    (:func:`mirror_face`) at scales above ``EVEN_LIGHT_SIGMA`` of the crop is light: in CIE Lab, each pixel
+    moves by ``strength / 2`` of the difference between the skin-weighted local means (:func:`_masked_blur`)
+    of the crop and of its mirror, measured where both halves show skin. Both halves meet at their mean,
+    and the light the target's shading replaces (:func:`shading_transfer`, above ``classic.shading_sigma``)
+    no longer leaves the source's half-shadow at the scale of the eye sockets and the nose's side
+    (john_lennon_b, eric_clapton_a: lit from one side, pasted as a dark half-face). Only on the skin and
+    the features it surrounds, fading out beyond it; the image elsewhere is unchanged.
+    """
+    size = crop.shape[0]
+    rgb = crop.astype(np.float32) / 255.0
+    both = np.concatenate([rgb, skin[..., None].astype(np.float32)], -1)
+    mirrored = mirror_face(both, lm)
+    weight = (skin * mirrored[..., 3]).astype(np.float32)
+    if float(weight.sum()) < 1.0:
+        return crop
+    sigma = EVEN_LIGHT_SIGMA * size
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    lab_m = cv2.cvtColor(np.ascontiguousarray(mirrored[..., :3]), cv2.COLOR_RGB2Lab)
+    step = _masked_blur(lab, weight, sigma) - _masked_blur(lab_m, weight, sigma)
+    # on the skin and what it surrounds (eyes, brows, lips); fading out within about sigma of its edge
+    near = np.clip(2.0 * _gauss(skin.astype(np.float32), sigma), 0.0, 1.0)
+    out = lab - (0.5 * strength) * step * near[..., None]
+    out = np.clip(cv2.cvtColor(out.astype(np.float32), cv2.COLOR_Lab2RGB), 0.0, 1.0)
+    return (out * 255.0).round().astype(np.uint8)
 
 
 def make_source_face(
@@ -515,10 +574,15 @@ def face_masks(lm_crop: np.ndarray, cfg: dict, keep_inner_mouth: bool | None = N
 
 
 def lab_stats(
-    image: torch.Tensor, weight: torch.Tensor, stride: int = 4
+    image: torch.Tensor, weight: torch.Tensor, stride: int = 4, detail_sigma: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Weighted per-channel CIE-Lab mean and std ``(3,), (3,)`` of ``image (3, H, W)`` RGB in [0, 1] inside
-    ``weight (H, W) >= 0``, over every ``stride``-th pixel; None when the weights sum to less than 1."""
+    ``weight (H, W) >= 0``, over every ``stride``-th pixel; None when the weights sum to less than 1.
+
+    detail_sigma (px): the lightness std is taken of the detail finer than this scale only (lightness less
+    its weighted local mean, :func:`_masked_blur`): with the shading transfer on, that is all of the
+    source's lightness that is pasted, and the light across the face (a lit cheek, a shadowed half) would
+    otherwise count as contrast. Mean and a/b std are whole-band."""
     w = weight[::stride, ::stride].reshape(1, -1)
     total = w.sum()
     if float(total) < 1.0:
@@ -526,6 +590,13 @@ def lab_stats(
     lab = kornia.color.rgb_to_lab(image[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
     mu = (lab * w).sum(1) / total
     sd = torch.sqrt(((lab - mu[:, None]) ** 2 * w).sum(1) / total)
+    if detail_sigma is not None and detail_sigma > 0:
+        # the lightness the shading transfer keeps: less its weighted local mean at that scale
+        lightness = kornia.color.rgb_to_lab(image[None])[0, 0].numpy()[..., None]
+        weights = np.ascontiguousarray(weight.numpy(), dtype=np.float32)
+        detail = lightness[..., 0] - _masked_blur(lightness, weights, detail_sigma)[..., 0]
+        detail = torch.from_numpy(np.ascontiguousarray(detail[::stride, ::stride])).reshape(1, -1)
+        sd = torch.cat([torch.sqrt((detail**2 * w).sum(1) / total), sd[1:]])
     return mu, sd
 
 
@@ -537,6 +608,7 @@ def lab_transfer(
     target_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     src_weight: torch.Tensor | None = None,
     full_shift: torch.Tensor | None = None,
+    detail_sigma: float | None = None,
 ) -> torch.Tensor:
     """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer),
     with the a/b shift taken in proportion to each pixel's lightness against the skin's (all of it at the
@@ -547,6 +619,9 @@ def lab_transfer(
     smoothed ones). src_weight: weights of ``src``'s statistics (its visible skin) when not ``weight``.
     full_shift: ``(H, W)`` in [0, 1], where the whole a/b shift applies whatever the lightness (what is
     left of the source's glasses frames: they are not face, and would keep their colour against the skin).
+    detail_sigma: lightness contrast is matched on the detail finer than this (px; :func:`lab_stats`), for
+    use with :func:`shading_transfer` at the same scale: the source's detail takes the frame's detail
+    contrast, whatever light either face is in.
     Returns ``(3, H, W)`` RGB in [0, 1]. One face at a time, so the reductions never depend on the batch.
 
     Why scaled by lightness: a change of light moves a and b less in the dark (a colour cast scales the
@@ -554,8 +629,9 @@ def lab_transfer(
     complement of the source light's colour: brown eyes and lips came out blue from a source under warm
     light onto a target under neutral light.
     """
-    s_stats = lab_stats(src, weight if src_weight is None else src_weight, stride)
-    d_stats = target_stats if target_stats is not None else lab_stats(dst, weight, stride)
+    s_weight = weight if src_weight is None else src_weight
+    s_stats = lab_stats(src, s_weight, stride, detail_sigma)
+    d_stats = target_stats if target_stats is not None else lab_stats(dst, weight, stride, detail_sigma)
     if s_stats is None or d_stats is None:
         return src
     (mu_s, sd_s), (mu_d, sd_d) = s_stats, d_stats
@@ -618,16 +694,16 @@ def _masked_blur(x: np.ndarray, w: np.ndarray, sigma: float) -> np.ndarray:
     mean = xw.sum((0, 1)) / max(float(w.sum()), 1e-6)
     if sigma >= 6.0:
         size = (max(1, wd // 4), max(1, h // 4))
-        xw = cv2.resize(xw, size, interpolation=cv2.INTER_AREA)
+        xw = cv2.resize(xw, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
         w = cv2.resize(w, size, interpolation=cv2.INTER_AREA)
         sigma = sigma / 4.0
-    num = cv2.GaussianBlur(xw, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    num = cv2.GaussianBlur(xw, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE).reshape(xw.shape)
     den = cv2.GaussianBlur(w, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)[..., None]
     blend = np.clip(den / 0.05, 0.0, 1.0)  # trust the local mean once it has 5 % of a full kernel's weight
     base = blend * num / np.maximum(den, 1e-6) + (1.0 - blend) * mean
     if base.shape[:2] != (h, wd):
         base = cv2.resize(base.astype(np.float32), (wd, h), interpolation=cv2.INTER_LINEAR)
-    return base
+    return base.reshape(h, wd, -1)
 
 
 def shading_transfer(
@@ -757,6 +833,9 @@ class ClassicSwapStage:
         self.shape_transfer = float(cfg["classic"]["shape_transfer"])
         if not 0.0 <= self.shape_transfer <= 1.0:
             raise ValueError(f"classic.shape_transfer must be in [0, 1], got {self.shape_transfer}")
+        light = float(cfg["classic"]["even_source_light"])
+        if not 0.0 <= light <= 1.0:
+            raise ValueError(f"classic.even_source_light must be in [0, 1], got {light}")
         self.color_smoothing = float(cfg["classic"]["color_smoothing"])
         if not 0.0 <= self.color_smoothing < 1.0:
             raise ValueError(f"classic.color_smoothing must be in [0, 1), got {self.color_smoothing}")
@@ -821,7 +900,8 @@ class ClassicSwapStage:
             out = []
             for i in range(n):
                 ts = None if stats[i] is None else stats[i](masks[i])
-                kw = {"target_stats": ts, "src_weight": masks[i] * visible[i], "full_shift": frame_zone[i]}
+                kw = {"target_stats": ts, "src_weight": masks[i] * visible[i], "full_shift": frame_zone[i],
+                      "detail_sigma": self._detail_sigma()}
                 out.append(lab_transfer(warped[i], target[i], masks[i], **kw))
             warped = torch.stack(out)
         if self.color == "lab" and self.shading_sigma > 0:
@@ -914,13 +994,18 @@ class ClassicSwapStage:
 
         return smooth
 
+    def _detail_sigma(self) -> float | None:
+        """Scale (px) below which the colour match measures lightness contrast: the shading transfer's,
+        when it is on (the source's light above it is replaced anyway); None: whole-band."""
+        return self.shading_sigma * self.size if self.color == "lab" and self.shading_sigma > 0 else None
+
     def _smoothed_stats(self, video_id: str, face, frame: int, cut_at: set[int], crop: np.ndarray):
         """A callable ``mask -> (mean, std)``: the face's target Lab statistics, exponentially smoothed
         along its track (restarting at a cut or a missing frame), so the colour match does not flicker."""
         target = tensor_of(crop).permute(2, 0, 1).float().div(255.0)
 
         def stats(mask: torch.Tensor):
-            now = lab_stats(target, mask)
+            now = lab_stats(target, mask, detail_sigma=self._detail_sigma())
             if now is None:
                 return None
             prev = self._colour.previous(video_id, face.track_id, frame, frame in cut_at)

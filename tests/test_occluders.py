@@ -173,6 +173,8 @@ def test_frames_never_cover_the_eyes(faces, name):
 def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     import copy
 
+    cfg = copy.deepcopy(cfg)
+    cfg["classic"]["even_source_light"] = 0.0  # the fill alone (the light is test_swap_classic's)
     face = faces["john_lennon_a.jpg"]  # glasses and hair over the forehead
     filled, drop, zone = source_layers(face, cfg)
     _, hair, glasses, _ = _maps(face)
@@ -214,3 +216,8 @@ def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     crop, vis, bare_zone = source_layers(bare, cfg)
     d = hull_distance(hull_points(np.asarray(bare.landmarks68, np.float64)[None]), 256)[0].numpy()
     assert vis[d > 10].mean() > 0.97 and np.array_equal(crop, bare.crop) and bare_zone.max() == 0.0
+    # with the light evened out, only the face changes
+    cfg["classic"]["even_source_light"] = 1.0
+    evened = source_layers(bare, cfg)[0]
+    moved = np.abs(evened.astype(int) - bare.crop).max(-1) > 1
+    assert moved[d > 0].any() and not moved[d < -0.1 * 256].any()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import cv2
 import kornia
 import numpy as np
 import pytest
@@ -22,17 +23,21 @@ from stages.geometry import (
 from stages.swap_classic import (
     BROWS,
     INNER_LIP,
+    MIRROR_68,
     ClassicSwapStage,
     SourceFace,
     brow_covered,
     control_points,
+    even_light,
     face_masks,
     head_turn,
     hull_points,
     lab_transfer,
     make_source_face,
+    mirror_face,
     piecewise_affine_grid,
     sample_pixels,
+    skin_weights,
     triangulate,
     turn_weight,
 )
@@ -396,6 +401,67 @@ def test_shading_transfer_takes_the_target_shading_and_keeps_source_detail():
     # the large scale follows the target's gradient, the fine scale is the source's
     assert np.abs(_gauss(out, 10.0) - _gauss(dst, 10.0))[inner].mean() < 0.02
     assert np.abs((out - _gauss(out, 2.0)) - (src - _gauss(src, 2.0)))[inner].mean() < 0.01
+
+
+def test_mirror_face_shows_each_point_its_counterpart(source):
+    assert sorted(MIRROR_68) == list(range(68)) and (MIRROR_68[MIRROR_68] == np.arange(68)).all()
+    lm = np.asarray(source.landmarks68, np.float64)
+    ys, xs = np.mgrid[0:S, 0:S].astype(np.float32)
+    coords = np.stack([xs, ys], -1)  # each pixel holds its own (x, y)
+    mirrored = mirror_face(coords, lm)
+    at = np.round(lm).astype(int)
+    seen = mirrored[at[:, 1], at[:, 0]]  # what the mirror shows at each point: where it was taken from
+    assert np.abs(seen - lm[MIRROR_68]).max() < 1.5  # (points rounded to whole pixels)
+
+
+def test_even_light_takes_away_one_sided_light_and_keeps_detail(source):
+    from stages.swap_classic import _gauss
+
+    lm = np.asarray(source.landmarks68, np.float64)
+    skin = skin_weights(lm[None], S)[0]
+    x_mid = lm[27:31, 0].mean()
+    ramp = np.clip(1.0 + 0.6 * (np.arange(S) - x_mid) / S * 2, 0.4, 1.6).astype(np.float32)
+    lit = np.clip(source.crop * ramp[None, :, None], 0, 255).round().astype(np.uint8)  # lit from the right
+
+    def sides(img: np.ndarray) -> float:  # mean luma of the right half's skin minus the left half's
+        g = img.astype(np.float32).mean(-1)
+        right, left = skin * (np.arange(S) > x_mid), skin * (np.arange(S) < x_mid)
+        return float((g * right).sum() / right.sum() - (g * left).sum() / left.sum())
+
+    out = even_light(lit, lm, skin, 1.0)
+    assert abs(sides(lit)) > 20 and abs(sides(out)) < 0.25 * abs(sides(lit))
+    # what is finer than the light stays (pores, features), and nothing away from the face moves
+    fine = lambda im: im.astype(np.float32) - _gauss(im.astype(np.float32), 2.0)  # noqa: E731
+    on = skin > 0
+    assert np.abs(fine(out) - fine(lit))[on].mean() < 1.5
+    far = cv2.distanceTransform((skin == 0).astype(np.uint8), cv2.DIST_L2, 5) > 0.1 * S  # well off the face
+    assert np.abs(out.astype(int) - lit)[far].max() <= 1
+    # half the strength, half the evening; none, none
+    half = even_light(lit, lm, skin, 0.5)
+    assert abs(sides(half) - 0.5 * (sides(lit) + sides(out))) < 0.1 * abs(sides(lit))
+    assert np.abs(even_light(lit, lm, skin, 0.0).astype(int) - lit).max() <= 1
+
+
+def test_even_source_light_is_a_share(cfg, source):
+    bad = {**cfg, "classic": {**cfg["classic"], "even_source_light": 1.5}}
+    with pytest.raises(ValueError, match="even_source_light"):
+        ClassicSwapStage(bad, source)
+
+
+def test_lab_stats_detail_contrast_leaves_out_the_light():
+    from stages.swap_classic import lab_stats
+
+    rng = np.random.default_rng(1)
+    texture = 0.03 * rng.standard_normal((S, S)).astype(np.float32)
+    ramp = np.linspace(0.25, 0.75, S, dtype=np.float32)[None, :]  # lit from the right
+    flat = torch.from_numpy(np.clip(0.5 + texture, 0, 1)).expand(3, S, S)
+    lit = torch.from_numpy(np.clip(ramp + texture, 0, 1)).expand(3, S, S)
+    w = torch.ones(S, S)
+    whole, detail = lab_stats(lit, w)[1][0], lab_stats(lit, w, detail_sigma=20.0)[1][0]
+    flat_detail = lab_stats(flat, w, detail_sigma=20.0)[1][0]
+    assert whole > 4 * detail  # the light dominates the whole-band std
+    assert abs(float(detail / flat_detail) - 1.0) < 0.15  # the detail's contrast, whatever the light
+    assert torch.allclose(lab_stats(lit, w)[0], lab_stats(lit, w, detail_sigma=20.0)[0])  # means unchanged
 
 
 def test_matching_blur_softens_a_sharp_source_for_a_soft_frame():
