@@ -587,15 +587,17 @@ def lab_stats(
     total = w.sum()
     if float(total) < 1.0:
         return None
-    lab = kornia.color.rgb_to_lab(image[None, :, ::stride, ::stride].contiguous())[0].reshape(3, -1)
+    grid = kornia.color.rgb_to_lab(image[None, :, ::stride, ::stride].contiguous())[0]
+    lab = grid.reshape(3, -1)
     mu = (lab * w).sum(1) / total
     sd = torch.sqrt(((lab - mu[:, None]) ** 2 * w).sum(1) / total)
     if detail_sigma is not None and detail_sigma > 0:
-        # the lightness the shading transfer keeps: less its weighted local mean at that scale
-        lightness = kornia.color.rgb_to_lab(image[None])[0, 0].numpy()[..., None]
-        weights = np.ascontiguousarray(weight.numpy(), dtype=np.float32)
-        detail = lightness[..., 0] - _masked_blur(lightness, weights, detail_sigma)[..., 0]
-        detail = torch.from_numpy(np.ascontiguousarray(detail[::stride, ::stride])).reshape(1, -1)
+        # the lightness the shading transfer keeps: less its weighted local mean at that scale (smooth at
+        # many pixels, so taken on the same sparse grid)
+        lightness = grid[0].numpy()[..., None]
+        weights = np.ascontiguousarray(weight[::stride, ::stride].numpy(), dtype=np.float32)
+        detail = lightness[..., 0] - _masked_blur(lightness, weights, detail_sigma / stride)[..., 0]
+        detail = torch.from_numpy(np.ascontiguousarray(detail)).reshape(1, -1)
         sd = torch.cat([torch.sqrt((detail**2 * w).sum(1) / total), sd[1:]])
     return mu, sd
 
