@@ -90,6 +90,19 @@ def test_misses_name_the_targets_a_pair_fails():
     assert misses(ok) == []
     bad = {**ok, "identity": {"nearer_source_share": 0.5}, "artifacts": {**ok["artifacts"], "seam": 99.0}}
     assert misses(bad) == ["identity", "seam"]
+    shaky = {**ok, "jitter_iod": 0.02}
+    assert misses(shaky) == misses({**shaky, "talking_head": True}) == ["jitter"]
+    assert misses({**shaky, "talking_head": False}) == []  # the jitter target is the talking heads'
+
+
+def test_talking_heads_name_grid_clips(grid, tmp_path):
+    assert all(p["talking_head"] for p in load_grid(grid)["pairs"])  # not listed: every clip is one
+    shipped = load_grid(DEFAULT_GRID)
+    assert {p["clip"] for p in shipped["pairs"] if not p["talking_head"]} == {"hamilton", "crowd"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(grid.read_text()), "talking_heads": ["nobody"]}))
+    with pytest.raises(InputError, match="talking_heads"):
+        load_grid(bad)
 
 
 def test_shipped_grid_covers_every_clip_and_the_hard_photos():
