@@ -65,7 +65,7 @@ BROW_COVER_PROBE = (0.05, 0.3)  # IOD above a brow's points: a strip that a frin
 BROW_COVER_SHARE = 0.65  # ... at least this share (35 shared photos: covered 0.67-1.0, the others <= 0.63)
 BROW_COVER_GROW = 0.08  # IOD: a covered brow's points (on the fringe's edge) go with the fringe, grown so
 FRAME_FILL_RADIUS = 0.06  # IOD: neighbourhood the source's frame pixels are filled from
-FRAME_ZONE_GROW = 0.04  # IOD: filled frames, grown by this (edges the fill missed), take all the a/b shift
+FRAME_ZONE_GROW = 0.04  # IOD: filled frames, grown by this (edges the fill missed), take the skin's a/b
 EVEN_LIGHT_SIGMA = 0.03  # share of the crop side: the scale above which one-sided light is evened out
 
 # iBUG 68 point of the face's other half: jaw, brows, nose bridge (itself), nostrils, eyes, mouth
@@ -93,8 +93,8 @@ def source_layers(source: SourceFace, cfg: dict) -> tuple[np.ndarray, np.ndarray
     the frames were.
 
     Returns ``(S, S, 3) uint8`` RGB and two ``(S, S) float32`` maps in [0, 1]: visibility, and the filled
-    frames grown by ``FRAME_ZONE_GROW`` IOD and softened (what the fill left of them takes the whole colour
-    shift, see :func:`lab_transfer`; never over the eyes and brows; all zero without glasses or with
+    frames grown by ``FRAME_ZONE_GROW`` IOD and softened (what the fill left of them takes the target skin's
+    a and b, see :func:`lab_transfer`; never over the eyes and brows; all zero without glasses or with
     ``keep``). With ``classic.source_glasses=drop`` the frames are filled from the source's own skin around
     them (Telea inpainting over ``FRAME_FILL_RADIUS`` IOD): frames are thin, so the fill keeps the source's
     eyes and the skin between the rims, which carry its identity. The visibility is 1 where the crop shows
@@ -609,7 +609,7 @@ def lab_transfer(
     stride: int = 4,
     target_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
     src_weight: torch.Tensor | None = None,
-    full_shift: torch.Tensor | None = None,
+    skin_tone: torch.Tensor | None = None,
     detail_sigma: float | None = None,
 ) -> torch.Tensor:
     """Move ``src``'s per-channel Lab mean and std inside ``weight`` to those of ``dst`` (Reinhard transfer),
@@ -619,8 +619,9 @@ def lab_transfer(
     src, dst: ``(3, H, W) float32`` RGB in [0, 1]. weight: ``(H, W)`` >= 0. The statistics use every
     ``stride``-th pixel. target_stats: use these ``(mean, std)`` instead of ``dst``'s own (temporally
     smoothed ones). src_weight: weights of ``src``'s statistics (its visible skin) when not ``weight``.
-    full_shift: ``(H, W)`` in [0, 1], where the whole a/b shift applies whatever the lightness (what is
-    left of the source's glasses frames: they are not face, and would keep their colour against the skin).
+    skin_tone: ``(H, W)`` in [0, 1], where a and b become the target skin's mean (what the fill left of the
+    source's glasses frames, and what it filled them with: not the face's colour, and a dark pixel given the
+    whole shift took its complement, green at john_lennon_a's bridge and rims on may).
     detail_sigma: lightness contrast is matched on the detail finer than this (px; :func:`lab_stats`), for
     use with :func:`shading_transfer` at the same scale: the source's detail takes the frame's detail
     contrast, whatever light either face is in.
@@ -641,10 +642,11 @@ def lab_transfer(
     lab = kornia.color.rgb_to_lab(src[None])[0]
     lightness = (lab[:1] - mu_s[0]) * ratio[0] + mu_d[0]
     share = (lab[:1] / mu_s[0].clamp(min=1e-3)).clamp(0.0, 1.0)
-    if full_shift is not None:
-        share = torch.maximum(share, full_shift[None])
     shift = (mu_d[1:] - mu_s[1:] * ratio[1:])[:, None, None]
-    out = torch.cat([lightness, lab[1:] * ratio[1:, None, None] + shift * share])
+    ab = lab[1:] * ratio[1:, None, None] + shift * share
+    if skin_tone is not None:
+        ab = torch.lerp(ab, mu_d[1:, None, None].expand_as(ab), skin_tone[None])
+    out = torch.cat([lightness, ab])
     return kornia.color.lab_to_rgb(out[None])[0].clamp(0.0, 1.0)
 
 
@@ -902,7 +904,7 @@ class ClassicSwapStage:
             out = []
             for i in range(n):
                 ts = None if stats[i] is None else stats[i](masks[i])
-                kw = {"target_stats": ts, "src_weight": masks[i] * visible[i], "full_shift": frame_zone[i],
+                kw = {"target_stats": ts, "src_weight": masks[i] * visible[i], "skin_tone": frame_zone[i],
                       "detail_sigma": self._detail_sigma()}
                 out.append(lab_transfer(warped[i], target[i], masks[i], **kw))
             warped = torch.stack(out)
