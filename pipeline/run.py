@@ -211,8 +211,8 @@ def swap_video(
     """Swap the source photo's face onto the faces of ``input_path``; write ``output`` atomically.
 
     digest: also hash every output frame, in order, before encoding (``Summary.frames_digest``). The
-    executors are compared on this: libx264 here does not always produce the same bytes for the same
-    frames, so comparing encoded files would test the encoder, not the pipeline.
+    executors are compared on this, so that a difference is found in the frame and stage where it arose,
+    not through the encoder (whose own determinism is ``encode.deterministic``).
     pool: a :class:`pipeline.executors.StagePool` whose Ray actors this video shares with others
     (``executor=ray`` only).
 
