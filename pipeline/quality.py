@@ -115,9 +115,12 @@ def pair_name(pair: dict) -> str:
 
 def cut_clip(source: Path, dest: Path, start: float, seconds: float, max_width: int, crf: int) -> None:
     """``seconds`` of ``source`` from ``start``, scaled to at most ``max_width`` wide (even sizes), libx264
-    at ``crf`` and AAC, written atomically to ``dest`` (ffmpeg-python over the ffmpeg of imageio-ffmpeg)."""
+    at ``crf`` (the same bytes every time: :func:`stages.encode.x264_options`) and AAC, written atomically
+    to ``dest`` (ffmpeg-python over the ffmpeg of imageio-ffmpeg)."""
     import ffmpeg
     import imageio_ffmpeg
+
+    from stages.encode import x264_options
 
     tmp = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
     stream = ffmpeg.input(str(source), ss=f"{start:g}", t=f"{seconds:g}")
@@ -132,6 +135,7 @@ def cut_clip(source: Path, dest: Path, start: float, seconds: float, max_width: 
         acodec="aac",
         pix_fmt="yuv420p",
         loglevel="error",
+        **x264_options({"codec": "libx264"}),  # the same cut on every run
     )
     try:
         ffmpeg.run(out, cmd=imageio_ffmpeg.get_ffmpeg_exe(), overwrite_output=True, capture_stderr=True)
