@@ -2,7 +2,8 @@
 
 No learned weights. For every selected face of a batch (aligned crop + 68 landmarks set by the align stage)
 the source face (its one-sided light evened out, :func:`even_light`) is warped onto the target's landmark
-geometry (with the source's nose, eye and brow shape, smoothed along the track), colour-matched to the
+geometry (with the source's nose, eye and brow shape, smoothed along the track; where a turned photo's far
+half would be stretched, its near half mirrored, :func:`mirror_weight`), colour-matched to the
 target's skin in CIE Lab, given the target's shading and sharpness, and given a soft mask that covers the
 face hull (jaw line and lifted brows), eroded and feathered, with a hole over the target's own open mouth.
 
@@ -31,7 +32,14 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
-from stages.geometry import crop_template, estimate_similarity, tensor_of, transform_points, warp_crops
+from stages.geometry import (
+    crop_template,
+    estimate_similarity,
+    points5_from_68,
+    tensor_of,
+    transform_points,
+    warp_crops,
+)
 from stages.occluders import BROWS, LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map, inter_ocular, luma
 from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch, swap_inputs
@@ -765,12 +773,78 @@ def head_turn(points5: np.ndarray) -> float:
     eye distances. 0 frontal, about ``0.4 tan(yaw)`` turned (the nose tip stands about 0.4 eye distances in
     front of the eyes), past 0.5 when the nose passes the far eye. Rotation and scale do not change it.
     """
+    return abs(signed_turn(points5))
+
+
+def signed_turn(points5: np.ndarray) -> float:
+    """:func:`head_turn` with its sign: positive when the nose tip lies toward the image-right eye (the face
+    turned so that its image-right half is the far, foreshortened one), negative toward the image-left eye;
+    ``inf`` when both eyes are one point."""
     p = np.asarray(points5, dtype=np.float64)
     axis = p[1] - p[0]
     span = float(axis @ axis)
     if span < 1e-12:
         return float("inf")  # both eyes on one point: a profile
-    return abs(float((p[2] - 0.5 * (p[0] + p[1])) @ axis) / span)
+    return float((p[2] - 0.5 * (p[0] + p[1])) @ axis) / span
+
+
+MIDLINE = np.array([27, 28, 29, 30, 33, 51, 62, 66, 57, 8])  # nose bridge and tip, lips' middles, chin
+MIRROR_BAND = 0.3  # eye distances: width of the band over the nose's ridge where a mirrored far half fades in
+MIRROR_STRETCH = (1.3, 2.0)  # the far half is mirrored where the warp stretches it this much over its median
+MIRROR_SOFTEN = 0.03  # share of the crop side: the mirrored share is blurred by this
+
+
+def mirror_weight(grid: torch.Tensor, masks: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
+    """Where a turned source's far half is taken from its near half: ``(F, S, S) float32`` in [0, 1].
+
+    grid: ``(F, S, S, 2)`` source pixel of each target pixel (:func:`piecewise_affine_grid`); masks: the
+    target faces ``(F, S, S)``; far: their far halves (:func:`far_half_weight`). The warp's local stretch
+    (target area per source area, from the grid's finite differences) over its median on the face: a turned
+    photo's far cheek, the nose's far side and what the nose hides are stretched two to five times, pulled
+    into streaks; its far eye and mouth far less. The share ramps over :data:`MIRROR_STRETCH` there, on the
+    far half only, blurred by :data:`MIRROR_SOFTEN` of the crop so the halves' textures meet softly.
+    """
+    jx = torch.gradient(grid, dim=2)[0]
+    jy = torch.gradient(grid, dim=1)[0]
+    area = (jx[..., 0] * jy[..., 1] - jx[..., 1] * jy[..., 0]).clamp(min=1e-3)
+    stretch = 1.0 / area
+    out = []
+    sigma = MIRROR_SOFTEN * grid.shape[1]
+    for f in range(len(grid)):
+        on_face = masks[f] > 0.5
+        median = stretch[f][on_face].median() if bool(on_face.any()) else stretch[f].median()
+        rel = stretch[f] / median.clamp(min=1e-6)
+        lo, hi = MIRROR_STRETCH
+        share = _smooth_ramp((rel - lo) / (hi - lo)) * far[f]
+        out.append(torch.from_numpy(_gauss(share.float().numpy(), sigma)))
+    return torch.stack(out).clamp(0.0, 1.0)
+
+
+def far_half_weight(lm: np.ndarray, size: int, far_sign: float, band: float) -> torch.Tensor:
+    """Where each ``(F, 68, 2)`` face's far half lies in its crop: ``(F, S, S) float32`` in [0, 1].
+
+    The face's midline is the line fitted (least squares) through :data:`MIDLINE`; a pixel's signed distance
+    from it, along the eyes' line and in eye distances, is positive on the image-right half. The weight
+    ramps (C1 smoothstep) from 0 at ``-band / 2`` to 1 at ``+band / 2`` of that distance taken toward the far
+    half (``far_sign`` +1: image-right, -1: image-left), so the halves meet in a band over the nose's ridge.
+    """
+    lm = np.asarray(lm, dtype=np.float64)
+    coords = torch.arange(size, dtype=torch.float64)
+    gy, gx = torch.meshgrid(coords, coords, indexing="ij")
+    out = []
+    for p in lm:
+        axis = p[RIGHT_EYE].mean(0) - p[LEFT_EYE].mean(0)
+        iod = max(float(np.linalg.norm(axis)), 1e-6)
+        axis = axis / iod
+        pts = p[MIDLINE]
+        centre = pts.mean(0)
+        _, _, vt = np.linalg.svd(pts - centre)
+        normal = np.array([-vt[0, 1], vt[0, 0]])  # across the fitted line ...
+        if normal @ axis < 0:
+            normal = -normal  # ... pointing image-right
+        dist = ((gx - centre[0]) * normal[0] + (gy - centre[1]) * normal[1]) / iod
+        out.append(_smooth_ramp((far_sign * dist + band / 2.0) / max(band, 1e-6)))
+    return torch.stack(out).float()
 
 
 def turn_weight(points5: np.ndarray, fade: tuple[float, float]) -> float:
@@ -853,6 +927,15 @@ class ClassicSwapStage:
 
             raise ConfigError(f"classic.turn_fade must be two numbers 0 <= a < b, got {fade!r}")
         self.turn_fade = (float(fade[0]), float(fade[1]))
+        mirror = cfg["classic"]["mirror_turned_source"]
+        if not (
+            isinstance(mirror, (list, tuple))
+            and len(mirror) == 2
+            and 0.0 <= float(mirror[0]) < float(mirror[1])
+        ):
+            from stages.errors import ConfigError
+
+            raise ConfigError(f"classic.mirror_turned_source must be two numbers 0 <= a < b, got {mirror!r}")
         self.scene = SceneCuts(cfg)
         self._colour = TrackMemory()  # Lab (mean, std) of the target per track
         self._detail = TrackMemory()  # sharpness-matching blur (px) per track
@@ -867,6 +950,20 @@ class ClassicSwapStage:
         self.src_tensor = src[None].contiguous()
         self.src_visible = torch.from_numpy(visible)[None, None]  # (1, 1, S, S)
         self.src_frame_zone = torch.from_numpy(frame_zone)[None, None]  # (1, 1, S, S)
+        # a turned photo's far half is replaced by its near half mirrored (see swap)
+        turn = signed_turn(points5_from_68(np.asarray(source.landmarks68, dtype=np.float64)))
+        ramp = (abs(turn) - float(mirror[0])) / (float(mirror[1]) - float(mirror[0]))
+        self.mirror_share = (
+            float(_smooth_ramp(torch.tensor(ramp, dtype=torch.float64))) if np.isfinite(turn) else 0.0
+        )
+        self.far_sign = 1.0 if turn > 0 else -1.0
+        if self.mirror_share > 0:
+            flipped = np.asarray(source.landmarks68, dtype=np.float64).copy()
+            flipped[:, 0] = self.size - 1 - flipped[:, 0]
+            self.mirror_points = control_points(flipped[MIRROR_68], self.size)
+            self.mirror_triangles = triangulate(self.mirror_points)
+            layers = torch.cat([self.src_tensor, self.src_visible, self.src_frame_zone], 1)
+            self.mirror_layers = torch.flip(layers, dims=[3]).contiguous()
 
     def swap(
         self,
@@ -893,11 +990,17 @@ class ClassicSwapStage:
         shaped = source_shape_landmarks(lm, self.source.landmarks68, self.shape_transfer)
         if shape_filters is not None:
             shaped = np.stack([smooth_shape(lm[i], shaped[i], shape_filters[i]) for i in range(n)])
-        grid = piecewise_affine_grid(self.src_points, control_points(shaped, size), self.triangles, size)
+        dst_points = control_points(shaped, size)
+        grid = piecewise_affine_grid(self.src_points, dst_points, self.triangles, size)
         layers = torch.cat([self.src_tensor, self.src_visible, self.src_frame_zone], 1)
         warped = sample_pixels(layers, grid)  # RGB, visibility, frame zone
-        warped, visible, frame_zone = warped[:, :3], warped[:, 3], warped[:, 4]
         masks = face_masks(lm, self.cfg)  # the target's silhouette and its own inner mouth (never moved)
+        if self.mirror_share > 0:  # where the far half is stretched: from the near half, mirrored
+            share = mirror_weight(grid, masks, far_half_weight(shaped, size, self.far_sign, MIRROR_BAND))
+            grid = piecewise_affine_grid(self.mirror_points, dst_points, self.mirror_triangles, size)
+            mirrored = sample_pixels(self.mirror_layers, grid)
+            warped = torch.lerp(warped, mirrored, (share * self.mirror_share)[:, None])
+        warped, visible, frame_zone = warped[:, :3], warped[:, 3], warped[:, 4]
         if self.color == "lab":
             target = tensor_of(crops).permute(0, 3, 1, 2).float().div(255.0)
             stats = target_stats if target_stats is not None else [None] * n

@@ -24,20 +24,25 @@ from stages.swap_classic import (
     BROWS,
     INNER_LIP,
     MIRROR_68,
+    MIRROR_BAND,
     ClassicSwapStage,
     SourceFace,
     brow_covered,
     control_points,
     even_light,
     face_masks,
+    far_half_weight,
     head_turn,
     hull_points,
     lab_transfer,
     make_source_face,
     mirror_face,
+    mirror_weight,
     piecewise_affine_grid,
     sample_pixels,
+    signed_turn,
     skin_weights,
+    source_shape_landmarks,
     triangulate,
     turn_weight,
 )
@@ -604,6 +609,60 @@ def test_turned_faces_keep_their_own_face(cfg, source, targets):
     bad["classic"]["turn_fade"] = [0.45, 0.35]
     with pytest.raises(ValueError, match="classic.turn_fade"):
         ClassicSwapStage(bad, source)
+
+
+def test_signed_turn_and_far_half_weight(targets):
+    assert signed_turn(_turned_points5(0.3, 0.7, 80.0)) == pytest.approx(0.3, abs=1e-5)
+    assert signed_turn(_turned_points5(-0.2, -2.5, 12.0)) == pytest.approx(-0.2, abs=1e-5)
+    lm = targets["crop_lm"][:1].astype(np.float64)
+    right = far_half_weight(lm, S, 1.0, 0.3)[0].numpy()
+    left = far_half_weight(lm, S, -1.0, 0.3)[0].numpy()
+    inward = np.array([[12, -6], [-12, -6]])  # from the jaw line into each cheek
+    cheek_l, cheek_r = np.round(lm[0, [3, 13]]).astype(int) + inward
+    assert right[cheek_r[1], cheek_r[0]] == 1.0 and right[cheek_l[1], cheek_l[0]] == 0.0
+    assert left[cheek_l[1], cheek_l[0]] == 1.0 and left[cheek_r[1], cheek_r[0]] == 0.0
+    tip = np.round(lm[0, 30]).astype(int)  # on the midline the halves meet half-way
+    assert 0.2 < right[tip[1], tip[0]] < 0.8
+    assert right[tip[1], tip[0]] + left[tip[1], tip[0]] == pytest.approx(1.0)
+
+
+def test_turned_source_far_half_comes_from_its_near_half(cfg, landmarker, targets):
+    """kit_harington_b is turned (nose 0.3 eye distances toward the image-left eye): its image-left half is
+    foreshortened. Painted green there, the green is pasted with the mirroring off; with it, none reaches the
+    target where the warp stretches that half (:func:`mirror_weight`): there it is the near half mirrored."""
+    image = np.asarray(Image.open(DATA / "faces" / "kit_harington_b.jpeg").convert("RGB"))
+    lm = landmarker(image)
+    # green is no skin (it would be taken for hair), and evening the light would carry it to the other half
+    keep = {"source_hair": "keep", "source_glasses": "keep", "even_source_light": 0.0}
+    plain = {**cfg, "classic": {**cfg["classic"], "color_transfer": "none", "shading_sigma": 0.0, **keep}}
+    src = make_source_face(image, points5_from_68(lm), lm, plain)
+    slm = np.asarray(src.landmarks68, np.float64)
+    assert signed_turn(points5_from_68(slm)) < -0.2
+    painted = src.crop.copy()
+    painted[:, : int(slm[27:31, 0].mean() - 0.1 * np.linalg.norm(slm[45] - slm[36]))] = (0, 255, 0)
+    src = SourceFace(crop=painted, landmarks68=src.landmarks68)
+    far = far_half_weight(targets["crop_lm"][:1], S, -1.0, MIRROR_BAND)[0].numpy() == 1.0
+
+    lm = targets["crop_lm"][:1].astype(np.float64)
+    stage = ClassicSwapStage(plain, src)
+    shaped = source_shape_landmarks(lm, src.landmarks68, float(plain["classic"]["shape_transfer"]))
+    grid = piecewise_affine_grid(stage.src_points, control_points(shaped, S), stage.triangles, S)
+    masks = face_masks(lm, plain)
+    stretched = mirror_weight(grid, masks, torch.from_numpy(far[None]).float())[0].numpy() > 0.9
+
+    def green(config) -> np.ndarray:
+        sw, mask = ClassicSwapStage(config, src).swap(targets["crops"][:1], targets["crop_lm"][:1])
+        px = sw[0].astype(int)
+        return (px[..., 1] > 200) & (px[..., 0] < 60) & (px[..., 2] < 60) & (mask[0] > 0.5)
+
+    off = {**plain, "classic": {**plain["classic"], "mirror_turned_source": [0.9, 1.0]}}
+    was, now = green(off), green(plain)
+    assert (was & stretched).sum() > 400  # the far cheek and the nose's far side, painted
+    assert not now[stretched].any()  # mirrored there
+    assert now.sum() < 0.5 * was.sum()  # elsewhere (the far eye, less stretched) the far half stays
+    bad = {**plain, "classic": {**plain["classic"], "mirror_turned_source": [0.2, 0.1]}}
+    with pytest.raises(ValueError, match="mirror_turned_source"):
+        ClassicSwapStage(bad, src)
 
 
 def test_brow_covered_by_a_fringe_only(source):
