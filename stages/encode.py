@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from fractions import Fraction
@@ -112,17 +113,19 @@ def x264_options(enc: dict) -> dict[str, str]:
 
     On a CPU with AVX-512, the libx264 in PyAV's wheel gave different output run to run for the same frames
     (a 480 × 480 clip, 75 frames: four different results in five encodes within one process, each a fresh
-    encoder; the first 9 frames equal, then differences spreading up from the bottom rows). Its AVX-512
-    macroblock-tree code reads memory it never wrote: with ``mbtree=0`` or with x264 held to AVX2 the
-    encodes agree. Holding it to AVX2 (``asm=AVX2``) keeps the macroblock tree (``mbtree=0`` made the file
-    13 % larger at the same crf) and measured no slower here. It is asked for only where the CPU has
-    AVX-512 (read from ``/proc/cpuinfo``; elsewhere nothing changes), because naming an instruction set the
-    CPU lacks would crash the encoder."""
+    encoder; the first 9 frames equal, then differences spreading up from the bottom rows). The fault lies
+    in its AVX-512 code, most likely the macroblock tree's reading memory it never wrote (not traced
+    further): with ``mbtree=0`` or with x264 held to AVX2 the encodes agree, and AVX2 and AVX give the same
+    bytes. Holding it to AVX2 (``asm=AVX2``) keeps the macroblock tree (``mbtree=0`` made the file 13 %
+    larger at the same crf) and measured no slower here. It is asked for only where the CPU has AVX-512
+    (read from ``/proc/cpuinfo``; elsewhere nothing changes), because naming an instruction set the CPU
+    lacks would crash the encoder."""
     if enc["codec"] != "libx264" or not enc.get("deterministic", True) or not _cpu_has_avx512():
         return {}
     return {"x264-params": "asm=AVX2"}
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_has_avx512() -> bool:
     """Whether the CPU reports AVX-512 (foundation and byte/word, what x264's AVX-512 code needs); False
     where ``/proc/cpuinfo`` cannot be read."""
