@@ -885,6 +885,17 @@ def close_source_mouth(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
 # stage
 
 
+def _fade_pair(cfg: dict, key: str) -> tuple[float, float]:
+    """``classic.<key>``: two numbers ``0 <= a < b`` (a fade between them), as floats; ConfigError else."""
+    fade = cfg["classic"][key]
+    pair = isinstance(fade, (list, tuple)) and len(fade) == 2
+    if not (pair and 0.0 <= float(fade[0]) < float(fade[1])):
+        from stages.errors import ConfigError
+
+        raise ConfigError(f"classic.{key} must be two numbers 0 <= a < b, got {fade!r}")
+    return float(fade[0]), float(fade[1])
+
+
 class ClassicSwapStage:
     """Swap every selected face of a batch with one source face (no learned weights).
 
@@ -920,22 +931,8 @@ class ClassicSwapStage:
         self.shape_smoothing = float(cfg["classic"]["shape_smoothing"])
         if not 0.0 <= self.shape_smoothing < 1.0:
             raise ValueError(f"classic.shape_smoothing must be in [0, 1), got {self.shape_smoothing}")
-        fade = cfg["classic"]["turn_fade"]
-        pair = isinstance(fade, (list, tuple)) and len(fade) == 2
-        if not (pair and 0.0 <= float(fade[0]) < float(fade[1])):
-            from stages.errors import ConfigError
-
-            raise ConfigError(f"classic.turn_fade must be two numbers 0 <= a < b, got {fade!r}")
-        self.turn_fade = (float(fade[0]), float(fade[1]))
-        mirror = cfg["classic"]["mirror_turned_source"]
-        if not (
-            isinstance(mirror, (list, tuple))
-            and len(mirror) == 2
-            and 0.0 <= float(mirror[0]) < float(mirror[1])
-        ):
-            from stages.errors import ConfigError
-
-            raise ConfigError(f"classic.mirror_turned_source must be two numbers 0 <= a < b, got {mirror!r}")
+        self.turn_fade = _fade_pair(cfg, "turn_fade")
+        mirror = _fade_pair(cfg, "mirror_turned_source")
         self.scene = SceneCuts(cfg)
         self._colour = TrackMemory()  # Lab (mean, std) of the target per track
         self._detail = TrackMemory()  # sharpness-matching blur (px) per track
@@ -950,9 +947,11 @@ class ClassicSwapStage:
         self.src_tensor = src[None].contiguous()
         self.src_visible = torch.from_numpy(visible)[None, None]  # (1, 1, S, S)
         self.src_frame_zone = torch.from_numpy(frame_zone)[None, None]  # (1, 1, S, S)
+        # (1, 5, S, S): RGB, visibility, frame zone, warped together
+        self.src_layers = torch.cat([self.src_tensor, self.src_visible, self.src_frame_zone], 1)
         # a turned photo's far half is replaced by its near half mirrored (see swap)
         turn = signed_turn(points5_from_68(np.asarray(source.landmarks68, dtype=np.float64)))
-        ramp = (abs(turn) - float(mirror[0])) / (float(mirror[1]) - float(mirror[0]))
+        ramp = (abs(turn) - mirror[0]) / (mirror[1] - mirror[0])
         self.mirror_share = (
             float(_smooth_ramp(torch.tensor(ramp, dtype=torch.float64))) if np.isfinite(turn) else 0.0
         )
@@ -962,8 +961,7 @@ class ClassicSwapStage:
             flipped[:, 0] = self.size - 1 - flipped[:, 0]
             self.mirror_points = control_points(flipped[MIRROR_68], self.size)
             self.mirror_triangles = triangulate(self.mirror_points)
-            layers = torch.cat([self.src_tensor, self.src_visible, self.src_frame_zone], 1)
-            self.mirror_layers = torch.flip(layers, dims=[3]).contiguous()
+            self.mirror_layers = torch.flip(self.src_layers, dims=[3]).contiguous()
 
     def swap(
         self,
@@ -992,8 +990,7 @@ class ClassicSwapStage:
             shaped = np.stack([smooth_shape(lm[i], shaped[i], shape_filters[i]) for i in range(n)])
         dst_points = control_points(shaped, size)
         grid = piecewise_affine_grid(self.src_points, dst_points, self.triangles, size)
-        layers = torch.cat([self.src_tensor, self.src_visible, self.src_frame_zone], 1)
-        warped = sample_pixels(layers, grid)  # RGB, visibility, frame zone
+        warped = sample_pixels(self.src_layers, grid)  # RGB, visibility, frame zone
         masks = face_masks(lm, self.cfg)  # the target's silhouette and its own inner mouth (never moved)
         if self.mirror_share > 0:  # where the far half is stretched: from the near half, mirrored
             share = mirror_weight(grid, masks, far_half_weight(shaped, size, self.far_sign, MIRROR_BAND))
