@@ -34,7 +34,9 @@ Metrics (every ``every``-th frame, decoding original and output in lockstep, str
   distances (IOD). Dense optical flow (OpenCV DIS, preset ``FLOW_PRESET``) from frame t to t-1 is computed
   inside the original's face box in the original and in the output, read at the original's brow, eye,
   nose and mouth landmarks (17-67) of frame t: mean ||flow_out - flow_orig|| / IOD. The original's own
-  motion cancels; what remains is the paste's extra motion. Flow is measured on pixels, so the metric
+  motion cancels; what remains is the paste's extra motion. A landmark is left out of a frame pair where
+  either video's flow fails a forward-backward check (``FLOW_FB_MAX_IOD``; the share left out is
+  ``jitter_unreliable_share``). Flow is measured on pixels, so the metric
   does not share the landmark detector's frame-to-frame noise with the pipeline (which places the face
   with dlib's 68 points too): the landmark form ``jitter_landmarks_iod`` = mean over landmarks of
   ||(L_out[t] - L_out[t-1]) - (L_orig[t] - L_orig[t-1])|| / IOD over consecutive scored frames is kept
@@ -111,6 +113,12 @@ JITTER_REGIONS = {
     "inner_mouth": np.r_[60:68],
 }
 FLOW_MARGIN = 0.25  # the flow is computed in the original's face box grown by this share on each side
+# A landmark's jitter in a frame pair is scored only where the flow is consistent in both videos: forward
+# (t -> t-1) and backward (t-1 -> t) flow, chained, must return within this many IOD. On liveportrait_d12's
+# motion-blurred first frames DIS once returned 0.85 IOD of flow at the brows of an output that differed
+# from another run's by one grey level (its chained error 1.0 IOD, where every other pair of that clip and
+# of the original stayed under 0.08): that single pair read as 0.011 IOD of the clip's 0.015 mean jitter.
+FLOW_FB_MAX_IOD = 0.15
 
 MATCH_IOU = 0.3  # an output HOG face is the original's face when their boxes overlap at least this much
 BACKGROUND_GROW = 0.25  # face boxes grown by this share of their size on each side before background PSNR
@@ -413,7 +421,8 @@ def flow_jitter(
     previous, current: (original, output) ``(H, W, 3) uint8`` RGB frames at t-1 and t. box: the original's
     face ``(4,)`` x1, y1, x2, y2 at t; landmarks68: its ``(68, 2)`` points at t. Flow t -> t-1 of both
     videos inside the grown box, sampled at ``JITTER_LANDMARKS``. Returns ``(len(JITTER_LANDMARKS),)
-    float64``: the norm of the difference / IOD at each of them (their mean is the frame's jitter).
+    float64``: the norm of the difference / IOD at each of them (their mean is the frame's jitter), NaN
+    where the flow of either video fails the forward-backward check (``FLOW_FB_MAX_IOD``).
     """
     h, w = current[0].shape[:2]
     x1, y1, x2, y2 = box
@@ -423,15 +432,23 @@ def flow_jitter(
     pts = np.asarray(landmarks68, dtype=np.float64)[JITTER_LANDMARKS] - (c1, r1)
     cols = np.clip(np.rint(pts[:, 0]).astype(int), 0, c2 - c1 - 1)
     rows = np.clip(np.rint(pts[:, 1]).astype(int), 0, r2 - r1 - 1)
+    iod = max(inter_ocular(landmarks68), 1e-6)
     flows = []
+    reliable = np.ones(len(pts), bool)
     dense_flow = _dense_flow()
     for k in (0, 1):  # original, output
         cur = cv2.cvtColor(np.ascontiguousarray(current[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
         prev = cv2.cvtColor(np.ascontiguousarray(previous[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
-        flow = dense_flow.calc(cur, prev, None)
-        flows.append(flow[rows, cols].astype(np.float64))
-    iod = max(inter_ocular(landmarks68), 1e-6)
-    return np.linalg.norm(flows[1] - flows[0], axis=1) / iod
+        forward = dense_flow.calc(cur, prev, None)[rows, cols].astype(np.float64)
+        backward = dense_flow.calc(prev, cur, None)
+        landed = pts + forward
+        bc = np.clip(np.rint(landed[:, 0]).astype(int), 0, c2 - c1 - 1)
+        br = np.clip(np.rint(landed[:, 1]).astype(int), 0, r2 - r1 - 1)
+        reliable &= np.linalg.norm(forward + backward[br, bc], axis=1) <= FLOW_FB_MAX_IOD * iod
+        flows.append(forward)
+    jitter = np.linalg.norm(flows[1] - flows[0], axis=1) / iod
+    jitter[~reliable] = np.nan
+    return jitter
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -660,8 +677,15 @@ def _jitter_by_region(jitter: list[np.ndarray]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, points in JITTER_REGIONS.items():
         columns = [position[int(k)] for k in points]
-        out[name] = float(np.mean([j[columns].mean() for j in jitter])) if jitter else None
+        per_pair = [j[columns] for j in jitter if np.isfinite(j[columns]).any()]
+        out[name] = float(np.mean([np.nanmean(j) for j in per_pair])) if per_pair else None
     return out
+
+
+def _jitter_mean(jitter: list[np.ndarray]) -> float | None:
+    """Mean over frame pairs of each pair's mean jitter over its reliable landmarks (IOD)."""
+    per_pair = [np.nanmean(j) for j in jitter if np.isfinite(j).any()]
+    return float(np.mean(per_pair)) if per_pair else None
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -853,7 +877,10 @@ def evaluate(
             "detector": "dlib HOG frontal (evaluator only; the pipeline detects with MTCNN)",
             "landmarks": "dlib shape_predictor_68_face_landmarks",
             **scorer.descriptions(),
-            "jitter": "DIS optical flow at landmarks 17-67, output minus original, in inter-ocular distances",
+            "jitter": (
+                "DIS optical flow at landmarks 17-67, output minus original, in inter-ocular distances; "
+                f"landmarks whose flow fails a {FLOW_FB_MAX_IOD} IOD forward-backward check are not scored"
+            ),
             "every": every,
             "max_frames": max_frames,
             "upsample": upsample,
@@ -887,8 +914,9 @@ def evaluate(
         "eyes_open_error_iod": _stats(eyes_err),
         "flicker": (flick_out / flick_orig) if flick_orig > 0 else None,
         "flicker_pairs": flick_pairs,
-        "jitter_iod": float(np.mean([j.mean() for j in jitter])) if jitter else None,
+        "jitter_iod": _jitter_mean(jitter),
         "jitter_pairs": len(jitter),
+        "jitter_unreliable_share": float(np.mean([np.isnan(j).mean() for j in jitter])) if jitter else None,
         "jitter_by_region_iod": _jitter_by_region(jitter),
         "jitter_landmarks_iod": float(np.mean(jitter_lm)) if jitter_lm else None,
         "jitter_landmarks_pairs": len(jitter_lm),
