@@ -430,8 +430,13 @@ def flow_jitter(
     c1, r1 = max(0, int(x1 - gx)), max(0, int(y1 - gy))
     c2, r2 = min(w, int(np.ceil(x2 + gx))), min(h, int(np.ceil(y2 + gy)))
     pts = np.asarray(landmarks68, dtype=np.float64)[JITTER_LANDMARKS] - (c1, r1)
-    cols = np.clip(np.rint(pts[:, 0]).astype(int), 0, c2 - c1 - 1)
-    rows = np.clip(np.rint(pts[:, 1]).astype(int), 0, r2 - r1 - 1)
+
+    def at(field: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """``field (h, w, 2)`` at the nearest crop pixel of ``points (K, 2)`` (clamped), float64."""
+        cols = np.clip(np.rint(points[:, 0]).astype(int), 0, c2 - c1 - 1)
+        rows = np.clip(np.rint(points[:, 1]).astype(int), 0, r2 - r1 - 1)
+        return field[rows, cols].astype(np.float64)
+
     iod = max(inter_ocular(landmarks68), 1e-6)
     flows = []
     reliable = np.ones(len(pts), bool)
@@ -439,12 +444,9 @@ def flow_jitter(
     for k in (0, 1):  # original, output
         cur = cv2.cvtColor(np.ascontiguousarray(current[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
         prev = cv2.cvtColor(np.ascontiguousarray(previous[k][r1:r2, c1:c2]), cv2.COLOR_RGB2GRAY)
-        forward = dense_flow.calc(cur, prev, None)[rows, cols].astype(np.float64)
-        backward = dense_flow.calc(prev, cur, None)
-        landed = pts + forward
-        bc = np.clip(np.rint(landed[:, 0]).astype(int), 0, c2 - c1 - 1)
-        br = np.clip(np.rint(landed[:, 1]).astype(int), 0, r2 - r1 - 1)
-        reliable &= np.linalg.norm(forward + backward[br, bc], axis=1) <= FLOW_FB_MAX_IOD * iod
+        forward = at(dense_flow.calc(cur, prev, None), pts)
+        backward = at(dense_flow.calc(prev, cur, None), pts + forward)
+        reliable &= np.linalg.norm(forward + backward, axis=1) <= FLOW_FB_MAX_IOD * iod
         flows.append(forward)
     jitter = np.linalg.norm(flows[1] - flows[0], axis=1) / iod
     jitter[~reliable] = np.nan
@@ -677,8 +679,7 @@ def _jitter_by_region(jitter: list[np.ndarray]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, points in JITTER_REGIONS.items():
         columns = [position[int(k)] for k in points]
-        per_pair = [j[columns] for j in jitter if np.isfinite(j[columns]).any()]
-        out[name] = float(np.mean([np.nanmean(j) for j in per_pair])) if per_pair else None
+        out[name] = _jitter_mean([j[columns] for j in jitter])
     return out
 
 
