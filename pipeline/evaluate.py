@@ -497,9 +497,11 @@ def dlib_models() -> tuple[Any, Any, Any]:
     import dlib
     import face_recognition_models as frm
 
+    from stages.landmarks import dlib_shape_predictor
+
     return (
         dlib.get_frontal_face_detector(),
-        dlib.shape_predictor(frm.pose_predictor_model_location()),
+        dlib_shape_predictor(frm.pose_predictor_model_location()),
         dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
     )
 

@@ -60,6 +60,24 @@ NEUTRAL_CHROMA = 0.04  # |Cr - 0.5| and |Cb - 0.5| below this: a colourless (gre
 MIN_SKIN_SAMPLES = 50  # fewer skin pixels than this: no estimate, nothing is marked occluded
 
 
+def max_filter(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Maximum over the k x k square (odd k, clipped at the border) around each pixel of ``(N, 1, H, W)``.
+
+    Two 1-D passes: the same values as ``F.max_pool2d(x, k, 1, k // 2)`` at a fraction of the cost.
+    """
+    return F.max_pool2d(F.max_pool2d(x, (1, k), 1, (0, k // 2)), (k, 1), 1, (k // 2, 0))
+
+
+def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over the k x k square (odd k, clipped at the border) around each pixel of ``(N, 1, H, W)``.
+
+    Two 1-D passes (the clipped square is a product of two clipped runs): ``F.avg_pool2d(x, k, 1, k // 2,
+    count_include_pad=False)`` up to float rounding.
+    """
+    row = F.avg_pool2d(x, (1, k), 1, (0, k // 2), count_include_pad=False)
+    return F.avg_pool2d(row, (k, 1), 1, (k // 2, 0), count_include_pad=False)
+
+
 def _ycrcb(images: torch.Tensor) -> torch.Tensor:
     """``(F, 3, S, S)`` RGB in [0, 1] → ``(F, 3, S, S)`` Y, Cr, Cb in [0, 1] (BT.601, full range)."""
     r, g, b = images[:, 0], images[:, 1], images[:, 2]
@@ -128,7 +146,7 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
         occluded[i] = torch.maximum(colour, dark) * (hull[i] & ~exempt[i])
     # opening (drop isolated speckles), then grow what is left so occluder edges stay original
     k = 2 * (grow // 2) + 1
-    opened = F.max_pool2d(-F.max_pool2d(-occluded[:, None], 5, 1, 2), 5, 1, 2)
+    opened = max_filter(-max_filter(-occluded[:, None], 5), 5)
     # the target's own glasses frames (thin ones, which the opening would remove, too) and its hair or
     # fringe reaching into the face (stages/occluders.py): the target's, kept whole
     keep_glasses = m.get("target_glasses", "keep") == "keep"
@@ -138,8 +156,8 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
             frames, lenses, _ = glasses_map(crops[i], lm[i], hair)
             hair = np.maximum(hair, np.maximum(frames, lenses))
         opened[i, 0] = torch.maximum(opened[i, 0], torch.from_numpy(hair))
-    grown = F.max_pool2d(opened, k, 1, k // 2)
-    soft = F.avg_pool2d(grown, k, 1, k // 2, count_include_pad=False)
+    grown = max_filter(opened, k)
+    soft = box_mean(grown, k)
     return (1.0 - torch.maximum(soft, opened))[:, 0].clamp(0.0, 1.0)
 
 

@@ -309,7 +309,7 @@ def hair_map(
     # another hue (a beard is less saturated, and kept: it is part of the source's face)
     hue = np.arctan2((c[..., 2] - gray) * 0.564, (c[..., 0] - gray) * 0.713)
     skin_hue = float(np.median(hue[cheeks]))
-    off_hue = np.abs(np.angle(np.exp(1j * (hue - skin_hue)))) > CLOTHING_HUE
+    off_hue = np.abs(np.mod(hue - skin_hue + np.pi, 2.0 * np.pi) - np.pi) > CLOTHING_HUE  # wrapped
     colourful = (sat > CLOTHING_SATURATION * skin_sat) | (off_hue & (sat > MIN_SKIN_SATURATION))
     lips = _polygon(shape, lm[48:60], 0.08 * iod)
     lower = ~upper & colourful & ~lips

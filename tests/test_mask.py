@@ -240,3 +240,16 @@ def test_target_glasses_stay_when_asked(cfg):
     on_frames = frames > 0
     assert kept[on_frames].mean() < 0.1
     assert pasted[on_frames].mean() > kept[on_frames].mean() + 0.3
+
+
+def test_separable_filters_match_the_square_pools():
+    """max_filter and box_mean (two 1-D passes) give the k x k pools' values, borders included."""
+    import torch.nn.functional as F
+
+    from stages.mask import box_mean, max_filter
+
+    x = torch.rand(3, 1, 40, 33, generator=torch.Generator().manual_seed(0))
+    for k in (1, 5, 17):
+        assert torch.equal(max_filter(x, k), F.max_pool2d(x, k, 1, k // 2))
+        square = F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
+        assert torch.allclose(box_mean(x, k), square, atol=1e-6)
