@@ -55,6 +55,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "runtime.device": ("cpu", "cuda", "auto"),
     "detect.model": ("mtcnn",),
     "landmarks.model": ("dlib", "fan"),
+    "smooth.flow": ("lk", "dis"),
     "swap.backend": ("classic", "faceshifter"),
     "swap.target": ("all", "largest"),
     "classic.color_transfer": ("lab", "none"),

@@ -21,6 +21,7 @@ CFG = {
         "sigma": 2.0,
         "max_gap": 3,
         "flow_weight": 25.0,
+        "flow": "lk",
         "curvature_weight": 2.0,
     },
     "scene": {"threshold": 0.2},
@@ -298,7 +299,8 @@ def textured_batches(n: int, motion: np.ndarray, noise: float, batch: int = 16) 
         yield FrameBatch("t", idx, idx, frames, faces)
 
 
-def test_flow_fusion_follows_jerky_motion_and_removes_detection_noise():
+@pytest.mark.parametrize("flow", ["lk", "dis"])
+def test_flow_fusion_follows_jerky_motion_and_removes_detection_noise(flow: str):
     """Content that moves in steps with a repeated frame every 5th frame (as liveportrait_d20.mp4 does):
     the flow-fused landmarks follow the real motion frame to frame far better than the raw detections,
     and better than a plain low-pass of them, which smears the steps."""
@@ -315,9 +317,51 @@ def test_flow_fusion_follows_jerky_motion_and_removes_detection_noise():
 
     raw = {**CFG, "smooth": {**CFG["smooth"], "enabled": False}}
     lowpass = {**CFG, "smooth": {**CFG["smooth"], "flow_weight": 0.0, "curvature_weight": 0.0}}
-    e_raw, e_low, e_flow = motion_error(raw), motion_error(lowpass), motion_error(CFG)
+    fused = {**CFG, "smooth": {**CFG["smooth"], "flow": flow}}
+    e_raw, e_low, e_flow = motion_error(raw), motion_error(lowpass), motion_error(fused)
     assert e_flow < 0.4 * e_raw, (e_raw, e_low, e_flow)
     assert e_flow < 0.6 * e_low, (e_raw, e_low, e_flow)
+
+
+def test_dense_landmark_flow_follows_non_rigid_motion_and_checks_itself():
+    """DIS landmark flow: a textured image whose lower half stretches downwards (a mouth opening) while the
+    upper half shifts by (0.6, 0.4) px; the points' motion comes back within 0.1 px on average (0.25 px at
+    worst: Lucas-Kanade does as well on this smooth texture, the gain is at real lips); points whose
+    content is replaced by other texture fail the forward-backward check."""
+    import cv2
+
+    from stages.smooth import dense_landmark_flow
+
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (300, 300), dtype=np.uint8), (0, 0), 1.5)
+    ys, xs = np.mgrid[0:300, 0:300].astype(np.float32)
+
+    def motion_at(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where content at (x, y) of the first frame is in the second (backward map is its inverse)."""
+        stretch = np.clip(y - 150.0, 0.0, None) * 0.04  # 0 above row 150, 4 px at row 250
+        return x + 0.6, y + 0.4 + stretch
+
+    # second frame: sample the first at the inverse motion (solved by fixed-point iteration)
+    src_x, src_y = xs - 0.6, ys - 0.4
+    for _ in range(20):
+        mx, my = motion_at(src_x, src_y)
+        src_x, src_y = src_x + (xs - mx), src_y + (ys - my)
+    second = cv2.remap(base, src_x, src_y, cv2.INTER_LINEAR)
+    points = BASE68 * 2.5 + [150.0, 170.0]
+    motion, ok = dense_landmark_flow(base, second, points)
+    tx, ty = motion_at(points[:, 0], points[:, 1])
+    truth = np.stack([tx, ty], 1) - points
+    assert ok.mean() > 0.9
+    error = np.linalg.norm(motion - truth, axis=1)[ok]
+    assert error.mean() < 0.1 and error.max() < 0.25, (error.mean(), error.max())
+    other = cv2.GaussianBlur(rng.integers(0, 255, (300, 300), dtype=np.uint8), (0, 0), 1.5)
+    patched = second.copy()
+    patched[120:200, 120:200] = other[120:200, 120:200]  # an occluder enters
+    inside = (np.abs(points - 160.0) < 30.0).all(1)
+    _, ok_patched = dense_landmark_flow(base, patched, points)
+    assert inside.sum() >= 10 and ok_patched[inside].mean() < 0.35
+    _, ok_other = dense_landmark_flow(base, other, points)  # unrelated frames: hardly any motion passes
+    assert ok_other.mean() < 0.2
 
 
 def test_track_memory_restarts_at_gaps_cuts_and_new_tracks():
