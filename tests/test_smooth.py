@@ -326,8 +326,8 @@ def test_flow_fusion_follows_jerky_motion_and_removes_detection_noise(flow: str)
 def test_dense_landmark_flow_follows_non_rigid_motion_and_checks_itself():
     """DIS landmark flow: a textured image whose lower half stretches downwards (a mouth opening) while the
     upper half shifts by (0.6, 0.4) px; the points' motion comes back within 0.1 px on average (0.25 px at
-    worst: Lucas-Kanade does as well on this smooth texture, the gain is at real lips); points whose
-    content is replaced by other texture fail the forward-backward check."""
+    worst: Lucas-Kanade does as well on this smooth texture, the gain is at real lips); most points whose
+    content is replaced by other texture, and of two unrelated frames, fail the forward-backward check."""
     import cv2
 
     from stages.smooth import dense_landmark_flow
