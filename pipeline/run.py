@@ -122,11 +122,9 @@ def low_resolution_note(path: str | Path, photo68: np.ndarray, crop68: np.ndarra
     """One line when the photo's face is much smaller than the aligned crop it is enlarged to (the swapped
     face will look softer than a sharp video), else None. Landmarks ``(68, 2)`` in photo and crop pixels."""
 
-    def eyes(lm: np.ndarray) -> float:
-        lm = np.asarray(lm, dtype=np.float64)
-        return float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    from stages.occluders import inter_ocular
 
-    have, need = eyes(photo68), eyes(crop68)
+    have, need = inter_ocular(photo68), inter_ocular(crop68)
     if have >= LOW_RESOLUTION * need:
         return None
     return (

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stages.occluders import inter_ocular
 from stages.scene import SceneCuts
 from stages.types import FaceRecord, FrameBatch
 
@@ -140,7 +141,7 @@ def _round_trip_ok(p0: np.ndarray, p1: np.ndarray, back: np.ndarray, shape: tupl
     """``(K,) bool``: points ``p0 (K, 2)`` that moved to ``p1`` inside the ``(H, W)`` image and whose
     backward flow from there lands at ``back`` within ``FB_MAX_ERROR`` px (or 1 % of the eye distance)."""
     h, w = shape
-    eye = float(np.linalg.norm(p0[36:42].mean(0) - p0[42:48].mean(0))) if len(p0) == 68 else 0.0
+    eye = inter_ocular(p0) if len(p0) == 68 else 0.0
     return (
         (np.linalg.norm(back - p0, axis=1) <= max(FB_MAX_ERROR, 0.01 * eye))
         & (p1[:, 0] >= 0)
