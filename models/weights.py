@@ -27,10 +27,11 @@ class WeightFile:
     """One checkpoint and what its network expects.
 
     network: factory name in :func:`build_network`. crop_size: side of the network's input crop.
-    template: alignment template (``arcface``: the 5-point ArcFace layout spanning ``face_scale`` of
-    the crop). normalisation: how uint8 RGB becomes the network input. state_key: the file is a dict
-    whose entry ``state_key`` is the state_dict (as its public training code saves it); None: the file is
-    the plain state_dict. Nothing else is ever unwrapped.
+    template: the crop it was trained on, as ``align.template`` names it (``arcface``: the 5-point ArcFace
+    layout spanning ``face_scale`` of the crop; ``ghost``: GHOST's pose-template crop,
+    :func:`stages.align.alignment`; other text: a description). normalisation: how uint8 RGB becomes the
+    network input. state_key: the file is a dict whose entry ``state_key`` is the state_dict (as its
+    public training code saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped.
     """
 
     name: str
@@ -78,6 +79,7 @@ REGISTRY: dict[str, WeightFile] = {
             url=f"{_GHOST}/sber-swap-v2.0/G_unet_2blocks.pth",
             obtain="GHOST release 'sber-swap-v2.0' (weights/G_unet_2blocks.pth), or our trainer's generator",
             crop_size=256,
+            template="ghost",
         ),
         WeightFile(
             name="hear_net",
@@ -87,6 +89,7 @@ REGISTRY: dict[str, WeightFile] = {
             url=None,
             obtain="no public checkpoint: train one with `python -m pipeline train hear`",
             crop_size=256,
+            template="ghost",
         ),
         WeightFile(
             name="face_parser_bisenet",

@@ -56,6 +56,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "detect.model": ("mtcnn",),
     "landmarks.model": ("dlib", "fan"),
     "smooth.flow": ("lk", "dis"),
+    "align.template": ("arcface", "ghost"),
     "swap.backend": ("classic", "faceshifter"),
     "swap.target": ("all", "largest"),
     "classic.color_transfer": ("lab", "none"),

@@ -1,9 +1,10 @@
 """Face-crop dataset maker for FaceShifter training: aligned ``size``² RGB crops of every usable face.
 
 ``prepare-faces INPUT... --out DIR``: photos, videos or folders of them in; PNG crops and ``index.jsonl`` out.
-Each face is aligned by a similarity transform from its 5 MTCNN points to the ArcFace template spanning the
-crop (``crop_template(size, 1.0, 0.5)``, the FaceShifter/GHOST alignment the ``aei_net`` registry entry
-records). Names are deterministic, so a second run into the same folder only adds what is missing.
+Each face is cut as the ``aei_net`` registry entry's template says (``ghost``: GHOST's crop, the best of five
+pose templates at 224 px from its 5 MTCNN points, resized to ``size``; :func:`stages.align.alignment`), so
+a generator trained on these crops sees at run time the crop ``configs/faceshifter.yaml`` gives it.
+Names are deterministic, so a second run into the same folder only adds what is missing.
 """
 
 from __future__ import annotations
@@ -203,14 +204,19 @@ class _Maker:
     def __init__(self, cfg: dict, out_dir: Path, size: int, min_face: int, warn) -> None:
         from models.weights import REGISTRY
         from stages.detect import DetectStage
-        from stages.geometry import crop_template
 
         det_cfg = copy.deepcopy(cfg)
         # Faces below min_face are dropped anyway: a coarser pyramid start saves most of P-Net's work.
         # 0.8 keeps a margin, as MTCNN's boxes can come out a little smaller than its min_face_size.
         det_cfg["detect"]["min_face_size"] = max(float(cfg["detect"]["min_face_size"]), 0.8 * min_face)
         self.detector = DetectStage(det_cfg)
-        self.template = crop_template(size, float(REGISTRY["aei_net"].face_scale), 0.5)
+        entry = REGISTRY["aei_net"]
+        self.align = {
+            "crop_size": size,
+            "template": entry.template,
+            "face_scale": entry.face_scale,
+            "centre_y": 0.5,
+        }
         self.out_dir, self.size, self.min_face = out_dir, size, min_face
         self.index = CropIndex(out_dir, warn)
         sizes = {e.get("size") for e in self.index.entries.values()} - {size}
@@ -245,21 +251,23 @@ class _Maker:
 
         Stops once ``budget`` faces were kept (None: no limit). Returns the number of faces kept.
         """
-        from stages.geometry import estimate_similarity, warp_crops
+        from stages.align import alignment, crop_faces
 
         self.detector(batch)
         self.counts["frames_read"] += len(batch)
-        owners, matrices, names, faces = [], [], [], []
+        owners, matrices, warps, names, faces = [], [], [], [], []
         for i, frame_faces in enumerate(batch.faces):
             for k, face in enumerate(self.keep(frame_faces)):
                 if budget is not None and len(names) >= budget:
                     break
                 owners.append(i)
-                matrices.append(estimate_similarity(face.points5, self.template))
+                affine, warp = alignment(face.points5, self.align)
+                matrices.append(affine)
+                warps.append(warp)
                 names.append(crop_name(media, int(batch.indices[i]), k))
                 faces.append(face)
         todo = [j for j, name in enumerate(names) if not (self.out_dir / name).is_file()]
-        crops = warp_crops(batch.frames, [owners[j] for j in todo], [matrices[j] for j in todo], self.size)
+        crops = crop_faces(batch.frames, [owners[j] for j in todo], [warps[j] for j in todo], self.align)
         for j, crop in zip(todo, crops):
             write_png(crop, self.out_dir / names[j])
         self.counts["crops_written"] += len(todo)

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.aei_net import TINY_AEI_CONFIG, AEINet
-from models.arcface import INPUT_SIZE as ARCFACE_SIZE
 from models.arcface import IResNet
 from models.checkpoints import load_state_dict_file
 from models.discriminator import MultiscaleDiscriminator
@@ -55,6 +54,7 @@ from models.losses import (
 )
 from models.weights import REGISTRY, load_configured
 from stages.errors import ConfigError, InputError, ModelFileError, SwapstreamError
+from stages.swap_faceshifter import arcface_input
 
 KINDS = ("aei", "hear")
 EXPORT_NAMES = {"aei": REGISTRY["aei_net"].filename, "hear": REGISTRY["hear_net"].filename}
@@ -182,16 +182,6 @@ class PairSampler:
 
 
 # --------------------------------------------------------------------------------------------- networks
-
-
-def arcface_input(images: torch.Tensor) -> torch.Tensor:
-    """Aligned crops ``(N, 3, S, S)`` RGB in [-1, 1] (ArcFace template spanning the crop) → ``(N, 3, 112,
-    112)``, bilinear (antialiased when shrinking); differentiable."""
-    if images.shape[-1] == ARCFACE_SIZE:
-        return images
-    return F.interpolate(
-        images, size=(ARCFACE_SIZE, ARCFACE_SIZE), mode="bilinear", align_corners=False, antialias=True
-    )
 
 
 def architecture(kind: str, cfg: dict) -> dict[str, Any]:

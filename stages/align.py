@@ -1,34 +1,74 @@
-"""Align: similarity transform from each selected face's 5 points to the crop template; batched crops."""
+"""Align: a similarity transform from each selected face's 5 points to the crop template; batched crops."""
 
 from __future__ import annotations
 
-from stages.geometry import crop_template, estimate_similarity, warp_crops
+import numpy as np
+
+from stages.geometry import (
+    GHOST_CROP_SIZE,
+    crop_template,
+    estimate_similarity,
+    ghost_alignment,
+    ghost_crops,
+    resize_affine,
+    warp_crops,
+)
 from stages.types import FrameBatch
+
+
+def alignment(points5: np.ndarray, align: dict) -> tuple[np.ndarray, np.ndarray]:
+    """How one face is cut out, per the ``align`` config section.
+
+    ``template: arcface``: the ArcFace 5-point layout scaled by ``face_scale`` and centred at
+    ``(0.5, centre_y)`` of a ``crop_size`` crop, one warp. ``ghost``: GHOST's crop, the best of
+    insightface's five pose templates at 224 px (:func:`stages.geometry.ghost_alignment`), then that crop
+    resized to ``crop_size`` (face_scale and centre_y unused).
+    points5: ``(5, 2)`` frame pixels. Returns the frame → crop transform ``(2, 3) float32`` (what later
+    stages use to map points and to paste back) and the matrix :func:`crop_faces` warps with (the same
+    transform, or for ``ghost`` the frame → 224 one in float64).
+    """
+    size = int(align["crop_size"])
+    if align["template"] == "ghost":
+        m224 = ghost_alignment(points5)[0]
+        return resize_affine(m224, GHOST_CROP_SIZE, size).astype(np.float32), m224
+    template = crop_template(size, float(align["face_scale"]), float(align["centre_y"]))
+    m = estimate_similarity(points5, template)
+    return m, m
+
+
+def crop_faces(
+    frames: np.ndarray, frame_of_face: list[int], warps: list[np.ndarray], align: dict
+) -> np.ndarray:
+    """Aligned crops ``(F, S, S, 3) uint8`` (channel order of ``frames``), S = ``align.crop_size``.
+
+    frames ``(N, H, W, 3) uint8``; frame_of_face and warps (from :func:`alignment`) per face. ``arcface``:
+    one bilinear torch warp, edge pixels repeated outside the frame. ``ghost``: GHOST's two OpenCV steps,
+    a warp to 224 (black outside the frame) and a bilinear resize, pixel for pixel what GHOST feeds its
+    generator.
+    """
+    size = int(align["crop_size"])
+    if align["template"] == "ghost":
+        return ghost_crops(frames, frame_of_face, warps, size)
+    return warp_crops(frames, frame_of_face, warps, size)
 
 
 class AlignStage:
     """Sets ``affine`` (frame → crop, ``(2, 3) float32``) and ``crop`` (``(S, S, 3) uint8`` RGB) on
-    selected faces.
-
-    S = ``align.crop_size``; the template is the ArcFace 5-point layout scaled by ``align.face_scale``.
-    """
+    selected faces; S = ``align.crop_size``, the cut per ``align.template`` (:func:`alignment`)."""
 
     def __init__(self, cfg: dict) -> None:
-        a = cfg["align"]
-        self.size = int(a["crop_size"])
-        self.template = crop_template(self.size, float(a["face_scale"]), float(a["centre_y"]))
+        self.align = cfg["align"]
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        owners, matrices, records = [], [], []
+        owners, warps, records = [], [], []
         for i, faces in enumerate(batch.faces):
             for face in faces:
                 if face.selected:
-                    face.affine = estimate_similarity(face.points5, self.template)
+                    face.affine, warp = alignment(face.points5, self.align)
                     owners.append(i)
-                    matrices.append(face.affine)
+                    warps.append(warp)
                     records.append(face)
-        crops = warp_crops(batch.frames, owners, matrices, self.size)
-        for face, crop in zip(records, crops):
+        for face, crop in zip(records, crop_faces(batch.frames, owners, warps, self.align)):
             face.crop = crop
         return batch
 

@@ -5,6 +5,7 @@ Affine matrices are ``(2, 3)`` and map source pixel coordinates to destination p
 
 from __future__ import annotations
 
+import cv2
 import kornia
 import numpy as np
 import torch
@@ -17,6 +18,23 @@ ARCFACE_TEMPLATE = (
     )
     / 112.0
 )
+
+
+# GHOST's alignment (ai-forever/ghost, utils/inference: insightface 0.2.1 ``face_align.estimate_norm`` with
+# ``mode='None'``): five 5-point layouts of a 112 px crop, one per head pose, scaled x2 for GHOST's 224 crop.
+# Order of the points as above; values are insightface's ``src1..src5``: left profile, left, frontal, right,
+# right profile.
+GHOST_POSE_TEMPLATES = np.array(
+    [
+        [[51.642, 50.115], [57.617, 49.990], [35.740, 69.007], [51.157, 89.050], [57.025, 89.702]],
+        [[45.031, 50.118], [65.568, 50.872], [39.677, 68.111], [45.177, 86.190], [64.246, 86.758]],
+        [[39.730, 51.138], [72.270, 51.138], [56.000, 68.493], [42.463, 87.010], [69.537, 87.010]],
+        [[46.845, 50.872], [67.382, 50.118], [72.737, 68.111], [48.167, 86.758], [67.236, 86.190]],
+        [[54.796, 49.990], [60.771, 50.115], [76.673, 69.007], [55.388, 89.702], [61.257, 89.050]],
+    ],
+    dtype=np.float32,
+)
+GHOST_CROP_SIZE = 224  # GHOST cuts its faces at 224 px and resizes them to 256 for the generator
 
 
 def crop_template(crop_size: int, face_scale: float, centre_y: float) -> np.ndarray:
@@ -34,6 +52,11 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
     src, dst: ``(K, 2)`` points. Returns ``(2, 3) float32``.
     """
+    return similarity64(src, dst).astype(np.float32)
+
+
+def similarity64(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """:func:`estimate_similarity`, computed and returned in float64."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
@@ -49,7 +72,94 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     m = np.zeros((2, 3))
     m[:, :2] = scale * rot
     m[:, 2] = mu_d - scale * rot @ mu_s
-    return m.astype(np.float32)
+    return m
+
+
+def ghost_alignment(points5: np.ndarray, size: int = GHOST_CROP_SIZE) -> tuple[np.ndarray, int]:
+    """GHOST's crop transform: the pose template that fits ``points5`` best, and the fit.
+
+    As insightface 0.2.1's ``estimate_norm(kps, size, mode='None')``: a similarity (Umeyama, computed as
+    scikit-image's ``SimilarityTransform.estimate`` does on float32 points, :func:`_umeyama_float32`)
+    from the points onto each of :data:`GHOST_POSE_TEMPLATES` scaled to ``size``; the one whose mapped
+    points lie nearest their template (sum of the five distances; the first on a tie) is kept.
+    points5: ``(5, 2)`` frame pixels (eyes, nose tip, mouth corners; image-left first).
+    Returns ``(2, 3) float64`` frame → ``size`` crop pixels and the template's index (0 left profile ..
+    4 right profile).
+    """
+    pts = np.asarray(points5, dtype=np.float32)
+    templates = GHOST_POSE_TEMPLATES * np.float32(size / 112)
+    best, best_index, best_error = None, -1, np.inf
+    for i, template in enumerate(templates):
+        m = _umeyama_float32(pts, template)
+        mapped = pts.astype(np.float64) @ m[:, :2].T + m[:, 2]
+        error = float(np.sqrt(((mapped - template) ** 2).sum(axis=1)).sum())
+        if error < best_error:
+            best, best_index, best_error = m, i, error
+    if best is None:
+        raise ValueError(f"no similarity fits the points {pts.tolist()}")
+    return best, best_index
+
+
+def _umeyama_float32(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Similarity ``(2, 3) float64`` from ``src`` onto ``dst`` (``(K, 2) float32``), with scikit-image's
+    arithmetic: means, covariance and SVD in float32, the matrix assembled in float64. GHOST's crops come
+    from this rounding; :func:`similarity64` differs from it by ~5e-5 px (a grey level here and there)."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    cov = d_c.T @ s_c / len(src)
+    d = np.ones(2, dtype=np.float64)
+    if np.linalg.det(cov) < 0:
+        d[1] = -1.0
+    u, sig, vt = np.linalg.svd(cov)
+    rank = int(np.count_nonzero(sig > sig.max() * 2 * np.finfo(float).eps))
+    if rank == 0:
+        return np.full((2, 3), np.nan)
+    if rank == 1 and np.linalg.det(u) * np.linalg.det(vt) > 0:
+        rot = u @ vt
+    elif rank == 1:
+        rot = u @ np.diag([d[0], -1.0]) @ vt
+    else:
+        rot = u @ np.diag(d) @ vt
+    scale = 1.0 / s_c.var(axis=0).sum() * (sig @ d)
+    m = np.zeros((2, 3), dtype=np.float64)
+    m[:, 2] = mu_d - scale * (rot @ mu_s)
+    m[:, :2] = rot * scale
+    return m
+
+
+def resize_affine(m: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """``m`` (frame → ``from_size`` crop) followed by a bilinear resize of that crop to ``to_size``
+    (half-pixel centres, as ``cv2.resize`` and ``F.interpolate(align_corners=False)``):
+    ``x_to = (x_from + 0.5) * to_size / from_size - 0.5``. Returns ``(2, 3) float64``."""
+    k = to_size / from_size
+    out = np.asarray(m, dtype=np.float64) * k
+    out[:, 2] += 0.5 * k - 0.5
+    return out
+
+
+def ghost_crops(
+    frames: np.ndarray, frame_of_face: list[int], matrices: list[np.ndarray], size: int
+) -> np.ndarray:
+    """GHOST's crops: ``cv2.warpAffine`` of the frame to 224 (bilinear, black outside the frame), then
+    ``cv2.resize`` to ``size`` (bilinear; none when ``size`` is 224), exactly GHOST's two steps.
+
+    frames: ``(N, H, W, 3) uint8`` (any channel order; kept). matrices: per face ``(2, 3)`` frame → 224
+    crop (:func:`ghost_alignment`). Returns ``(F, size, size, 3) uint8``.
+    """
+    out = np.zeros((len(matrices), size, size, 3), dtype=np.uint8)
+    for k, (fi, m) in enumerate(zip(frame_of_face, matrices)):
+        crop = cv2.warpAffine(
+            np.ascontiguousarray(frames[fi]),
+            np.asarray(m, dtype=np.float64),
+            (GHOST_CROP_SIZE, GHOST_CROP_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        if size != GHOST_CROP_SIZE:
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+        out[k] = crop
+    return out
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:

@@ -32,13 +32,12 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import ConvexHull, Delaunay, QhullError
 
+from stages.align import alignment, crop_faces
 from stages.geometry import (
-    crop_template,
     estimate_similarity,
     points5_from_68,
     tensor_of,
     transform_points,
-    warp_crops,
 )
 from stages.occluders import BROWS, LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map, inter_ocular, luma
 from stages.scene import SceneCuts, TrackMemory
@@ -230,10 +229,8 @@ def make_source_face(
             "source face needs points5 (5, 2) and landmarks68 (68, 2), "
             f"got {points5.shape} and {landmarks68.shape}"
         )
-    acfg = cfg["align"]
-    size = int(acfg["crop_size"])
-    m = estimate_similarity(points5, crop_template(size, float(acfg["face_scale"]), float(acfg["centre_y"])))
-    crop = warp_crops(image[None], [0], [m], size)[0]
+    m, warp = alignment(points5, cfg["align"])
+    crop = crop_faces(image[None], [0], [warp], cfg["align"])[0]
     return SourceFace(crop=crop, landmarks68=transform_points(landmarks68, m))
 
 

@@ -1,8 +1,10 @@
 """FaceShifter swap: AEI-Net generator conditioned on the source's ArcFace identity, HEAR-Net refinement.
 
-Target crops come from the align stage (``align.face_scale=1.0``: the ArcFace template spans the crop,
-as the public GHOST generator was trained; see ``configs/faceshifter.yaml``). The source identity is
-embedded once, before the video starts (:func:`source_identity`).
+Target crops come from the align stage with ``align.template=ghost`` (``configs/faceshifter.yaml``):
+GHOST's crop, the one its public generator was trained on, pixel for pixel (checked against the
+reference vectors in ``tests/test_interop_vectors.py``). The source identity is embedded once, before the
+video starts, from the source photo's GHOST 224 crop halved to 112 as GHOST does (:func:`source_identity`).
+The swapped crop goes back into the frame through the inverse of the same transform (the blend stage).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from models.arcface import INPUT_SIZE as ARCFACE_SIZE
 from models.weights import load_configured
 from stages.detect import resolve_device
 from stages.errors import ConfigError, ModelFileError
-from stages.geometry import crop_template, estimate_similarity, tensor_of, warp_crops
+from stages.geometry import GHOST_CROP_SIZE, ghost_alignment, ghost_crops, tensor_of
 from stages.swap_classic import face_masks
 from stages.types import FrameBatch, swap_inputs
 
@@ -33,7 +35,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def arcface_input(crops: torch.Tensor) -> torch.Tensor:
-    """Aligned crops ``(N, 3, S, S)`` in [-1, 1] (ArcFace template spanning the crop) → 112² crops."""
+    """Aligned crops ``(N, 3, S, S)`` RGB in [-1, 1] → ``(N, 3, 112, 112)``, bilinear (antialiased when
+    shrinking); differentiable. For crops other than the source's (HEAR-Net's reconstruction, training)."""
     if crops.shape[-1] == ARCFACE_SIZE:
         return crops
     return F.interpolate(
@@ -41,14 +44,25 @@ def arcface_input(crops: torch.Tensor) -> torch.Tensor:
     )
 
 
+def ghost_identity_input(image: np.ndarray, points5: np.ndarray) -> torch.Tensor:
+    """GHOST's ArcFace input for the source: the photo's 224 crop (:func:`stages.geometry.ghost_crops`) in
+    [-1, 1], halved by ``F.interpolate(scale_factor=0.5, mode='bilinear', align_corners=True)``.
+
+    image: ``(H, W, 3) uint8`` RGB; points5 ``(5, 2)`` its pixels. Returns ``(1, 3, 112, 112) float32``
+    RGB in [-1, 1].
+    """
+    crop = ghost_crops(image[None], [0], [ghost_alignment(points5)[0]], GHOST_CROP_SIZE)
+    x = tensor_of(crop).permute(0, 3, 1, 2).float().div(255.0)
+    x = (x - 0.5) / 0.5
+    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=True)
+
+
 def source_identity(image: np.ndarray, points5: np.ndarray, cfg: dict) -> np.ndarray:
-    """Raw ArcFace embedding ``(512,) float32`` of the face at ``points5`` in ``image`` (uint8 RGB)."""
-    fs = cfg["faceshifter"]
-    arcface = load_configured(fs["arcface"], cfg, "cpu")
-    m = estimate_similarity(points5, crop_template(ARCFACE_SIZE, 1.0, 0.5))
-    crop = warp_crops(image[None], [0], [m], ARCFACE_SIZE)
+    """Raw ArcFace embedding ``(512,) float32`` of the face at ``points5`` in ``image`` (uint8 RGB), from
+    :func:`ghost_identity_input`."""
+    arcface = load_configured(cfg["faceshifter"]["arcface"], cfg, "cpu")
     with torch.inference_mode():
-        return arcface(to_signed(crop, "cpu", torch.float32))[0].numpy().astype(np.float32)
+        return arcface(ghost_identity_input(image, points5))[0].numpy().astype(np.float32)
 
 
 class FaceShifterSwapStage:
@@ -65,9 +79,9 @@ class FaceShifterSwapStage:
         torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
         self.cfg = cfg
         self.size = int(cfg["align"]["crop_size"])
-        if float(cfg["align"]["face_scale"]) != 1.0:
+        if cfg["align"]["template"] != "ghost":
             raise ConfigError(
-                "swap.backend=faceshifter needs align.face_scale=1.0 (the crop its generator was trained "
+                "swap.backend=faceshifter needs align.template=ghost (the crop its generator was trained "
                 "on): use --config configs/faceshifter.yaml"
             )
         self.device = resolve_device(cfg["runtime"]["device"])

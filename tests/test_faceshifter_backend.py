@@ -112,5 +112,5 @@ def test_faceshifter_needs_its_alignment(data_dir, tmp_path, capsys):
     from stages.swap_faceshifter import FaceShifterSwapStage
 
     cfg = load_config(None, ["swap.backend=faceshifter", f"weights.dir={weights}"])
-    with pytest.raises(ConfigError, match="face_scale=1.0"):
+    with pytest.raises(ConfigError, match="align.template=ghost"):
         FaceShifterSwapStage(cfg, torch.zeros(512).numpy())
