@@ -90,7 +90,7 @@ class AADLayer(nn.Module):
         n, c = z_id.shape[0], h.shape[1]
         i = self.fc1(z_id).view(n, c, 1, 1) * h + self.fc2(z_id).view(n, c, 1, 1)
         m = torch.sigmoid(self.conv_h(h))
-        return a + m * (i - a)
+        return (1 - m) * a + m * i
 
 
 def _aad_chain(c_in: int, c_out: int, c_attr: int, c_id: int, units: int) -> nn.Sequential:

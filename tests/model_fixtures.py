@@ -1,11 +1,57 @@
-"""Network weights for tests: randomised state dicts and random checkpoints in the registry's layout."""
+"""Network weights for tests: randomised state dicts, random checkpoints in the registry's layout, and the
+interop key tables, weight recipe and reference vectors in ``../shared/interop`` (never copied here)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
+
+INTEROP = Path(__file__).resolve().parents[1].parent / "shared" / "interop"
+
+
+def _interop_file(name: str) -> Path:
+    path = INTEROP / name
+    if not path.is_file():
+        pytest.fail(f"interop file not found: {path} (the shared folder sits next to the repository)")
+    return path
+
+
+def interop_table(name: str) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """Rows ``key<TAB>shape<TAB>dtype`` of an interop key table as (key, shape, torch dtype), file order."""
+    rows = interop_recipe().read_table(str(_interop_file(name)))
+    return [(key, shape, getattr(torch, dtype)) for key, shape, dtype in rows]
+
+
+@functools.cache
+def interop_recipe() -> ModuleType:
+    """``../shared/interop/recipe.py``, the reference's deterministic test weights (VECTORS.md)."""
+    spec = importlib.util.spec_from_file_location("interop_recipe", _interop_file("recipe.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def interop_vectors(name: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays of ``vectors/<name>.npz`` and its parsed ``meta``."""
+    with np.load(_interop_file(f"vectors/{name}.npz")) as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays, json.loads(str(arrays.pop("meta")))
+
+
+def recipe_weights(table: str, meta: dict) -> dict[str, torch.Tensor]:
+    """The state_dict the reference vectors were made with: the recipe for ``table`` with the vector
+    file's seed, gain and scheme."""
+    recipe = interop_recipe()
+    rows = recipe.read_table(str(_interop_file(table)))
+    return recipe.recipe_state_dict(rows, meta["seed"], meta["gain"], meta.get("scheme", "default"))
 
 
 def randomised_state(model: nn.Module, seed: int, counter: int = 1234) -> dict[str, torch.Tensor]:

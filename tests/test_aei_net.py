@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from models.aei_net import TINY_AEI_CONFIG, AEINet
 from models.checkpoints import load_state_dict_file
 from stages.errors import ModelFileError
+from tests.model_fixtures import interop_table
 
-TSV = Path(__file__).resolve().parents[1].parent / "shared" / "interop" / "ghost_aei_unet_2blocks.tsv"
 GHOST_ATTR_SHAPES = [
     (1024, 2, 2),
     (2048, 4, 4),
@@ -28,14 +28,7 @@ GHOST_ATTR_SHAPES = [
 
 def table_rows() -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(key, shape, dtype) per line of the GHOST AEI-Net interop table, in state_dict order."""
-    if not TSV.is_file():
-        pytest.fail(f"interop table not found: {TSV} (the shared folder sits next to the repository)")
-    rows = []
-    for line in TSV.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
-        rows.append((key, dims, getattr(torch, dtype)))
-    return rows
+    return interop_table("ghost_aei_unet_2blocks.tsv")
 
 
 @pytest.fixture(autouse=True)

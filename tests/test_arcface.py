@@ -11,24 +11,10 @@ from torch import nn
 
 from models.arcface import IBasicBlock, IResNet, iresnet50, iresnet100
 from models.checkpoints import check_state_dict
-from tests.model_fixtures import randomised_state
+from tests.model_fixtures import interop_table, randomised_state
 
-INTEROP = Path(__file__).resolve().parents[1].parent / "shared" / "interop"
 PARAMS = {"iresnet50": 43_590_848, "iresnet100": 65_156_160}
 TABLES = {"iresnet50": "arcface_iresnet50.tsv", "iresnet100": "arcface_iresnet100.tsv"}
-
-
-def read_table(name: str) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    """Rows ``key<TAB>shape<TAB>dtype`` of an interop table as (key, shape, dtype), in file order."""
-    path = INTEROP / name
-    if not path.is_file():
-        pytest.fail(f"interop table not found: {path} (the shared folder sits next to the repository)")
-    rows = []
-    for line in path.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
-        rows.append((key, dims, getattr(torch, dtype)))
-    return rows
 
 
 def layout(model: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
@@ -57,7 +43,7 @@ def r100() -> IResNet:
 @pytest.mark.parametrize("name", ["iresnet50", "iresnet100"])
 def test_state_dict_matches_interop_table(name: str, r50: IResNet, r100: IResNet) -> None:
     model = r50 if name == "iresnet50" else r100
-    expected = read_table(TABLES[name])
+    expected = interop_table(TABLES[name])
     mine = layout(model)
     assert [k for k, _, _ in mine] == [k for k, _, _ in expected]  # same keys, same order
     assert mine == expected  # and same shapes and dtypes

@@ -12,22 +12,9 @@ from torch import nn
 
 from models.bisenet import FACE_PARSING_CLASSES, BiSeNet, bisenet19, class_mask, parse_faces
 from models.checkpoints import load_state_dict_file
-from tests.model_fixtures import randomised_state
+from tests.model_fixtures import interop_table, randomised_state
 
-TABLE = Path(__file__).resolve().parents[1].parent / "shared" / "interop" / "bisenet_faceparsing_19.tsv"
 PARAMS = 13_300_416
-
-
-def read_table(path: Path) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    """Rows ``key<TAB>shape<TAB>dtype`` of an interop table as (key, shape, dtype), in file order."""
-    if not path.is_file():
-        pytest.fail(f"interop table not found: {path} (the shared folder sits next to the repository)")
-    rows = []
-    for line in path.read_text().splitlines():
-        key, shape, dtype = line.split("\t")
-        dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
-        rows.append((key, dims, getattr(torch, dtype)))
-    return rows
 
 
 def normalised(n: int, size: int, seed: int) -> torch.Tensor:
@@ -46,7 +33,7 @@ def net() -> BiSeNet:
 
 
 def test_state_dict_matches_interop_table(net: BiSeNet) -> None:
-    expected = read_table(TABLE)
+    expected = interop_table("bisenet_faceparsing_19.tsv")
     mine = [(k, tuple(v.shape), v.dtype) for k, v in net.state_dict().items()]
     assert len(expected) == 191
     assert [k for k, _, _ in mine] == [k for k, _, _ in expected]  # same keys, same order
