@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: help swap-video test test-fast lint bench weights prepare-faces train-aei train-hear ffpp clean-venv \
+.PHONY: help swap-video test test-fast lint bench weights crops prepare-faces train-aei train-hear ffpp clean-venv \
 	cluster-up cluster-down swap-batch quality
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make bench      speed of the pipeline against a plain decode+encode"
 	@echo "make quality [OUT=runs/quality] [ONLY=text] [ARGS=...]  photos x clips grid: quality.md + quality.png"
 	@echo "make weights [DIR=weights]   fetch the public FaceShifter checkpoints and check their hashes"
+	@echo "make crops IN=photo_or_video OUT=dir/ [ARGS=\"--config configs/faceshifter.yaml ...\"]   the aligned crops a swap backend receives"
 	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
 	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
 	@echo "make ffpp FFPP_ROOT=/data/FaceForensics++ [COMPRESSION=c23] [SPLIT=test] [LIMIT=N] [OUT=runs/ffpp-DATE] [SCORE_ONLY=DIR] [ARGS=...]"
@@ -50,6 +51,10 @@ bench: $(STAMP)
 
 weights: $(STAMP)
 	$(PY) -m pipeline weights --dir "$(or $(DIR),weights)"
+
+crops: $(STAMP)
+	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make crops IN=photo_or_video OUT=dir/ [ARGS=...]" >&2; exit 2; fi
+	$(PY) -m pipeline crops --input "$(IN)" --out "$(OUT)" $(ARGS)
 
 prepare-faces: $(STAMP)
 	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make prepare-faces IN=\"a.mp4 photos/\" OUT=crops/" >&2; exit 2; fi

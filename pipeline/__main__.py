@@ -3,6 +3,7 @@
 python -m pipeline swap --input IN --source SRC [--output OUT] [--config FILE] [key=value ...]
 python -m pipeline weights [--dir weights]
 python -m pipeline prepare-faces INPUT... --out DIR [...]
+python -m pipeline crops --input PHOTO_OR_VIDEO --out DIR [--config FILE] [key=value ...]
 python -m pipeline train aei|hear --data DIR --out DIR [--config FILE] [key=value ...]
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 EXIT_BAD_INPUT = 2
 
@@ -20,6 +22,7 @@ DELEGATED = {
         "pipeline.prepare_faces",
         "align faces from videos or photos into 256 px training crops",
     ),
+    "crops": ("pipeline.crops", "write the aligned crops the configured swap backend receives (PNGs)"),
     "train": ("pipeline.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
     "evaluate": ("pipeline.evaluate", "score a swapped video against its original and source photo"),
     "ffpp": ("pipeline.ffpp", "FaceForensics++ benchmark: swap a split, score it on fixed networks"),
@@ -62,21 +65,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
     args.overrides = [*args.overrides, *extra]  # overrides may come before or after the options
 
-    from pipeline.config import load_config
+    def swap() -> str:
+        from pipeline.config import load_config
+        from pipeline.run import swap_video
+
+        cfg = load_config(args.config, args.overrides)
+        return swap_video(args.input, args.source, args.output, cfg, progress=not args.quiet).line()
+
+    return guarded(swap, "no output written")
+
+
+def guarded(action: Callable[[], str], on_interrupt: str) -> int:
+    """Run a command's ``action`` and print the line it returns (exit 0); a SwapstreamError prints one
+    ``swapstream: error:`` line (exit 2), Ctrl-C ``swapstream: interrupted; <on_interrupt>`` (exit 130)."""
     from stages.errors import SwapstreamError
 
     try:
-        cfg = load_config(args.config, args.overrides)
-        from pipeline.run import swap_video
-
-        summary = swap_video(args.input, args.source, args.output, cfg, progress=not args.quiet)
+        line = action()
     except SwapstreamError as exc:
         print(f"swapstream: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("swapstream: interrupted; no output written", file=sys.stderr)
+        print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
         return 130
-    print(summary.line())
+    print(line)
     return 0
 
 
