@@ -50,8 +50,6 @@ def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
         zero = np.zeros(1, np.int64)
         batches = iter([FrameBatch(str(input_path), zero, zero, image[None])])
     else:
-        if not input_path.is_file():
-            raise InputError(f"{input_path}: no such file")
         probe(input_path)  # a file that is not a video stops here, with its one-line reason
         batches = read_batches(input_path, int(cfg["batch_size"]), video_id=str(input_path))
     arcface_for_photo = is_photo and cfg["swap"]["backend"] == "faceshifter"
@@ -104,13 +102,21 @@ def write_crops(input_path: str | Path, out_dir: str | Path, cfg: dict, overwrit
     input_path, out_dir = Path(input_path), Path(out_dir)
     if input_path.is_dir():
         raise InputError(f"{input_path}: is a folder; give one photo or video")
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: no such file")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder")
     index = out_dir / INDEX_NAME
     if index.exists() and not overwrite:
         raise InputError(f"{index} exists: choose another --out, or pass --overwrite to replace those crops")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = crop_rows(input_path, out_dir, cfg)
+    try:
+        rows = crop_rows(input_path, out_dir, cfg)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a bad input leaves no empty folder behind
+        raise
     text = "".join(json.dumps(row) + "\n" for row in rows)
     write_bytes_atomic(index, text.encode("utf-8"))
     return len(rows)
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.__main__ import guarded
 
     return guarded(crops, "crops.jsonl not written")
+
 
 if __name__ == "__main__":
     sys.exit(main())
