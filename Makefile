@@ -10,7 +10,7 @@ FACENET := facenet-pytorch==2.6.0
 	cluster-up cluster-down swap-batch quality
 
 help:
-	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]"
+	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [OVERWRITE=1] [ARGS=\"key=value ...\"]"
 	@echo "make test       run the test suite"
 	@echo "make lint       ruff"
 	@echo "make bench      speed of the pipeline against a plain decode+encode"
@@ -20,7 +20,7 @@ help:
 	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
 	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
 	@echo "make ffpp FFPP_ROOT=/data/FaceForensics++ [COMPRESSION=c23] [SPLIT=test] [LIMIT=N] [OUT=runs/ffpp-DATE] [SCORE_ONLY=DIR] [ARGS=...]"
-	@echo "make cluster-up [RAY_PORT=6379] [RAY_HOST=127.0.0.1] [RAY_ARGS=...]   Ray head on this machine (loopback); make cluster-down stops Ray"
+	@echo "make cluster-up [RAY_PORT=6379] [RAY_HOST=127.0.0.1] [RAY_ARGS=...]   Ray head on this machine (loopback); make cluster-down [RAY_PORT=...] stops that one only"
 	@echo "make swap-batch MANIFEST=jobs.csv [RAY_ADDRESS=127.0.0.1:6379] [ARGS=\"key=value ...\"]   many videos, resumable"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -34,8 +34,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 swap-video: $(STAMP)
 	@if [ -z "$(IN)" ] || [ -z "$(SRC)" ]; then \
-		echo "usage: make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
-	$(PY) -m pipeline swap --input "$(IN)" --source "$(SRC)" $(if $(OUT),--output "$(OUT)") $(ARGS)
+		echo "usage: make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [OVERWRITE=1] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
+	$(PY) -m pipeline swap --input "$(IN)" --source "$(SRC)" $(if $(OUT),--output "$(OUT)") $(if $(filter 1,$(OVERWRITE)),--overwrite) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -82,12 +82,12 @@ RAY_LOOPBACK := $(filter 127.0.0.1 localhost ::1,$(RAY_HOST))
 cluster-up: $(STAMP)
 	$(if $(RAY_LOOPBACK),RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) \
 		PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ray start --head --node-ip-address=$(RAY_HOST) --port=$(RAY_PORT) \
-		--dashboard-host=$(RAY_HOST) --disable-usage-stats $(RAY_ARGS)
+		--dashboard-host=$(RAY_HOST) --disable-usage-stats --temp-dir="$$($(PY) -m pipeline.cluster temp-dir --port $(RAY_PORT))" $(RAY_ARGS)
 	@echo "Ray head up at $(RAY_HOST):$(RAY_PORT). Use it: make swap-batch MANIFEST=jobs.csv RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)"
-	@echo "(or export RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)$(if $(RAY_LOOPBACK), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)); stop it with: make cluster-down"
+	@echo "(or export RAY_ADDRESS=$(RAY_HOST):$(RAY_PORT)$(if $(RAY_LOOPBACK), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)); stop it with: make cluster-down$(if $(filter-out 6379,$(RAY_PORT)), RAY_PORT=$(RAY_PORT))"
 
 cluster-down: $(STAMP)
-	$(VENV)/bin/ray stop
+	$(PY) -m pipeline.cluster down --port $(RAY_PORT)
 
 swap-batch: $(STAMP)
 	@if [ -z "$(MANIFEST)" ]; then \

@@ -10,12 +10,13 @@ Values are copied into the model's own tensors, so they take the model's dtype a
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from stages.errors import ModelFileError
+from stages.errors import ModelFileError, WeightFileError
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -23,8 +24,9 @@ def _shape(t: torch.Tensor) -> str:
 
 
 def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Raise a one-line ValueError naming ``source`` and the first key (in the model's order) that is
-    missing or has another shape, else the first unexpected key, with the counts of each problem."""
+    """Raise a one-line WeightFileError (a ValueError) naming ``source`` and the first key (in the model's
+    order) that is missing or has another shape, else the first unexpected key, with the counts of each
+    problem."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -45,7 +47,7 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     )
     if unexpected and all(k.startswith("module.") for k in unexpected):
         counts += "; the file's keys carry a 'module.' prefix: save model.module.state_dict() instead"
-    raise ValueError(f"{source} does not fit {type(model).__name__}: {what} ({counts})")
+    raise WeightFileError(f"{source} does not fit {type(model).__name__}: {what} ({counts})")
 
 
 def add_missing_batch_counters(
@@ -76,24 +78,41 @@ def load_state_dict_file(
     ``num_batches_tracked`` counter (PyTorch < 0.4.1); zero counters are added before the strict check.
 
     Returns ``model`` (training mode and ``requires_grad`` unchanged). Raises ModelFileError if the file
-    does not exist, ValueError (one line, naming the file and the first offending key) otherwise.
+    does not exist, WeightFileError (a ValueError; one line, naming the file and the first offending key)
+    otherwise.
     """
+    obj = checked_state_dict(model, path, state_key, legacy_batchnorm)
+    model.load_state_dict(obj, strict=True)
+    return model
+
+
+def checked_state_dict(
+    model: nn.Module,
+    path: str | Path,
+    state_key: str | None = None,
+    legacy_batchnorm: bool = False,
+    mmap: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The state_dict in ``path``, checked to fit ``model`` key for key and shape for shape (see
+    :func:`load_state_dict_file`; same errors). mmap: map a zip-format file instead of reading its tensors
+    (cheap; with a ``meta``-device model this checks a file's layout without loading it)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: weight file for {type(model).__name__} not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as exc:  # unpickling, zip or storage errors: all mean "not a usable weights file"
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ValueError(
-            f"{path}: not a weights-only torch file ({type(exc).__name__}: {first_line})"
+        first_line = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:120]
+        raise WeightFileError(
+            f"{path}: not a weights-only torch file: damaged, cut short or not saved by torch.save "
+            f"({type(exc).__name__}: {first_line})"
         ) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a plain state_dict, got {type(obj).__name__}")
+        raise WeightFileError(f"{path}: expected a plain state_dict, got {type(obj).__name__}")
     if state_key is not None:
         if not isinstance(obj.get(state_key), dict):
             keys = ", ".join(repr(k) for k in list(obj)[:5])
-            raise ValueError(
+            raise WeightFileError(
                 f"{path}: expected a dict with a {state_key!r} state_dict entry; its keys start {keys}"
             )
         obj = obj[state_key]
@@ -101,12 +120,11 @@ def load_state_dict_file(
     if not_tensors:
         keys = ", ".join(repr(k) for k in list(obj)[:5])
         kind = type(obj[not_tensors[0]]).__name__
-        raise ValueError(
+        raise WeightFileError(
             f"{path}: expected a plain state_dict of tensors, but entry {not_tensors[0]!r} is {kind} "
             f"(a wrapper dict? its keys start {keys}; save the inner state_dict)"
         )
     if legacy_batchnorm:
         obj = add_missing_batch_counters(obj, model)
     check_state_dict(model, obj, str(path))
-    model.load_state_dict(obj, strict=True)
-    return model
+    return obj

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoints import load_state_dict_file
+from models.checkpoints import checked_state_dict, load_state_dict_file
 from stages.errors import ModelFileError
 
 
@@ -240,6 +240,18 @@ def pinned_sha256(name: str, cfg: dict) -> str | None:
 def locate_configured(name: str, cfg: dict) -> Path:
     """:func:`locate` with ``weights.dir`` and any pinned hash from the config."""
     return locate(name, cfg["weights"]["dir"], pinned_sha256(name, cfg))
+
+
+def verify_configured(name: str, cfg: dict) -> Path:
+    """:func:`locate_configured`, then the file's keys and shapes checked against the network without
+    loading its values (a ``meta``-device network, the file memory-mapped): a damaged, cut-short or foreign
+    file stops with its one-line error before any work, not in a worker later. Returns the path."""
+    path = locate_configured(name, cfg)
+    entry = REGISTRY[name]
+    with torch.device("meta"):
+        net = build_network(entry.network)
+    checked_state_dict(net, path, entry.state_key, entry.legacy_batchnorm, mmap=True)
+    return path
 
 
 def load_configured(

@@ -10,6 +10,8 @@ python -m pipeline train aei|hear --data DIR --out DIR [--config FILE] [key=valu
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     swap.add_argument("--config", help="YAML config merged over configs/default.yaml")
     swap.add_argument("--quiet", action="store_true", help="no progress bar")
+    swap.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    swap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     swap.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. executor=local"
     )
@@ -70,26 +74,85 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.run import swap_video
 
         cfg = load_config(args.config, args.overrides)
-        return swap_video(args.input, args.source, args.output, cfg, progress=not args.quiet).line()
+        summary = swap_video(
+            args.input, args.source, args.output, cfg, progress=not args.quiet, overwrite=args.overwrite
+        )
+        return summary.line()
 
-    return guarded(swap, "no output written")
+    return guarded(swap, "no output written", debug=args.debug)
 
 
-def guarded(action: Callable[[], str], on_interrupt: str) -> int:
-    """Run a command's ``action`` and print the line it returns (exit 0); a SwapstreamError prints one
-    ``swapstream: error:`` line (exit 2), Ctrl-C ``swapstream: interrupted; <on_interrupt>`` (exit 130)."""
-    from stages.errors import SwapstreamError
+def guarded(action: Callable[[], str], on_interrupt: str, debug: bool = False) -> int:
+    """The edge of the command line: run ``action`` and print the line it returns (exit 0). Whatever escapes
+    becomes one line on stderr and no traceback: a problem with the user's input (a SwapstreamError, also
+    when a Ray worker raised it) exits 2; anything else exits 1 and points to ``--debug``, which re-raises
+    it with its traceback instead. Ctrl-C prints ``swapstream: interrupted; <on_interrupt>`` (exit 130)."""
+    interrupted = []
 
+    def on_sigint(signum, frame):  # a Ctrl-C that a library turns into another error still counts as one
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         line = action()
-    except SwapstreamError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
-        return 130
-    print(line)
-    return 0
+        return _after_ray(130)
+    except Exception as exc:
+        if interrupted:
+            print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
+            return _after_ray(130)
+        from pipeline.batch import one_line
+
+        user = user_error(exc)
+        if user is not None:
+            print(f"swapstream: error: {one_line(user)}", file=sys.stderr)
+            return _after_ray(EXIT_BAD_INPUT)
+        if debug:
+            raise
+        print(f"swapstream: error: {one_line(exc)} (run with --debug for the details)", file=sys.stderr)
+        return _after_ray(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(line, flush=True)
+    return _after_ray(0)
+
+
+def _after_ray(code: int) -> int:
+    """Shut down the Ray this process started, if any, before exiting with ``code``: here rather than in
+    Ray's exit hook, where a Ctrl-C printed a traceback after the output was complete. A Ctrl-C during
+    the shutdown exits at once with ``code`` (everything the run produced is already in place)."""
+    if "ray" not in sys.modules:
+        return code
+    import ray
+
+    if not ray.is_initialized():
+        return code
+    sys.stderr.flush()
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(code))
+    try:
+        ray.shutdown()
+    except Exception:  # shutting down a Ray that already failed: nothing more to report
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The SwapstreamError behind ``exc`` (itself, or the one a Ray worker raised: Ray's wrapper keeps
+    it as ``cause``), else None."""
+    from stages.errors import SwapstreamError
+
+    for _ in range(4):
+        cause = getattr(exc, "cause", None)
+        if isinstance(exc, SwapstreamError) and not isinstance(cause, BaseException):
+            return exc
+        if not isinstance(cause, BaseException):
+            return None
+        exc = cause
+    return None
 
 
 def fetch_weights(
@@ -126,4 +189,8 @@ def fetch_weights(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before guarded() took over (parsing the command line, first imports)
+        print("swapstream: interrupted; no output written", file=sys.stderr)
+        sys.exit(130)

@@ -4,7 +4,8 @@ A run folder holds ``records.jsonl``, one JSON object per line, appended (and fs
 
     {"job": "<output path relative to the run folder>", "input": ..., "source": ..., "output": ...,
      "input_sha256": ..., "source_sha256": ..., "config_sha256": ..., "output_sha256": ...,
-     "frames": 250, "frames_with_face": 248, "faces_swapped": 248, "seconds": 61.2,
+     "frames": 250, "frames_expected": 250, "note": null | "<one line: frames lost to a damaged input>",
+     "frames_with_face": 248, "faces_swapped": 248, "seconds": 61.2,
      "status": "ok" | "failed", "error": "<one line>" | null, "swapstream": "0.1.0", "finished": "<UTC ISO>"}
 
 The newest line of a job wins. A job is skipped when its newest record is ``ok`` for the same input hash,
@@ -189,6 +190,8 @@ def _record(job: Job, key: str, **fields) -> dict:
         "config_sha256": None,
         "output_sha256": None,
         "frames": None,
+        "frames_expected": None,
+        "note": None,
         "frames_with_face": None,
         "faces_swapped": None,
         "seconds": None,
@@ -327,6 +330,8 @@ def run_jobs(
                 **hashes,
                 output_sha256=sha256_of(p.job.output),
                 frames=result.frames,
+                frames_expected=result.frames_expected,
+                note=result.note,
                 frames_with_face=result.frames_with_face,
                 faces_swapped=result.faces_swapped,
                 seconds=round(float(result.seconds), 3),

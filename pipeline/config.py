@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stages.errors import ConfigError
 
@@ -49,65 +50,296 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 # The swap chain's stages in order (pipeline.run.build_specs); ray.actor_groups names them.
 STAGE_NAMES = ("detect", "landmarks", "track", "smooth", "align", "swap", "mask", "blend")
 
-# Settings that take one of a fixed set of values; checked when the config is loaded, before any work.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "executor": ("ray", "local"),
-    "runtime.device": ("cpu", "cuda", "auto"),
-    "detect.model": ("mtcnn",),
-    "landmarks.model": ("dlib", "fan"),
-    "smooth.flow": ("lk", "dis"),
-    "align.template": ("arcface", "ghost"),
-    "swap.backend": ("classic", "faceshifter"),
-    "swap.target": ("all", "largest"),
-    "classic.color_transfer": ("lab", "none"),
-    "classic.source_hair": ("drop", "keep"),
-    "mask.target_glasses": ("keep", "paste"),
-    "classic.source_glasses": ("drop", "keep"),
-    "faceshifter.arcface": ("arcface_iresnet100", "arcface_iresnet50"),
-    "faceshifter.hear": ("auto", "always", "never"),
-    "evaluate.identity": ("dlib", "arcface_iresnet100", "arcface_iresnet50"),
-    "evaluate.pose": ("pnp", "hopenet"),
-    "evaluate.expression": ("landmarks", "face_recon"),
-    "mask.types": ("box", "landmarks", "occlusion", "region"),  # a list of these
-}
+# ---------------------------------------------------------------------------------------------- the schema
+# Every key's type and range, in one place (defaults stay in configs/default.yaml). Strict: a bool is not a
+# number, a number is not text, ints and floats mix where a float is asked for. A value out of range stops
+# the run when the config is loaded, before any file is opened.
+
+Unit = Annotated[float, Field(ge=0, le=1)]  # a share or probability in [0, 1]
+Decay = Annotated[float, Field(ge=0, lt=1)]  # an exponential filter's a in s = a*s_prev + (1-a)*s_now
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+Index = Annotated[int, Field(ge=0)]
 
 
-def _check(cfg: dict, defaults: dict, where: str = "") -> None:
-    """Each value has its default's type (ints and floats mix) and, where listed, one of CHOICES."""
-    for key, default in defaults.items():
-        name, value = f"{where}{key}", cfg[key]
-        if isinstance(default, dict):
-            _check(value, default, f"{name}.")
-            continue
-        if name in CHOICES and isinstance(default, list):
-            if not isinstance(value, list) or not value or any(v not in CHOICES[name] for v in value):
-                raise ConfigError(
-                    f"{name}={value!r} should be a list of one or more of: {', '.join(CHOICES[name])}"
-                )
-        elif name in CHOICES and value not in CHOICES[name]:
-            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(CHOICES[name])}")
-        if name == "ray.actor_groups":
-            _check_actor_groups(value)
-        number = (int, float)
-        if isinstance(default, bool) or default is None:
-            ok = default is None or isinstance(value, bool)
-        elif isinstance(default, number):
-            ok = isinstance(value, number) and not isinstance(value, bool)
+def _sha256(v: str) -> str:
+    if v and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+        raise ValueError("should be the file's sha256 (64 hex digits), or empty for no check")
+    return v
+
+
+Sha256 = Annotated[str, AfterValidator(_sha256)]  # "" = not pinned
+SOURCE_FACE_CHOICES = ("largest", "left", "right")
+
+
+def _ordered_pair(v: list[float]) -> list[float]:
+    if v[0] > v[1]:
+        raise ValueError("should be [low, high] with low <= high")
+    return v
+
+
+Range = Annotated[list[NonNegative], Field(min_length=2, max_length=2), AfterValidator(_ordered_pair)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Runtime(_Section):
+    device: Literal["cpu", "cuda", "auto"]
+    torch_threads: Count
+
+
+class _Detect(_Section):
+    model: Literal["mtcnn"]
+    min_face_size: Annotated[float, Field(ge=12)]  # MTCNN's P-Net window: nothing smaller is found
+    thresholds: Annotated[list[Unit], Field(min_length=3, max_length=3)]
+    scale_factor: Annotated[float, Field(gt=0, lt=1)]
+    max_side: Annotated[int, Field(ge=64)]
+    min_score: Unit
+
+
+class _Landmarks(_Section):
+    model: Literal["dlib", "fan"]
+
+
+class _Track(_Section):
+    iou_threshold: Unit
+
+
+class _Smooth(_Section):
+    enabled: bool
+    window: Count
+    sigma: Positive
+    flow_weight: NonNegative
+    flow: Literal["lk", "dis"]
+    curvature_weight: NonNegative
+    max_gap: Index
+
+
+class _Scene(_Section):
+    threshold: Positive
+
+
+class _Align(_Section):
+    crop_size: Annotated[int, Field(ge=16, le=4096)]
+    template: Literal["arcface", "ghost"]
+    face_scale: Annotated[float, Field(gt=0, le=2)]
+    centre_y: Unit
+
+
+class _Swap(_Section):
+    backend: Literal["classic", "faceshifter"]
+    target: Literal["all", "largest"]
+    source_face: Any
+
+    @field_validator("source_face", mode="plain")
+    @classmethod
+    def _face(cls, v: Any) -> Any:
+        if (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or v in SOURCE_FACE_CHOICES:
+            return v
+        choices = ", ".join(SOURCE_FACE_CHOICES)
+        raise ValueError(f"should be one of {choices} or a face index 0, 1, ... counted from the left")
+
+
+class _Classic(_Section):
+    keep_inner_mouth: bool
+    color_transfer: Literal["lab", "none"]
+    color_smoothing: Decay
+    shape_transfer: Unit
+    shape_smoothing: Decay
+    shading_sigma: Annotated[float, Field(ge=0, le=1)]
+    match_detail: bool
+    source_hair: Literal["drop", "keep"]
+    even_source_light: Unit
+    source_glasses: Literal["drop", "keep"]
+    mirror_turned_source: Range
+    turn_fade: Range
+
+
+class _FaceShifter(_Section):
+    arcface: Literal["arcface_iresnet100", "arcface_iresnet50"]
+    hear: Literal["auto", "always", "never"]
+    batch_size: Count
+    half: bool
+
+
+class _Sha256(_Section):
+    arcface_iresnet100: Sha256
+    arcface_iresnet50: Sha256
+    aei_net: Sha256
+    hear_net: Sha256
+    face_parser_bisenet: Sha256
+    hopenet: Sha256
+    face_recon: Sha256
+
+
+class _Weights(_Section):
+    dir: Annotated[str, Field(min_length=1)]
+    sha256: _Sha256
+
+
+class _Mask(_Section):
+    types: Annotated[list[Literal["box", "landmarks", "occlusion", "region"]], Field(min_length=1)]
+    box_blur: Unit
+    occlusion_threshold: Positive
+    occlusion_grow: Unit
+    region_classes: Annotated[list[str], Field(min_length=1)]
+    target_glasses: Literal["keep", "paste"]
+    release: Decay
+
+    @field_validator("region_classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        from models.bisenet import FACE_PARSING_CLASSES
+
+        unknown = [c for c in v if c not in FACE_PARSING_CLASSES]
+        if unknown:
+            known = ", ".join(FACE_PARSING_CLASSES)
+            raise ValueError(f"{unknown[0]!r} is not a face-parsing class ({known})")
+        return v
+
+
+class _Blend(_Section):
+    erode: Annotated[float, Field(ge=0, lt=0.5)]
+    feather: Annotated[float, Field(ge=0, lt=0.5)]
+
+
+class _Evaluate(_Section):
+    identity: Literal["dlib", "arcface_iresnet100", "arcface_iresnet50"]
+    pose: Literal["pnp", "hopenet"]
+    expression: Literal["landmarks", "face_recon"]
+
+
+class _Encode(_Section):
+    codec: Annotated[str, Field(min_length=1)]  # the encoder itself is opened before a run (check_encoder)
+    preset: Annotated[str, Field(min_length=1)]
+    crf: Annotated[float, Field(ge=0, le=63)]
+    pix_fmt: Annotated[str, Field(min_length=1)]
+    deterministic: bool
+    watermark: bool
+
+
+class _Segments(_Section):
+    seconds: NonNegative
+    parts: Index
+
+
+class _Ray(_Section):
+    max_in_flight: Count
+    actor_groups: list[list[str]]
+    swap_num_gpus: NonNegative
+    swap_actors: Count
+    stage_actors: Count
+    concurrent_videos: Count
+    max_restarts: Index
+    video_retries: Index
+
+    @field_validator("actor_groups")
+    @classmethod
+    def _groups(cls, v: list[list[str]]) -> list[list[str]]:
+        names = [n for g in v for n in g]
+        if any(n not in STAGE_NAMES for n in names) or len(set(names)) != len(names):
+            stages = ", ".join(STAGE_NAMES)
+            raise ValueError(f"should be lists of stage names, each at most once, of {stages}")
+        return v
+
+
+class _Train(_Section):
+    tiny: bool
+    size: Annotated[int, Field(ge=8)]
+    aei_base: Count
+    aei_num_blocks: Count
+    hear_base: Count
+    disc_ndf: Count
+    disc_layers: Count
+    disc_scales: Count
+    aei_checkpoint: str
+    steps: Count
+    batch_size: Count
+    lr: Positive
+    beta1: Decay
+    beta2: Decay
+    same_identity_share: Unit
+    lambda_att: NonNegative
+    lambda_id: NonNegative
+    lambda_rec: NonNegative
+    hear_lambda_chg: NonNegative
+    hear_lambda_rec: NonNegative
+    checkpoint_every: Count
+    sample_every: Count
+    log_every: Count
+    seed: Index
+    workers: Count
+
+
+class _Ffpp(_Section):
+    method: str
+    splits_dir: str
+    frames_per_video: Count
+    source_frames: Count
+    source_stride: Count
+    frontal_yaw: Annotated[float, Field(gt=0, le=90)]
+    source_margin: NonNegative
+    upsample: Annotated[int, Field(ge=0, le=3)]
+    flicker_every: Count
+    contact_sheet_videos: Index
+
+
+class ConfigSchema(_Section):
+    """The whole config: each section's keys, types and ranges (see configs/default.yaml for meanings)."""
+
+    executor: Literal["ray", "local"]
+    batch_size: Count
+    runtime: _Runtime
+    detect: _Detect
+    landmarks: _Landmarks
+    track: _Track
+    smooth: _Smooth
+    scene: _Scene
+    align: _Align
+    swap: _Swap
+    classic: _Classic
+    faceshifter: _FaceShifter
+    weights: _Weights
+    mask: _Mask
+    blend: _Blend
+    evaluate: _Evaluate
+    encode: _Encode
+    segments: _Segments
+    ray: _Ray
+    train: _Train
+    ffpp: _Ffpp
+
+
+def validate(cfg: dict) -> None:
+    """Check ``cfg`` against :class:`ConfigSchema`; the first problem as a one-line ConfigError."""
+    try:
+        ConfigSchema.model_validate(cfg)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], cfg)) from None
+
+
+def _describe(error: dict, cfg: dict) -> str:
+    """``key.path=value: what it should be`` for one pydantic error."""
+    keys, node, item = [], cfg, None
+    for part in error["loc"]:
+        if isinstance(node, dict) and part in node:
+            keys.append(str(part))
+            node = node[part]
+        elif isinstance(part, int) and isinstance(node, list):
+            item = part
+            break
         else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ConfigError(f"{name}={value!r} should be a {type(default).__name__} like {default!r}")
-
-
-def _check_actor_groups(groups: Any) -> None:
-    """``ray.actor_groups``: lists of stage names, each name at most once."""
-    names = [n for g in groups for n in g] if isinstance(groups, list) and all(
-        isinstance(g, list) for g in groups) else None
-    if names is None or any(n not in STAGE_NAMES for n in names) or len(set(names)) != len(names):
-        raise ConfigError(
-            f"ray.actor_groups={groups!r} should be lists of stage names, each at most once, from: "
-            + ", ".join(STAGE_NAMES)
-        )
+            break
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Input "):
+        message = message.removeprefix(prefix)
+    key = ".".join(keys)
+    if item is not None:
+        return f"{key}={node!r}: item {item} {message}"
+    return f"{key}={node!r}: {message}"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -128,7 +360,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{p}: a config file must be a mapping of keys")
         _merge(cfg, extra, "")
     _apply(cfg, overrides)
-    _check(cfg, defaults)
+    validate(cfg)
     return cfg
 
 
@@ -151,9 +383,9 @@ def _apply(cfg: dict, overrides: list[str] | tuple[str, ...]) -> None:
 def with_overrides(cfg: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     """A checked copy of a loaded ``cfg`` with more ``key.path=value`` overrides (e.g. one job's of many).
 
-    Each value must have the type of the one it replaces and, where listed, be one of ``CHOICES``.
+    Each value must fit :class:`ConfigSchema` (type and range).
     """
     out = copy.deepcopy(cfg)
     _apply(out, overrides)
-    _check(out, cfg)
+    validate(out)
     return out

@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the PNGs and crops.jsonl")
     parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's crops in --out")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.__main__ import guarded
 
-    return guarded(crops, "crops.jsonl not written")
+    return guarded(crops, "crops.jsonl not written", debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pipeline.segments import (
     segment_count,
 )
 from stages.decode import FrameTable, VideoInfo, frame_table, probe, read_batches
-from stages.encode import VideoWriter
+from stages.encode import VideoWriter, check_encoder, remove_stale_partials
 from stages.errors import InputError
 from stages.types import FrameBatch
 
@@ -39,6 +39,8 @@ class Summary:
     seconds: float
     output: Path
     frames_digest: str | None = None  # of the frames handed to the encoder, when asked for (FrameDigest)
+    frames_expected: int | None = None  # what the container promised (None: unknown)
+    note: str | None = None  # a one-line warning about the result (frames lost to a damaged input)
 
     @property
     def fps(self) -> float:
@@ -54,30 +56,62 @@ class Summary:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Read a photo as ``(H, W, 3) uint8`` RGB, upright per its EXIF orientation; InputError if unreadable."""
+    """Read a photo as ``(H, W, 3) uint8`` RGB, upright per its EXIF orientation; InputError if unreadable.
+
+    High-bit-depth grey (16-bit PNG and TIFF: Pillow modes ``I;16*``, ``I``, ``F``) is scaled to 8 bits by its
+    bit depth rather than clipped; palette, grey and CMYK images are converted; transparent pixels
+    are laid over white.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; give a photo")
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
         with Image.open(p) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            return _rgb8(ImageOps.exif_transpose(im))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{p}: not a readable image ({exc})") from None
+
+
+def _rgb8(im) -> np.ndarray:
+    """A Pillow image as ``(H, W, 3) uint8`` RGB (see :func:`load_image`)."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        grey = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16"):
+            top = 65535.0
+        elif im.mode == "F" and grey.max() <= 1.0:
+            top = 1.0  # float images in [0, 1]
+        else:  # 32-bit int or float: 16-bit data when it exceeds 8 bits
+            top = 65535.0 if grey.max() > 255 else 255.0
+        grey8 = np.clip(np.round(grey / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey8[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB")).copy()
+    return np.asarray(im.convert("RGB")).copy()
 
 
 def check_source(path: str | Path, cfg: dict) -> np.ndarray:
     """The source photo ``(H, W, 3) uint8`` RGB, after checking that the user-supplied weight files the
-    config needs are present: the cheap checks, made before anything starts (InputError otherwise)."""
-    from models.weights import locate_configured
+    config needs are present and fit their networks (keys and shapes, without loading values): the cheap
+    checks, made before anything starts (ModelFileError / WeightFileError otherwise)."""
+    from models.weights import REGISTRY, verify_configured
 
     if "region" in cfg["mask"]["types"]:
-        locate_configured("face_parser_bisenet", cfg)
+        verify_configured("face_parser_bisenet", cfg)
     if cfg["swap"]["backend"] == "faceshifter":
-        locate_configured("aei_net", cfg)
-        if cfg["faceshifter"]["hear"] == "always":
-            locate_configured("hear_net", cfg)
+        verify_configured("aei_net", cfg)
+        verify_configured(cfg["faceshifter"]["arcface"], cfg)
+        hear = cfg["faceshifter"]["hear"]
+        hear_file = Path(cfg["weights"]["dir"]) / REGISTRY["hear_net"].filename
+        if hear == "always" or (hear == "auto" and hear_file.is_file()):
+            verify_configured("hear_net", cfg)
     return load_image(path)
 
 
@@ -97,7 +131,9 @@ def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None)
     faces = DetectStage(cfg).detect_image(image)
     if not faces:
         raise InputError(f"no face found in {path}: use a photo where the face is at least 64 px wide")
-    face = max(faces, key=lambda f: f.area)
+    face, note = choose_source_face(path, faces, cfg["swap"]["source_face"])
+    if note:
+        print(note, file=sys.stderr)
     if backend == "faceshifter":
         from stages.swap_faceshifter import source_identity
 
@@ -113,6 +149,36 @@ def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None)
         if note:
             print(note, file=sys.stderr)
     return source
+
+
+def choose_source_face(path: str | Path, faces: list, choice: str | int):
+    """The face of the source photo that ``swap.source_face`` names, and a one-line note when the photo
+    shows more than one (None otherwise). faces: FaceRecords; indices count from the left (box centre x).
+    InputError when the index is out of range."""
+    by_x = sorted(faces, key=lambda f: float(f.box[0] + f.box[2]))
+    largest = max(by_x, key=lambda f: f.area)
+    if choice == "largest":
+        face = largest
+    elif choice == "left":
+        face = by_x[0]
+    elif choice == "right":
+        face = by_x[-1]
+    elif choice >= len(by_x):
+        raise InputError(
+            f"{path}: swap.source_face={choice} but the photo shows {len(by_x)} face(s), 0..{len(by_x) - 1} "
+            "counted from the left"
+        )
+    else:
+        face = by_x[choice]
+    if len(by_x) == 1:
+        return face, None
+    k = next(i for i, f in enumerate(by_x) if f is face)
+    big = next(i for i, f in enumerate(by_x) if f is largest)
+    what = "the largest" if k == big else f"not the largest (that is {big})"
+    return face, (
+        f"swapstream: note: {path} shows {len(by_x)} faces; using face {k} counted from the left, {what}; "
+        "choose with swap.source_face=largest|left|right|N"
+    )
 
 
 LOW_RESOLUTION = 0.6  # a source face enlarged more than 1/this to fill the aligned crop is reported
@@ -183,10 +249,15 @@ def default_output(input_path: str | Path) -> Path:
     return Path.cwd() / name if read_only else p.with_name(name)
 
 
-def check_paths(input_path: Path, output: Path) -> None:
-    """Refuse an output that would overwrite the input or that cannot be written."""
+def check_paths(input_path: Path, output: Path, overwrite: bool = True) -> None:
+    """Refuse an output that would overwrite the input or that cannot be written; an existing output too
+    unless ``overwrite`` (the command line's ``--overwrite``, as ffmpeg's ``-y``)."""
     if output.resolve() == input_path.resolve() or (output.exists() and os.path.samefile(output, input_path)):
         raise InputError(f"{output}: output path is the input video; choose another OUT")
+    if output.is_file() and not overwrite:
+        raise InputError(
+            f"{output}: exists; choose another OUT, or pass --overwrite (make: OVERWRITE=1) to replace it"
+        )
     if not output.parent.is_dir():
         raise InputError(f"{output}: output folder {output.parent} does not exist")
     if output.is_dir():
@@ -205,6 +276,7 @@ def swap_video(
     progress: bool = True,
     digest: bool = False,
     pool=None,
+    overwrite: bool = True,
 ) -> Summary:
     """Swap the source photo's face onto the faces of ``input_path``; write ``output`` atomically.
 
@@ -212,7 +284,7 @@ def swap_video(
     executors are compared on this, so that a difference is found in the frame and stage where it arose,
     not through the encoder (whose own determinism is ``encode.deterministic``).
     pool: a :class:`pipeline.executors.StagePool` whose Ray actors this video shares with others
-    (``executor=ray`` only).
+    (``executor=ray`` only). overwrite: False refuses an existing ``output`` (InputError) before any work.
 
     A long video may run in segments (``segments``; :mod:`pipeline.segments`). With ``executor=ray`` a
     video (or segment) whose stage actor died runs again from its start, at most ``ray.video_retries``
@@ -223,7 +295,9 @@ def swap_video(
     input_path = Path(input_path)
     output = Path(output) if output else default_output(input_path)
     info = probe(input_path)
-    check_paths(input_path, output)
+    check_paths(input_path, output, overwrite)
+    check_encoder(cfg["encode"])
+    remove_stale_partials(output.parent)
     image = check_source(source_path, cfg)
     own_pool = None
     if cfg["executor"] == "ray":
@@ -281,7 +355,24 @@ def _swap(
     elapsed = time.perf_counter() - started
     with_face, swapped = (sum(column) for column in zip(*per_frame.values())) if per_frame else (0, 0)
     frames_digest = hasher.hexdigest() if hasher is not None else None
-    return Summary(len(per_frame), with_face, swapped, elapsed, output, frames_digest)
+    expected = info.expected_frames()
+    note = lost_frames_note(input_path, len(per_frame), expected, info)
+    if note:
+        print(f"swapstream: note: {note}", file=sys.stderr)
+    return Summary(len(per_frame), with_face, swapped, elapsed, output, frames_digest, expected, note)
+
+
+def lost_frames_note(input_path: Path, decoded: int, expected: int | None, info: VideoInfo) -> str | None:
+    """One line when fewer frames decoded than the container promised (a file cut short or damaged): how
+    many and how many seconds; None when the count is within 2 frames (or 2 %) or unknown."""
+    if not expected or expected - decoded <= max(2, 0.02 * expected):
+        return None
+    rate = float(info.average_rate) if info.average_rate else None
+    lost = f" ({(expected - decoded) / rate:.1f} s of {expected / rate:.1f} s lost)" if rate else ""
+    return (
+        f"{input_path}: only {decoded} of {expected} frames decoded{lost}: the file is cut short or damaged; "
+        f"the output holds the {decoded} that decoded"
+    )
 
 
 def _segments_for(input_path: Path, info: VideoInfo, cfg: dict) -> tuple[list[Segment], FrameTable | None]:

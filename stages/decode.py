@@ -24,6 +24,7 @@ class VideoInfo:
 
     width, height: display size after rotation. rotation: clockwise degrees applied to decoded frames.
     time_base: of the video stream; frame pts are in this unit. frames: container's count (0 if unknown).
+    duration: seconds of the video stream as the container states it (None if unknown).
     """
 
     path: str
@@ -36,6 +37,15 @@ class VideoInfo:
     codec: str
     audio_streams: int
     metadata: dict = field(default_factory=dict)
+    duration: float | None = None
+
+    def expected_frames(self) -> int | None:
+        """Frames the container promises: its frame count, else duration x average rate (None if unknown)."""
+        if self.frames:
+            return int(self.frames)
+        if self.duration and self.average_rate:
+            return round(self.duration * float(self.average_rate))
+        return None
 
 
 def _rotation_of(frame: av.VideoFrame) -> int:
@@ -61,6 +71,8 @@ def rotate(image: np.ndarray, clockwise_degrees: int) -> np.ndarray:
 def probe(path: str | Path) -> VideoInfo:
     """Open ``path`` and decode its first frame; raise InputError when it is not a readable video."""
     path = str(path)
+    if Path(path).is_dir():
+        raise InputError(f"{path}: is a folder; give a video file")
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     try:
@@ -68,6 +80,10 @@ def probe(path: str | Path) -> VideoInfo:
             if not container.streams.video:
                 raise InputError(f"{path}: has no video stream")
             stream = container.streams.video[0]
+            if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+                raise InputError(
+                    f"{path}: is a still image ({stream.codec_context.name}), not a video; give a video file"
+                )
             first = next(container.decode(stream), None)
             if first is None:
                 raise InputError(f"{path}: video stream has no decodable frames")
@@ -84,6 +100,7 @@ def probe(path: str | Path) -> VideoInfo:
                 codec=stream.codec_context.name,
                 audio_streams=len(container.streams.audio),
                 metadata=dict(container.metadata),
+                duration=_duration(container, stream),
             )
     except InputError:
         raise
@@ -91,10 +108,21 @@ def probe(path: str | Path) -> VideoInfo:
         raise InputError(f"{path}: not a readable video ({exc})") from None
 
 
+def _duration(container, stream) -> float | None:
+    """Seconds of ``stream`` as the container states them: the stream's duration, else the container's."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return float(container.duration) / av.time_base
+    return None
+
+
 def read_batches(path: str | Path, batch_size: int, video_id: str | None = None) -> Iterator[FrameBatch]:
     """Yield FrameBatches of up to ``batch_size`` consecutive frames, streaming (never the whole video).
 
     frames: ``(N, H, W, 3) uint8`` RGB in display orientation; pts in the video stream's time base.
+    A decoding error after the first frame (a file cut short or damaged further on) ends the stream: what
+    decoded is kept, and the caller compares the count with :meth:`VideoInfo.expected_frames`.
     """
     path = str(path)
     vid = video_id or path
@@ -105,7 +133,7 @@ def read_batches(path: str | Path, batch_size: int, video_id: str | None = None)
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
+        for frame in _frames_until_damage(container, stream, path):
             rgb = rotate(frame.to_ndarray(format="rgb24"), _rotation_of(frame))
             p = frame.pts if frame.pts is not None else last_pts + 1
             last_pts = p
@@ -117,6 +145,23 @@ def read_batches(path: str | Path, batch_size: int, video_id: str | None = None)
                 frames, pts = [], []
         if frames:
             yield _batch(vid, index, pts, frames)
+
+
+def _frames_until_damage(container, stream, path: str) -> Iterator[av.VideoFrame]:
+    """The stream's frames, ending quietly at a decoding error once at least one frame came out."""
+    count = 0
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (av.FFmpegError, OSError) as exc:
+            if count == 0:
+                raise InputError(f"{path}: no frame decodes ({exc})") from None
+            return
+        count += 1
+        yield frame
 
 
 def _batch(video_id: str, start: int, pts: list[int], frames: list[np.ndarray]) -> FrameBatch:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import re
+import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import av
 import numpy as np
 
 from stages.decode import VideoInfo
+from stages.errors import ConfigError
 from stages.types import FrameBatch
 
 SYNTHETIC_KEY = "synthetic"
@@ -27,6 +32,33 @@ def temporary_path(output: str | Path) -> Path:
     """Sibling name the output is written to before the final rename (same folder, same suffix)."""
     out = Path(output)
     return out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the partial outputs (:func:`temporary_path` names) in ``folder`` whose writing process is
+    gone (killed before it could clean up); a live process's file is left alone. Returns what went."""
+    gone = []
+    for path in Path(folder).glob(".*.partial-*"):
+        match = re.fullmatch(r"\..*\.partial-(\d+)\.[^.]+", path.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            gone.append(path)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (ours, or one we may not signal)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def draw_watermark(frames: np.ndarray) -> np.ndarray:
@@ -106,6 +138,60 @@ class VideoWriter:
         """Close without publishing: the temporary file is removed, the output path untouched."""
         _close_quietly(self._container, self._audio)
         self.tmp.unlink(missing_ok=True)
+
+
+CRF_MAX = {"libx264": 51, "libx265": 51}  # encoders whose crf scale ends below 63 (libvpx, libaom: 63)
+
+
+def check_encoder(enc: dict) -> None:
+    """Open the configured encoder (``cfg["encode"]``) on a small frame with the options a run would give
+    it, before any frame is decoded: a codec this ffmpeg lacks, a preset, crf or pixel format it refuses
+    stops here with a one-line ConfigError rather than after the whole clip was processed. The encoder's
+    own messages (libx264 and libx265 print them themselves) are kept off the terminal."""
+    codec = str(enc["codec"])
+    crf = enc["crf"]
+    if codec in CRF_MAX and not 0 <= crf <= CRF_MAX[codec]:
+        raise ConfigError(f"encode.crf={crf!r}: {codec} takes 0 to {CRF_MAX[codec]} (lower = better)")
+    try:
+        kind = av.codec.Codec(codec, "w").type
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        raise ConfigError(f"encode.codec={codec!r}: this ffmpeg has no such encoder (e.g. libx264)") from None
+    if kind != "video":
+        raise ConfigError(f"encode.codec={codec!r} is not a video encoder")
+    with _stderr_silenced():
+        opened = _opens(codec, enc)
+    if not opened:
+        settings = f"encode.preset={enc['preset']!r}, encode.crf={crf!r}, encode.pix_fmt={enc['pix_fmt']!r}"
+        raise ConfigError(f"{codec} refuses {settings}; `ffmpeg -h encoder={codec}` lists what it takes")
+
+
+def _opens(codec: str, enc: dict) -> bool:
+    """Whether ``codec`` opens on a 64x64 frame with the run's options (the context is freed here)."""
+    context = av.CodecContext.create(codec, "w")
+    context.width, context.height, context.time_base = 64, 64, Fraction(1, 25)
+    try:
+        context.pix_fmt = str(enc["pix_fmt"])
+        context.options = {"crf": str(enc["crf"]), "preset": str(enc["preset"]), **x264_options(enc)}
+        context.open()
+    except (av.FFmpegError, ValueError):
+        return False
+    finally:
+        del context
+    return True
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points at the null device for the block (libraries that print there directly)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def x264_options(enc: dict) -> dict[str, str]:

@@ -17,3 +17,7 @@ class ConfigError(SwapstreamError, ValueError):
 
 class ModelFileError(SwapstreamError, FileNotFoundError):
     """A model weight file that is missing or damaged; the message says where to put a good one."""
+
+
+class WeightFileError(SwapstreamError, ValueError):
+    """A model weight file that exists but cannot be used: damaged, cut short, or of another layout."""

@@ -78,11 +78,23 @@ def test_config_overrides_and_errors(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("swap.target=biggest", "swap.target='biggest' is not one of: all, largest"),
+        ("swap.target=biggest", "swap.target='biggest': should be 'all' or 'largest'"),
         ("landmarks.model=hrnet", "landmarks.model"),
-        ("encode.crf=high", "encode.crf='high' should be a int"),
-        ("encode.watermark=1", "encode.watermark=1 should be a bool"),
+        ("encode.crf=high", "encode.crf='high': should be a valid number"),
+        ("encode.watermark=1", "encode.watermark=1: should be a valid boolean"),
         ("detect.thresholds=0.5", "detect.thresholds"),
+        # ranges (the schema in pipeline/config.py)
+        ("batch_size=-3", "batch_size=-3: should be greater than or equal to 1"),
+        ("batch_size=0", "batch_size=0: should be greater than or equal to 1"),
+        ("encode.crf=99", "encode.crf=99: should be less than or equal to 63"),
+        ("classic.color_smoothing=1.5", "classic.color_smoothing=1.5: should be less than 1"),
+        ("detect.min_face_size=-5", "detect.min_face_size=-5: should be greater than or equal to 12"),
+        ("swap.source_face=-1", "swap.source_face=-1: should be one of largest, left, right or a face index"),
+        ("mask.types=[landmarks, hat]", "mask.types=['landmarks', 'hat']: item 1 should be 'box'"),
+        ("classic.turn_fade=[0.5, 0.2]", "classic.turn_fade=[0.5, 0.2]: should be [low, high]"),
+        ("ray.actor_groups=[[detect, nope]]", "should be lists of stage names"),
+        ("weights.sha256.aei_net=abc", "should be the file's sha256"),
+        ("smooth.window=1.5", "smooth.window=1.5: should be a valid integer"),
     ],
 )
 def test_config_values_are_checked_on_load(override, message):
@@ -91,6 +103,7 @@ def test_config_values_are_checked_on_load(override, message):
     assert message in str(err.value)
     assert load_config(None, ["align.face_scale=1"])["align"]["face_scale"] == 1  # ints and floats mix
     assert load_config(None, ["train.lr=4e-4"])["train"]["lr"] == 4e-4  # YAML 1.1 would read text
+    assert load_config(None, ["swap.source_face=2"])["swap"]["source_face"] == 2
 
 
 def test_track_ids_stable_across_a_real_clip(data_dir, base_cfg):
