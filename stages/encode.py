@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from fractions import Fraction
@@ -29,18 +30,22 @@ def synthetic_tag(version: str) -> dict[str, str]:
 
 
 def temporary_path(output: str | Path) -> Path:
-    """Sibling name the output is written to before the final rename (same folder, same suffix)."""
+    """Sibling name the output is written to before the final rename (same folder, same suffix), naming
+    the writing process and its machine: ``.<stem>.partial-<pid>@<host><suffix>``."""
     out = Path(output)
-    return out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
+    return out.with_name(f".{out.stem}.partial-{os.getpid()}@{socket.gethostname()}{out.suffix}")
 
 
 def remove_stale_partials(folder: str | Path) -> list[Path]:
-    """Delete the partial outputs (:func:`temporary_path` names) in ``folder`` whose writing process is
-    gone (killed before it could clean up); a live process's file is left alone. Returns what went."""
+    """Delete the partial outputs (:func:`temporary_path` names) in ``folder`` whose writing process on this
+    machine is gone (killed before it could clean up); a live process's file, and one another machine is
+    writing into a shared folder, are left alone. Returns what went."""
     gone = []
+    here = socket.gethostname()
     for path in Path(folder).glob(".*.partial-*"):
-        match = re.fullmatch(r"\..*\.partial-(\d+)\.[^.]+", path.name)
-        if match is None or _alive(int(match.group(1))):
+        tail = path.name.rpartition(".partial-")[2].removesuffix(path.suffix)
+        pid, _, host = tail.partition("@")
+        if not re.fullmatch(r"\d+", pid) or host not in ("", here) or _alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             path.unlink()

@@ -202,6 +202,7 @@ CASES = [
     Case("generator of another layout", setup="weights:layout", says="does not fit AEINet"),
     # inputs that work
     Case("plain clip", code=0),
+    Case("a killed run's partial file is removed", setup="stale_partial", code=0),
     Case("no audio", input="no_audio", code=0),
     Case("two audio streams", input="two_audio", code=0),
     Case("no face in the video", input="no_face", code=0),
@@ -243,6 +244,10 @@ def prepare(case: Case, media: dict[str, Path], folder: Path) -> tuple[Path, Pat
         os.link(video, output)
     elif step == "output_folder":
         output.mkdir()
+    elif step == "stale_partial":  # as a run killed with SIGKILL leaves it (a pid no process has)
+        import socket
+
+        (folder / f".old.partial-{2**22 + 12345}@{socket.gethostname()}.mp4").write_bytes(b"half a video")
     elif step == "bad_yaml":
         (folder / "bad.yaml").write_text("swap: [unclosed\n")
         extra = ["--config", str(folder / "bad.yaml")]
