@@ -87,36 +87,41 @@ def guarded(action: Callable[[], str], on_interrupt: str, debug: bool = False) -
     becomes one line on stderr and no traceback: a problem with the user's input (a SwapstreamError, also
     when a Ray worker raised it) exits 2; anything else exits 1 and points to ``--debug``, which re-raises
     it with its traceback instead. Ctrl-C prints ``swapstream: interrupted; <on_interrupt>`` (exit 130)."""
-    interrupted = []
+    interrupted: list[bool] = []
+    finished: list[bool] = []
 
-    def on_sigint(signum, frame):  # a Ctrl-C that a library turns into another error still counts as one
-        interrupted.append(True)
+    def on_sigint(signum, frame):
+        if finished:  # the output is complete: only printing and shutting down are left
+            return
+        interrupted.append(True)  # a Ctrl-C that a library turns into another error still counts as one
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        line = action()
-    except KeyboardInterrupt:
-        print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
-        return _after_ray(130)
-    except Exception as exc:
-        if interrupted:
+        try:
+            line = action()
+        except KeyboardInterrupt:
             print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
             return _after_ray(130)
-        from pipeline.batch import one_line
+        except Exception as exc:
+            if interrupted:
+                print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
+                return _after_ray(130)
+            from pipeline.batch import one_line
 
-        user = user_error(exc)
-        if user is not None:
-            print(f"swapstream: error: {one_line(user)}", file=sys.stderr)
-            return _after_ray(EXIT_BAD_INPUT)
-        if debug:
-            raise
-        print(f"swapstream: error: {one_line(exc)} (run with --debug for the details)", file=sys.stderr)
-        return _after_ray(1)
+            user = user_error(exc)
+            if user is not None:
+                print(f"swapstream: error: {one_line(user)}", file=sys.stderr)
+                return _after_ray(EXIT_BAD_INPUT)
+            if debug:
+                raise
+            print(f"swapstream: error: {one_line(exc)} (run with --debug for the details)", file=sys.stderr)
+            return _after_ray(1)
+        finished.append(True)
+        print(line, flush=True)
+        return _after_ray(0)
     finally:
         signal.signal(signal.SIGINT, previous)
-    print(line, flush=True)
-    return _after_ray(0)
 
 
 def _after_ray(code: int) -> int:
@@ -190,7 +195,15 @@ def fetch_weights(
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        code = main()
     except KeyboardInterrupt:  # before guarded() took over (parsing the command line, first imports)
         print("swapstream: interrupted; no output written", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting now: a late Ctrl-C changes nothing
+    if code == 130:
+        # After a Ctrl-C, CPython's own exit would re-raise SIGINT when some library swallowed a
+        # KeyboardInterrupt on the way (the process then dies "killed by SIGINT", not with our code).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
