@@ -52,34 +52,14 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
     src, dst: ``(K, 2)`` points. Returns ``(2, 3) float32``.
     """
-    return similarity64(src, dst).astype(np.float32)
-
-
-def similarity64(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """:func:`estimate_similarity`, computed and returned in float64."""
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    cov = d_c.T @ s_c / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    var_s = (s_c**2).sum() / len(src)
-    scale = float((sig * d).sum() / var_s) if var_s > 0 else 1.0
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
+    return umeyama(np.asarray(src, np.float64), np.asarray(dst, np.float64)).astype(np.float32)
 
 
 def ghost_alignment(points5: np.ndarray, size: int = GHOST_CROP_SIZE) -> tuple[np.ndarray, int]:
     """GHOST's crop transform: the pose template that fits ``points5`` best, and the fit.
 
     As insightface 0.2.1's ``estimate_norm(kps, size, mode='None')``: a similarity (Umeyama, computed as
-    scikit-image's ``SimilarityTransform.estimate`` does on float32 points, :func:`_umeyama_float32`)
+    scikit-image's ``SimilarityTransform.estimate`` does on float32 points, :func:`umeyama`)
     from the points onto each of :data:`GHOST_POSE_TEMPLATES` scaled to ``size``; the one whose mapped
     points lie nearest their template (sum of the five distances; the first on a tie) is kept.
     points5: ``(5, 2)`` frame pixels (eyes, nose tip, mouth corners; image-left first).
@@ -90,7 +70,7 @@ def ghost_alignment(points5: np.ndarray, size: int = GHOST_CROP_SIZE) -> tuple[n
     templates = GHOST_POSE_TEMPLATES * np.float32(size / 112)
     best, best_index, best_error = None, -1, np.inf
     for i, template in enumerate(templates):
-        m = _umeyama_float32(pts, template)
+        m = umeyama(pts, template)
         mapped = pts.astype(np.float64) @ m[:, :2].T + m[:, 2]
         error = float(np.sqrt(((mapped - template) ** 2).sum(axis=1)).sum())
         if error < best_error:
@@ -100,10 +80,12 @@ def ghost_alignment(points5: np.ndarray, size: int = GHOST_CROP_SIZE) -> tuple[n
     return best, best_index
 
 
-def _umeyama_float32(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Similarity ``(2, 3) float64`` from ``src`` onto ``dst`` (``(K, 2) float32``), with scikit-image's
-    arithmetic: means, covariance and SVD in float32, the matrix assembled in float64. GHOST's crops come
-    from this rounding; :func:`similarity64` differs from it by ~5e-5 px (a grey level here and there)."""
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (Umeyama, no reflection) ``(2, 3) float64`` from ``src`` onto ``dst``
+    (``(K, 2)``), with scikit-image's arithmetic: means, covariance and SVD in the points' dtype, the matrix
+    assembled in float64. On float32 points this is GHOST's rounding (a float64 fit differs from it by
+    ~5e-5 px, a grey level here and there); :func:`estimate_similarity` passes float64 points. Points all
+    in one place give the shift between the two centroids."""
     mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
     s_c, d_c = src - mu_s, dst - mu_d
     cov = d_c.T @ s_c / len(src)
@@ -112,8 +94,8 @@ def _umeyama_float32(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         d[1] = -1.0
     u, sig, vt = np.linalg.svd(cov)
     rank = int(np.count_nonzero(sig > sig.max() * 2 * np.finfo(float).eps))
-    if rank == 0:
-        return np.full((2, 3), np.nan)
+    if rank == 0:  # all points in one place: a plain shift (scikit-image would give NaN)
+        return np.hstack([np.eye(2), (mu_d - mu_s).astype(np.float64)[:, None]])
     if rank == 1 and np.linalg.det(u) * np.linalg.det(vt) > 0:
         rot = u @ vt
     elif rank == 1:
