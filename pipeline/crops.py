@@ -74,7 +74,7 @@ def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
                 if template == "ghost":
                     row["pose"] = int(ghost_alignment(face.points5)[1])
                 if arcface_for_photo:
-                    row["arcface_crop"] = _arcface_png(frame, face.points5, out_dir, name, write_png)
+                    row["arcface_crop"] = _arcface_png(frame, face.points5, out_dir, name)
                 rows.append(row)
 
     executor = LocalExecutor(specs)
@@ -85,8 +85,9 @@ def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
     return rows
 
 
-def _arcface_png(image: np.ndarray, points5: np.ndarray, out_dir: Path, crop_name: str, write_png) -> str:
+def _arcface_png(image: np.ndarray, points5: np.ndarray, out_dir: Path, crop_name: str) -> str:
     """Write the face's GHOST ArcFace input (``(1, 3, 112, 112)`` in [-1, 1]) as an 8-bit PNG; its name."""
+    from pipeline.prepare_faces import write_png
     from stages.swap_faceshifter import ghost_identity_input
 
     x = ghost_identity_input(image, points5)[0].permute(1, 2, 0).numpy()
