@@ -13,6 +13,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 EXIT_BAD_INPUT = 2
@@ -87,13 +88,18 @@ def guarded(action: Callable[[], str], on_interrupt: str, debug: bool = False) -
     becomes one line on stderr and no traceback: a problem with the user's input (a SwapstreamError, also
     when a Ray worker raised it) exits 2; anything else exits 1 and points to ``--debug``, which re-raises
     it with its traceback instead. Ctrl-C prints ``swapstream: interrupted; <on_interrupt>`` (exit 130)."""
-    interrupted: list[bool] = []
+    from pipeline.supervisor import announce
+
+    announce("interrupt", on_interrupt)
+    interrupted: list[float] = []
     finished: list[bool] = []
 
     def on_sigint(signum, frame):
         if finished:  # the output is complete: only printing and shutting down are left
             return
-        interrupted.append(True)  # a Ctrl-C that a library turns into another error still counts as one
+        if interrupted and time.monotonic() - interrupted[-1] < 1.0:
+            return  # the same Ctrl-C twice (sent to the process group and to us): let the first unwind
+        interrupted.append(time.monotonic())  # one that a library turns into another error still counts
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -127,19 +133,23 @@ def guarded(action: Callable[[], str], on_interrupt: str, debug: bool = False) -
 def _after_ray(code: int) -> int:
     """Shut down the Ray this process started, if any, before exiting with ``code``: here rather than in
     Ray's exit hook, where a Ctrl-C printed a traceback after the output was complete. A Ctrl-C during
-    the shutdown exits at once with ``code`` (everything the run produced is already in place)."""
+    the shutdown exits at once with ``code`` (everything the run produced is already in place).
+
+    The run's final line is printed by now: the supervising parent is told so first, and will not add a
+    line of its own if Ray's shutdown ends this process (a cluster that went away: Ray exits after
+    ``ray.gcs_reconnect_seconds``)."""
+    from pipeline.supervisor import announce
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    announce("reported", str(code))
     if "ray" not in sys.modules:
         return code
-    import ray
+    from pipeline.executors import shutdown_ray
 
-    if not ray.is_initialized():
-        return code
-    sys.stderr.flush()
     previous = signal.signal(signal.SIGINT, lambda *_: os._exit(code))
     try:
-        ray.shutdown()
-    except Exception:  # shutting down a Ray that already failed: nothing more to report
-        pass
+        shutdown_ray(keep_session=code not in (0, EXIT_BAD_INPUT, 130))
     finally:
         signal.signal(signal.SIGINT, previous)
     return code
@@ -193,12 +203,35 @@ def fetch_weights(
     return EXIT_BAD_INPUT if failed else 0
 
 
-if __name__ == "__main__":
+def _command() -> int:
+    """The command this process (the supervised child) runs: :func:`main` on ``sys.argv``."""
     try:
         code = main()
     except KeyboardInterrupt:  # before guarded() took over (parsing the command line, first imports)
         print("swapstream: interrupted; no output written", file=sys.stderr)
         code = 130
+    except SystemExit as exc:  # argparse's usage errors and --help: its message is out already
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except Exception:  # --debug re-raised it: its traceback is the report (exit 1)
+        from pipeline.supervisor import announce
+
+        announce("reported", "1")
+        raise
+    return _after_ray(code)  # for the commands whose Ray is still up (batch, ffpp): one way down
+
+
+if __name__ == "__main__":
+    try:
+        from pipeline.supervisor import run_supervised
+
+        code = run_supervised(_command)
+    except KeyboardInterrupt:  # before the fork, or in the child as it unblocks a pending Ctrl-C
+        print("swapstream: interrupted; no output written", file=sys.stderr)
+        code = _after_ray(130)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting now: a late Ctrl-C changes nothing
     if code == 130:
         # After a Ctrl-C, CPython's own exit would re-raise SIGINT when some library swallowed a

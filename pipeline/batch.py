@@ -234,9 +234,10 @@ def execute_pending(pending: list[Pending], on_done: Done, progress: bool = True
         on_done(p, summary)
     if not on_ray:
         return
-    from pipeline.executors import StagePool, init_ray
+    from pipeline.executors import RayStopped, StagePool, init_ray
 
-    init_ray()  # here, in the main thread, before the video threads use it
+    # here, in the main thread, before the video threads use it
+    init_ray(gcs_reconnect_seconds=on_ray[0].cfg["ray"]["gcs_reconnect_seconds"])
     pool = StagePool.from_config(on_ray[0].cfg)
     workers = max(1, int(on_ray[0].cfg["ray"]["concurrent_videos"]))
     queue = list(on_ray)
@@ -253,6 +254,8 @@ def execute_pending(pending: list[Pending], on_done: Done, progress: bool = True
                     p = running.pop(future)
                     exc = future.exception()
                     on_done(p, exc if exc is not None else future.result())
+                    if isinstance(exc, RayStopped):  # no video after this one can run either
+                        raise exc
         finally:
             pool.close()  # on an interrupt: running videos fail now (and remove their partial output)
 

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary = swap_video(args.input, args.source, Path(tmp) / f"{kind}.mp4", cfg, progress=False)
                 rows.append((f"swap, executor={kind}", summary.frames, summary.seconds, summary.fps))
                 continue
-            init_ray()
+            init_ray(gcs_reconnect_seconds=cfg["ray"]["gcs_reconnect_seconds"])
             pool = StagePool.from_config(cfg)
             try:
                 for when in ("cold", "warm"):

@@ -29,7 +29,7 @@ def temp_dir(port: int) -> Path:
     return Path(tempfile.gettempdir()) / f"ray-swapstream-{port}"
 
 
-def _processes() -> dict[int, tuple[int, list[str]]]:
+def processes() -> dict[int, tuple[int, list[str]]]:
     """pid -> (parent pid, command line) of every process we can read (Linux ``/proc``)."""
     table = {}
     for entry in Path("/proc").iterdir():
@@ -49,7 +49,7 @@ def cluster_processes(port: int) -> list[int]:
     """Process ids of the cluster ``cluster-up`` started on ``port``: those whose command line names its
     temp folder, its client server, and all their descendants (workers, agents, dashboard helpers)."""
     folder = str(temp_dir(port))
-    table = _processes()
+    table = processes()
     roots = []
     for pid, (_, args) in table.items():
         names_folder = any(folder in arg for arg in args)
@@ -72,10 +72,14 @@ def cluster_processes(port: int) -> list[int]:
 
 def stop(port: int) -> int:
     """Stop the cluster's processes (SIGTERM, then SIGKILL after GRACE_SECONDS); returns how many."""
-    pids = cluster_processes(port)
+    return stop_processes(cluster_processes(port))
+
+
+def stop_processes(pids: list[int], grace: float = GRACE_SECONDS) -> int:
+    """SIGTERM to each of ``pids``, SIGKILL to those still running ``grace`` seconds later; how many."""
     for pid in pids:
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_SECONDS
+    deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_running(pid) for pid in pids):
         time.sleep(0.2)
     for pid in pids:

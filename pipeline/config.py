@@ -235,6 +235,7 @@ class _Ray(_Section):
     concurrent_videos: Count
     max_restarts: Index
     video_retries: Index
+    gcs_reconnect_seconds: Positive
 
     @field_validator("actor_groups")
     @classmethod

@@ -8,8 +8,11 @@ frame order; given the same specs and input they produce identical frames.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import shutil
+import socket
 import sys
 import threading
 import uuid
@@ -140,17 +143,25 @@ def _ray():
 _INIT_LOCK = threading.Lock()
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def init_ray(num_cpus: int | None = None, gcs_reconnect_seconds: float | None = None) -> None:
     """Connect to ``RAY_ADDRESS`` when set; otherwise start an embedded local instance (no dashboard).
 
     The embedded instance is always a new one (``address="local"``), never a cluster that ``ray start``
     left running on this machine. A loopback ``RAY_ADDRESS`` keeps Ray on loopback (Ray would otherwise
     swap 127.0.0.1 for the machine's routable address). Thread-safe.
+
+    gcs_reconnect_seconds (``ray.gcs_reconnect_seconds``): how long this driver, and an embedded
+    instance's processes, wait for an unreachable GCS before they exit (Ray's
+    ``gcs_rpc_server_reconnect_timeout_s``; the environment variable, when set, wins). The session folder
+    is announced to a supervising parent (:mod:`pipeline.supervisor`), which names it if Ray goes away.
     """
     ray = _ray()
     with _INIT_LOCK:
         if ray.is_initialized():
             return
+        if gcs_reconnect_seconds is not None:  # read by Ray's C++ config when its processes start
+            seconds = str(max(1, round(gcs_reconnect_seconds)))
+            os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", seconds)
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         runtime_env = {"env_vars": {"PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}}
         address = os.environ.get("RAY_ADDRESS")
@@ -168,6 +179,79 @@ def init_ray(num_cpus: int | None = None) -> None:
                 log_to_driver=True,
                 configure_logging=False,
             )
+        from pipeline.supervisor import announce
+
+        announce("ray", ray_session_dir() or "")
+
+
+def ray_stopped() -> str | None:
+    """What of the Ray this driver uses has stopped, or None while it seems to run: a process of the
+    instance it started (``"raylet (exit -9)"``; a connected cluster's are not its children), or the
+    cluster's GCS, which no longer accepts connections (``"GCS at 127.0.0.1:6379"``). A stage actor's
+    death is then the node's or the cluster's: nothing can run again."""
+    ray = _ray()
+    try:
+        from ray._private import ray_constants
+
+        node = ray._private.worker.global_worker.node
+        for kind in (ray_constants.PROCESS_TYPE_RAYLET, ray_constants.PROCESS_TYPE_GCS_SERVER):
+            for info in node.all_processes.get(kind, []):
+                code = info.process.poll()
+                if code is not None:
+                    return f"{kind} (exit {code})"
+        host, _, port = node.gcs_address.rpartition(":")
+    except Exception:  # a private API, or no instance: nothing known to have stopped
+        return None
+    try:
+        socket.create_connection((host, int(port)), timeout=2.0).close()
+    except OSError:
+        return f"GCS at {host}:{port}"
+    return None
+
+
+def shutdown_ray(keep_session: bool = True) -> None:
+    """Shut down this process's Ray, if it runs. An instance this process started (not a cluster it
+    connected to) leaves its session folder (about 200 kB of logs) under the temporary folder; with
+    ``keep_session=False`` it is removed, with the ``session_latest`` link when that names it (the command
+    line keeps it only after an unexpected error, whose logs may explain it)."""
+    ray = _ray()
+    if not ray.is_initialized():
+        return
+    folder = ray_session_dir()
+    try:
+        embedded = bool(ray._private.worker.global_worker.node.all_processes)
+    except Exception:  # a private API: then the folder is left where Ray put it
+        embedded = False
+    try:
+        ray.shutdown()
+    except Exception:  # shutting down a Ray that already failed: nothing more to report
+        pass
+    if keep_session or not embedded or not folder:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    latest = os.path.join(os.path.dirname(folder), "session_latest")
+    with contextlib.suppress(OSError):
+        if os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(folder):
+            os.unlink(latest)
+
+
+def ray_session_dir() -> str | None:
+    """This driver's Ray session folder (logs under ``logs/``), or None when Ray is not running here."""
+    ray = _ray()
+    try:
+        return ray._private.worker.global_worker.node.get_session_dir_path()
+    except Exception:  # a private API: its absence only costs the folder's name in a message
+        return None
+
+
+def ray_logs() -> str:
+    """Where this driver's Ray writes its logs, for messages."""
+    folder = ray_session_dir()
+    return os.path.join(folder, "logs") if folder else "Ray's session folder"
+
+
+class RayStopped(RuntimeError):
+    """The Ray instance a run uses stopped (its raylet or GCS exited): the run cannot go on."""
 
 
 class StageStateLost(RuntimeError):
@@ -194,6 +278,9 @@ def rerun_after_actor_death(attempt: Callable[[], None], retries: int, pool, wha
             stopping = pool is not None and pool.closed
             if n == retries or stopping or not isinstance(exc, actor_failures()):
                 raise
+            stopped = ray_stopped()
+            if stopped:
+                raise RayStopped(f"Ray's {stopped} stopped under the run; its logs: {ray_logs()}") from exc
             print(
                 f"swapstream: {what}: a stage actor died ({type(exc).__name__}); "
                 f"running it again from its start ({n + 2}/{retries + 1})",
@@ -249,9 +336,15 @@ class StagePool:
     it when it closes.
     """
 
-    def __init__(self, per_stage: dict[str, int] | None = None, max_restarts: int = 0) -> None:
+    def __init__(
+        self,
+        per_stage: dict[str, int] | None = None,
+        max_restarts: int = 0,
+        gcs_reconnect_seconds: float | None = None,
+    ) -> None:
         self.per_stage = dict(per_stage or {})
         self.max_restarts = int(max_restarts)
+        self.gcs_reconnect_seconds = gcs_reconnect_seconds
         self.closed = False
         self._actors: dict[str, list[Any]] = {}
         self._load: dict[int, int] = {}
@@ -265,7 +358,7 @@ class StagePool:
         r = cfg["ray"]
         per = {name: int(r["stage_actors"]) for name in STAGE_NAMES}
         per["swap"] = int(r["swap_actors"])
-        return cls(per, max_restarts=int(r["max_restarts"]))
+        return cls(per, max_restarts=int(r["max_restarts"]), gcs_reconnect_seconds=r["gcs_reconnect_seconds"])
 
     def _limit(self, name: str) -> int:
         return max(1, *(self.per_stage.get(part, 1) for part in name.split("+")))
@@ -275,12 +368,10 @@ class StagePool:
         if self.closed:
             raise RuntimeError("the Ray stage pool was closed (the run is stopping)")
         ray = _ray()
-        init_ray()
+        init_ray(gcs_reconnect_seconds=self.gcs_reconnect_seconds)
         with self._lock:
             actors = self._actors.setdefault(spec.name, [])
-            if len(actors) < self._limit(spec.name) and all(
-                self._load[id(a)] for a in actors
-            ):
+            if len(actors) < self._limit(spec.name) and all(self._load[id(a)] for a in actors):
                 gpus = ray.cluster_resources().get("GPU", 0)
                 if spec.num_gpus > gpus:
                     raise RuntimeError(

@@ -978,7 +978,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
 
     from pipeline.config import load_config
+    from pipeline.supervisor import announce
 
+    records = Path(args.out) / "records.jsonl"
+    announce("interrupt", f"finished videos are recorded in {records}: run again to resume")
     try:
         cfg = load_config(args.config, [*args.overrides, *extra])
         results = run_benchmark(

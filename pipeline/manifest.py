@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.batch import Job, Outcome
+from pipeline.executors import RayStopped
 from stages.errors import ConfigError, InputError, SwapstreamError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -326,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"swapstream: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     jobs = [r.job for r in rows]
+    from pipeline.supervisor import announce
+
+    announce("interrupt", f"finished videos are recorded in {records}: run again to resume")
     try:
         with _sigterm_as_interrupt():
             for job in jobs:  # a batch writes into folders that may not exist yet
@@ -337,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"swapstream: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RayStopped as exc:
+        print(
+            f"swapstream: error: {exc}; finished videos are recorded in {records}: run again to resume",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             f"swapstream: interrupted; no partial output left; finished videos are recorded in {records}: "

@@ -23,6 +23,7 @@ from pipeline.segments import (
     run_segments,
     segment_count,
 )
+from pipeline.supervisor import announce
 from stages.decode import FrameTable, VideoInfo, frame_table, probe, read_batches
 from stages.encode import VideoWriter, check_encoder, remove_stale_partials
 from stages.errors import InputError
@@ -298,6 +299,7 @@ def swap_video(
     check_paths(input_path, output, overwrite)
     check_encoder(cfg["encode"])
     remove_stale_partials(output.parent)
+    announce("folder", str(output.parent.resolve()))  # a supervising parent cleans up if this process dies
     image = check_source(source_path, cfg)
     own_pool = None
     if cfg["executor"] == "ray":

@@ -666,7 +666,7 @@ def _train_ray(kind: str, data_dir: Path, out_dir: Path, cfg: dict, workers: int
     from pipeline.executors import init_ray
 
     started = not ray.is_initialized()
-    init_ray()
+    init_ray(gcs_reconnect_seconds=cfg["ray"]["gcs_reconnect_seconds"])
     device = cfg["runtime"]["device"]
     use_gpu = device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
     latest = latest_checkpoint(out_dir)

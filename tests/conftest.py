@@ -16,6 +16,16 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def swap_command(video: Path, source: Path, output: Path, *args: str) -> list[str]:
+    """The command line of ``python -m pipeline swap`` (run it with ``cwd=REPO``)."""
+    return [
+        sys.executable,
+        *("-m", "pipeline", "swap"),
+        *("--input", str(video), "--source", str(source), "--output", str(output)),
+        *args,
+    ]
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not VIDEOS.is_dir():

@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from PIL import Image
 
 from pipeline.config import CONFIG_DIR
+from tests.conftest import swap_command
 from tests.media_checks import load_photo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,21 +283,7 @@ def test_bad_input_corpus(case: Case, media, tmp_path):
     inputs = [p for p in (video, source) if p.exists()]
     before = {p: digest(p) for p in inputs}
     existing = digest(output) if output.exists() and not output.is_dir() else None
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "swap",
-        "--input",
-        str(video),
-        "--source",
-        str(source),
-        "--output",
-        str(output),
-        *LOCAL,
-        *extra,
-        *args,
-    ]
+    cmd = swap_command(video, source, output, *LOCAL, *extra, *args)
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == case.code, run.stderr
@@ -326,19 +312,7 @@ def test_ctrl_c_at_any_moment_leaves_nothing(media, tmp_path, delay):
     import signal
 
     output = tmp_path / "out.mp4"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "swap",
-        "--input",
-        str(media["clip"]),
-        "--source",
-        str(media["photo"]),
-        "--output",
-        str(output),
-        *LOCAL,
-    ]
+    cmd = swap_command(media["clip"], media["photo"], output, *LOCAL)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
@@ -350,6 +324,24 @@ def test_ctrl_c_at_any_moment_leaves_nothing(media, tmp_path, delay):
     else:
         assert proc.returncode == 0 and output.is_file() and "swapstream:" in out, err
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_ray_shuts_down_is_quiet(media, tmp_path):
+    """SIGINT right after the summary line, while the embedded Ray shuts down: the output is complete, so
+    exit 0, no traceback, nothing on stderr."""
+    import signal
+
+    output = tmp_path / "out.mp4"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = swap_command(media["clip"], media["photo"], output, "executor=ray", "--quiet")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    summary = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert summary.startswith("swapstream:") and proc.returncode == 0, err
+    assert "Traceback" not in err and not err.strip(), err
+    assert output.is_file() and not list(tmp_path.glob(".*partial*"))
 
 
 # --------------------------------------------------------------------------------------------- fuzzing

@@ -35,23 +35,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_cluster_down_stops_only_its_own_head(tmp_path):
-    port = free_port()
+def start_head(port: int, num_cpus: int) -> dict[str, str]:
+    """Start a Ray head on loopback ``port`` in the temp folder ``cluster-up`` gives it, as ``make
+    cluster-up`` does (no dashboard); the environment to run its clients and other Ray jobs with."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     head = [
         str(RAY),
-        "start",
-        "--head",
-        "--node-ip-address=127.0.0.1",
-        f"--port={port}",
-        "--num-cpus=1",
-        "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir(port)}",
+        *("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={num_cpus}"),
+        *("--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir(port)}"),
     ]
     subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    return env
+
+
+@pytest.mark.slow
+def test_cluster_down_stops_only_its_own_head(tmp_path):
+    port = free_port()
+    env = start_head(port, num_cpus=1)
     embedded = subprocess.Popen(
         [sys.executable, "-c", EMBEDDED],
         env=env,
