@@ -356,7 +356,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             with open(p) as f:
                 extra = yaml.safe_load(f) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"{p}: not valid YAML: {problem}{where}") from None
         if not isinstance(extra, dict):
             raise ConfigError(f"{p}: a config file must be a mapping of keys")
         _merge(cfg, extra, "")

@@ -74,7 +74,8 @@ def load_image(path: str | Path) -> np.ndarray:
         with Image.open(p) as im:
             return _rgb8(ImageOps.exif_transpose(im))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{p}: not a readable image ({exc})") from None
+        reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else exc
+        raise InputError(f"{p}: not a readable image ({reason})") from None
 
 
 def _rgb8(im) -> np.ndarray:

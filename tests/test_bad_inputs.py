@@ -194,7 +194,7 @@ CASES = [
     Case("unknown codec", args=["encode.codec=libnothing"], says="no such encoder"),
     Case("unknown preset", args=["encode.preset=fastest"], says="libx264 refuses encode.preset='fastest'"),
     Case("missing config file", args=["--config", "nowhere.yaml"], says="config file not found"),
-    Case("config file not YAML", setup="bad_yaml", says="not valid YAML"),
+    Case("config file not YAML", setup="bad_yaml", says="not valid YAML: expected ',' or ']', but got"),
     # user-supplied weights (configs/faceshifter.yaml)
     Case("weights folder empty", setup="weights:empty", says="G_unet_2blocks.pth"),
     Case("random bytes as the generator", setup="weights:random", says="not a weights-only torch file"),
