@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.errors import ModelFileError, WeightFileError
+from models.errors import ModelFileError, WeightFileError
 
 
 def _shape(t: torch.Tensor) -> str:

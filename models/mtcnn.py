@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoints import load_state_dict_file
-from stages.errors import ModelFileError
+from models.errors import ModelFileError
 
 WEIGHT_FILES = {"pnet": "pnet.pt", "rnet": "rnet.pt", "onet": "onet.pt"}
 INSTALL_HINT = "run `make` (it installs facenet-pytorch with --no-deps; only its weight files are used)"

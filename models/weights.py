@@ -8,7 +8,6 @@ not known to us it is printed on download, so a user can pin it with ``weights.s
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,7 +18,8 @@ from pathlib import Path
 import torch
 
 from models.checkpoints import checked_state_dict, load_state_dict_file
-from stages.errors import ModelFileError
+from models.errors import ModelFileError
+from models.files import sha256_of
 
 
 @dataclass(frozen=True)
@@ -128,15 +128,6 @@ REGISTRY: dict[str, WeightFile] = {
         ),
     ]
 }
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def locate(name: str, weights_dir: str | Path, expected_sha256: str | None = None) -> Path:

@@ -113,7 +113,7 @@ def guarded(action: Callable[[], str], on_interrupt: str, debug: bool = False) -
             if interrupted:
                 print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
                 return _after_ray(130)
-            from pipeline.batch import one_line
+            from models.errors import one_line
 
             user = user_error(exc)
             if user is not None:
@@ -158,7 +158,7 @@ def _after_ray(code: int) -> int:
 def user_error(exc: BaseException) -> BaseException | None:
     """The SwapstreamError behind ``exc`` (itself, or the one a Ray worker raised: Ray's wrapper keeps
     it as ``cause``), else None."""
-    from stages.errors import SwapstreamError
+    from models.errors import SwapstreamError
 
     for _ in range(4):
         cause = getattr(exc, "cause", None)
@@ -174,8 +174,8 @@ def fetch_weights(
     folder: str, only: list[str] | None, parser: argparse.ArgumentParser, extra: list[str]
 ) -> int:
     """``make weights``: fetch what has a public address; list what the user must supply."""
+    from models.errors import SwapstreamError
     from models.weights import REGISTRY, download
-    from stages.errors import SwapstreamError
 
     if extra:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")

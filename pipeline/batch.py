@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pipeline
-from models.weights import sha256_of
-from stages.errors import ConfigError, InputError
+from models.errors import ConfigError, InputError, one_line
+from models.files import sha256_of
 
 RECORDS_NAME = "records.jsonl"
 CONFIG_KEYS_NOT_HASHED = ("executor", "ray", "ffpp")
@@ -163,16 +163,6 @@ def is_done(record: dict | None, pending: Pending) -> bool:
         return False
     output = Path(pending.job.output)
     return output.is_file() and sha256_of(output) == record.get("output_sha256")
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: the message of errors a user can fix, ``Type: message`` otherwise."""
-    from stages.errors import SwapstreamError
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, SwapstreamError) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _now() -> str:

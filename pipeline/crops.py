@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import InputError
+from models.errors import InputError
 
 INDEX_NAME = "crops.jsonl"
 CROP_STAGES = ("detect", "landmarks", "track", "smooth", "align")
@@ -36,8 +36,9 @@ def _rounded(a: np.ndarray, digits: int = 4) -> list:
 
 def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
     """Write the crops of ``input_path`` into ``out_dir`` and return the index rows (not yet written)."""
+    from models.files import write_png
     from pipeline.executors import LocalExecutor
-    from pipeline.prepare_faces import IMAGE_EXTS, write_png
+    from pipeline.prepare_faces import IMAGE_EXTS
     from pipeline.run import build_specs, load_image
     from stages.decode import probe, read_batches
     from stages.geometry import ghost_alignment
@@ -62,7 +63,7 @@ def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
                 if not face.selected or face.crop is None:
                     continue
                 name = f"frame{int(frame_index):06d}_track{face.track_id}.png"
-                write_png(face.crop, out_dir / name)
+                write_png(out_dir / name, face.crop)
                 row = {
                     "frame": int(frame_index),
                     "track": int(face.track_id),
@@ -87,18 +88,18 @@ def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
 
 def _arcface_png(image: np.ndarray, points5: np.ndarray, out_dir: Path, crop_name: str) -> str:
     """Write the face's GHOST ArcFace input (``(1, 3, 112, 112)`` in [-1, 1]) as an 8-bit PNG; its name."""
-    from pipeline.prepare_faces import write_png
+    from models.files import write_png
     from stages.swap_faceshifter import ghost_identity_input
 
     x = ghost_identity_input(image, points5)[0].permute(1, 2, 0).numpy()
     name = crop_name.replace(".png", "_arcface112.png")
-    write_png(np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8), out_dir / name)
+    write_png(out_dir / name, np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8))
     return name
 
 
 def write_crops(input_path: str | Path, out_dir: str | Path, cfg: dict, overwrite: bool = False) -> int:
     """Crops of ``input_path`` into ``out_dir`` with ``crops.jsonl`` last; returns the number of crops."""
-    from pipeline.ffpp import write_bytes_atomic
+    from models.files import write_bytes_atomic
 
     input_path, out_dir = Path(input_path), Path(out_dir)
     if input_path.is_dir():

@@ -54,9 +54,7 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from functools import lru_cache
@@ -67,7 +65,8 @@ import av
 import cv2
 import numpy as np
 
-from stages.errors import InputError, SwapstreamError
+from models.errors import InputError, SwapstreamError
+from models.files import write_json_atomic
 from stages.occluders import inter_ocular
 
 EXIT_BAD_INPUT = 2
@@ -927,14 +926,15 @@ def evaluate(
     }
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``; ``n/a`` for a missing one (reports, summary lines)."""
     return "n/a" if value is None else format(value, spec)
 
 
 def _expression_text(result: dict) -> str:
     if "expression_error_coeff" in result:
-        return f"expression {_fmt(result['expression_error_coeff']['mean'], '.3f')} (3DMM coefficients)"
-    return f"expression {_fmt(result['expression_error_iod']['mean'], '.3f')} IOD"
+        return f"expression {fmt(result['expression_error_coeff']['mean'], '.3f')} (3DMM coefficients)"
+    return f"expression {fmt(result['expression_error_iod']['mean'], '.3f')} IOD"
 
 
 def summary_line(result: dict) -> str:
@@ -954,35 +954,20 @@ def summary_line(result: dict) -> str:
     return (
         f"{fr['scored']}/{fr['original']} frames scored ({fr['no_face_original']} no face, "
         f"{fr['no_face_output']} lost in output); "
-        f"identity: nearer source {_fmt(ident['nearer_source_share'], '.0%')}, "
+        f"identity: nearer source {fmt(ident['nearer_source_share'], '.0%')}, "
         + (
-            f"nearer reference {_fmt(ident['nearer_reference_share'], '.0%')}, "
+            f"nearer reference {fmt(ident['nearer_reference_share'], '.0%')}, "
             if ident.get("reference")
             else ""
         )
-        + f"d(src) {_fmt(ident['distance_to_source']['mean'], '.3f')}, "
-        f"d(orig) {_fmt(ident['distance_to_original']['mean'], '.3f')}; "
-        f"pose error {_fmt(pose['mean'], '.1f')} deg; "
+        + f"d(src) {fmt(ident['distance_to_source']['mean'], '.3f')}, "
+        f"d(orig) {fmt(ident['distance_to_original']['mean'], '.3f')}; "
+        f"pose error {fmt(pose['mean'], '.1f')} deg; "
         f"{_expression_text(result)}; "
-        f"flicker {_fmt(result['flicker'], '.2f')}{'' if result['flicker'] is None else 'x'}; "
-        f"jitter {_fmt(result['jitter_iod'], '.3f')} IOD; "
+        f"flicker {fmt(result['flicker'], '.2f')}{'' if result['flicker'] is None else 'x'}; "
+        f"jitter {fmt(result['jitter_iod'], '.3f')} IOD; "
         f"integrity {'ok' if integ['all_ok'] else 'FAILED: ' + ', '.join(problems)}"
     )
-
-
-def write_json_atomic(result: dict, path: str | Path) -> None:
-    """Write ``result`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1029,7 +1014,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     if args.json:
-        write_json_atomic(result, args.json)
+        write_json_atomic(args.json, result)
     print(summary_line(result))
     return 0
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from models import face_recon, hopenet
 from models.arcface import INPUT_SIZE as ARCFACE_SIZE
-from stages.errors import ConfigError
+from models.errors import ConfigError
 from stages.geometry import ARCFACE_TEMPLATE, estimate_similarity, points5_from_68
 
 Loader = Callable[..., nn.Module]

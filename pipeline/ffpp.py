@@ -50,11 +50,9 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -63,7 +61,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import pipeline
-from stages.errors import InputError, SwapstreamError
+from models.errors import InputError, SwapstreamError, one_line, reason
+from models.files import png_bytes, sha256_remembered, write_bytes_atomic, write_json_atomic
+from pipeline.evaluate import fmt
 
 if TYPE_CHECKING:
     from pipeline.evaluate import FaceScorer
@@ -94,8 +94,6 @@ RULES = {
     "totals": "ID retrieval %, pose and expression pooled over scored frames; flicker the mean over videos; "
     "wall time the sum of each video's swap and scoring seconds",
 }
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 TILE = 192  # px, side of one contact sheet tile
 CONTACT_LABEL_H = 24  # px, height of the contact sheet's label row
 
@@ -229,7 +227,7 @@ def open_video(path: str | Path):
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     except (RuntimeError, decord.DECORDError) as exc:
-        raise InputError(f"{path}: not a readable video ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable video ({reason(exc)})") from None
     if len(reader) == 0:
         raise InputError(f"{path}: video has no frames")
     return reader
@@ -242,26 +240,7 @@ def read_frames(reader, path: str | Path, indices: list[int]) -> np.ndarray:
     try:
         return reader.get_batch(list(indices)).asnumpy()
     except (RuntimeError, decord.DECORDError) as exc:
-        raise InputError(f"{path}: frames {indices} cannot be decoded ({_first_line(exc)})") from None
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """:func:`models.weights.sha256_of`, remembered per (path, size, mtime) within this process."""
-    from models.weights import sha256_of
-
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        _SHA_MEMO[key] = sha256_of(path)
-    return _SHA_MEMO[key]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+        raise InputError(f"{path}: frames {indices} cannot be decoded ({reason(exc)})") from None
 
 
 # ----------------------------------------------------------------------------------------- identities
@@ -334,7 +313,7 @@ def find_identity(video_id: str, layout: Layout, out: Path, ff: dict, cached: di
     try:
         if not video.is_file():
             raise InputError(f"{video}: no such file")
-        ident.video_sha256 = file_sha256(video)
+        ident.video_sha256 = sha256_remembered(video)
         if cached and not cached.get("error") and _reusable(cached, ident, out):
             return Identity(**cached)
         reader = open_video(video)
@@ -351,13 +330,13 @@ def find_identity(video_id: str, layout: Layout, out: Path, ff: dict, cached: di
             )
         pos, face, yaw, frontal = picked
         photo = Path("sources") / f"{video_id}.png"
-        data = _png_bytes(crop_face(frames[pos], face.box, float(ff["source_margin"])))
+        data = png_bytes(crop_face(frames[pos], face.box, float(ff["source_margin"])))
         write_bytes_atomic(out / photo, data)
         ident.frame, ident.box = indices[pos], [float(v) for v in face.box]
         ident.yaw, ident.frontal = yaw, frontal
         ident.photo, ident.photo_sha256 = photo.as_posix(), hashlib.sha256(data).hexdigest()
     except (InputError, OSError) as exc:
-        ident.error = str(exc) if isinstance(exc, InputError) else f"{video}: {_first_line(exc)}"
+        ident.error = str(exc) if isinstance(exc, InputError) else f"{video}: {reason(exc)}"
     return ident
 
 
@@ -368,7 +347,7 @@ def _reusable(cached: dict, ident: Identity, out: Path) -> bool:
         and cached.get("rule") == ident.rule
         and set(cached) == {f.name for f in dataclasses.fields(Identity)}
         and photo.is_file()
-        and file_sha256(photo) == cached.get("photo_sha256")
+        and sha256_remembered(photo) == cached.get("photo_sha256")
     )
 
 
@@ -562,37 +541,6 @@ def score_key(
 # ----------------------------------------------------------------------------------------- outputs
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename (the file
-    gets the usual permissions, 0666 less the umask, not mkstemp's 0600)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """``data`` as indented JSON (no NaN), written atomically."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _png_bytes(image: np.ndarray) -> bytes:
-    """PNG of ``(H, W, 3) uint8`` RGB (deterministic bytes for the same pixels)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def package_versions() -> dict[str, str]:
     """Versions of what the numbers depend on: swapstream, torch, dlib, decord, av, numpy, opencv, python."""
     import importlib
@@ -611,10 +559,6 @@ def package_versions() -> dict[str, str]:
         except ImportError:
             versions[name] = "not installed"
     return versions
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def expression_column(results: dict) -> tuple[str, str]:
@@ -645,8 +589,8 @@ def results_markdown(results: dict) -> str:
     for name, method in results["methods"].items():
         t = method["totals"]
         lines.append(
-            f"| {name} | {_fmt(t['id_retrieval_pct'], '.1f')} | {_fmt(t['pose_error_deg'], '.2f')} | "
-            f"{_fmt(t[key], '.3f')} | {_fmt(t['flicker'], '.2f')} | {t['videos']} | "
+            f"| {name} | {fmt(t['id_retrieval_pct'], '.1f')} | {fmt(t['pose_error_deg'], '.2f')} | "
+            f"{fmt(t[key], '.3f')} | {fmt(t['flicker'], '.2f')} | {t['videos']} | "
             f"{t['frames']} | {t['wall_time_s']:.1f} |"
         )
     errors = [
@@ -881,7 +825,13 @@ def run_benchmark(
         try:
             original, swapped = layout.original(t), Path(entry["path"])
             key = score_key(
-                method, file_sha256(original), file_sha256(swapped), s, gallery_sig, ff, networks_sig
+                method,
+                sha256_remembered(original),
+                sha256_remembered(swapped),
+                s,
+                gallery_sig,
+                ff,
+                networks_sig,
             )
             result = cache.get(key)
             if result is None:
@@ -892,11 +842,9 @@ def run_benchmark(
                 result["score_seconds"] = round(time.perf_counter() - began, 3)
                 cache.put(key, name, result)
         except (InputError, OSError) as exc:
-            entry.update(status="error", error=str(exc) if isinstance(exc, InputError) else _first_line(exc))
+            entry.update(status="error", error=str(exc) if isinstance(exc, InputError) else reason(exc))
             continue
         except Exception as exc:  # av/decord failures deep in a corrupt file: this video only
-            from pipeline.batch import one_line
-
             entry.update(status="error", error=f"{entry['path']}: scoring failed ({one_line(exc)})")
             continue
         swap_s = swap_seconds.get(name)
@@ -1008,8 +956,8 @@ def main(argv: list[str] | None = None) -> int:
         t = method["totals"]
         print(
             f"ffpp {name}: {t['videos']} videos, {t['frames']} frames, ID retrieval "
-            f"{_fmt(t['id_retrieval_pct'], '.1f')} %, pose {_fmt(t['pose_error_deg'], '.2f')} deg, "
-            f"expression {_fmt(t[key], '.3f')} {unit}, flicker {_fmt(t['flicker'], '.2f')}, "
+            f"{fmt(t['id_retrieval_pct'], '.1f')} %, pose {fmt(t['pose_error_deg'], '.2f')} deg, "
+            f"expression {fmt(t[key], '.3f')} {unit}, flicker {fmt(t['flicker'], '.2f')}, "
             f"{t['errors']} skipped, {t['wall_time_s']:.1f} s"
         )
     out = Path(args.out)

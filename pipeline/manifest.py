@@ -33,9 +33,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import ConfigError, InputError, SwapstreamError
 from pipeline.batch import Job, Outcome
 from pipeline.executors import RayStopped
-from stages.errors import ConfigError, InputError, SwapstreamError
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 COLUMNS = ("input", "source", "output", "overrides")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import InputError, SwapstreamError
+from models.errors import InputError, SwapstreamError, first_line
+from models.files import write_png
 from stages.types import FaceRecord, FrameBatch
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -162,18 +163,6 @@ class CropIndex:
         self.last_flush = time.monotonic()
 
 
-def write_png(image: np.ndarray, path: Path) -> None:
-    """Save ``(H, W, 3) uint8`` RGB as PNG: written to a temporary name in the same folder, then renamed."""
-    from PIL import Image
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _looks_like_image(path: Path) -> bool:
     """Whether Pillow recognises the file's header (for inputs named without a known extension)."""
     from PIL import Image, UnidentifiedImageError
@@ -185,13 +174,9 @@ def _looks_like_image(path: Path) -> bool:
         return False
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _reason(exc: BaseException, path: Path) -> str:
     """The error's message without the leading ``<path>: `` our InputErrors start with."""
-    text = _one_line(str(exc))
+    text = first_line(str(exc))
     for prefix in (f"{path}: ", f"{path.name}: "):
         if text.startswith(prefix):
             return text[len(prefix) :]
@@ -269,7 +254,7 @@ class _Maker:
         todo = [j for j, name in enumerate(names) if not (self.out_dir / name).is_file()]
         crops = crop_faces(batch.frames, [owners[j] for j in todo], [warps[j] for j in todo], self.align)
         for j, crop in zip(todo, crops):
-            write_png(crop, self.out_dir / names[j])
+            write_png(self.out_dir / names[j], crop)
         self.counts["crops_written"] += len(todo)
         self.counts["crops_existing"] += len(names) - len(todo)
         self.counts["faces_kept"] += len(names)
@@ -391,7 +376,7 @@ def prepare_faces(
     media, skipped = collect_inputs(inputs, out_resolved)
 
     def warn(message: str) -> None:
-        tqdm.write(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr)
+        tqdm.write(f"{PROG}: warning: {first_line(message)}", file=sys.stderr)
 
     for item in skipped:
         warn(f"skipped {item['path']}: {item['reason']}")
@@ -537,7 +522,7 @@ def main(argv: list[str]) -> int:
             progress=not args.quiet,
         )
     except SwapstreamError as exc:
-        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"{PROG}: error: {first_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; crops written so far are indexed", file=sys.stderr)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stages.errors import InputError, SwapstreamError
+from models.errors import InputError, SwapstreamError
 
 EXIT_BAD_INPUT = 2
 REPO = Path(__file__).resolve().parent.parent
@@ -374,7 +374,7 @@ def run_grid(
 
     rescore: keep the outputs already in ``out`` and only score them again (after a change to the evaluator).
     """
-    from pipeline.ffpp import write_bytes_atomic
+    from models.files import write_bytes_atomic
 
     grid = load_grid(grid_path)
     wanted = [w for w in (only or "").split(",") if w]
@@ -410,7 +410,7 @@ def run_grid(
 
 def _collect(iterator, total: int, out: Path) -> list[dict]:
     """Each pair's result as it arrives: written to ``out/scores`` and reported in one line."""
-    from pipeline.ffpp import write_json_atomic
+    from models.files import write_json_atomic
 
     started = time.perf_counter()
     results = []

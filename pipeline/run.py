@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import pipeline
+from models.errors import InputError
 from pipeline.executors import StagePool, StageSpec, group_specs, make_executor, rerun_after_actor_death
 from pipeline.segments import (
     FrameDigest,
@@ -26,7 +27,6 @@ from pipeline.segments import (
 from pipeline.supervisor import announce
 from stages.decode import FrameTable, VideoInfo, frame_table, probe, read_batches
 from stages.encode import VideoWriter, check_encoder, remove_stale_partials
-from stages.errors import InputError
 from stages.types import FrameBatch
 
 

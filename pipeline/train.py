@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -44,6 +43,8 @@ from models.aei_net import TINY_AEI_CONFIG, AEINet
 from models.arcface import IResNet
 from models.checkpoints import load_state_dict_file
 from models.discriminator import MultiscaleDiscriminator
+from models.errors import ConfigError, InputError, ModelFileError, SwapstreamError
+from models.files import write_atomic, write_png
 from models.hear_net import TINY_HEAR_CONFIG, HEARNet
 from models.losses import (
     AEILossWeights,
@@ -53,7 +54,6 @@ from models.losses import (
     hear_loss,
 )
 from models.weights import REGISTRY, load_configured
-from stages.errors import ConfigError, InputError, ModelFileError, SwapstreamError
 from stages.swap_faceshifter import arcface_input
 
 KINDS = ("aei", "hear")
@@ -264,17 +264,6 @@ def _core(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------- files
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temporary name beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def checkpoint_path(out_dir: str | Path, step: int) -> Path:
     """``out_dir/checkpoints/step_XXXXXXX.pt``."""
     return Path(out_dir) / "checkpoints" / f"step_{step:07d}.pt"
@@ -310,12 +299,6 @@ def sample_grid(rows: list[torch.Tensor]) -> np.ndarray:
     """Rows of images ``(K, 3, S, S)`` RGB in [-1, 1] → one ``(len(rows) S, K S, 3) uint8`` RGB grid."""
     grid = torch.cat([torch.cat(list(r.detach().float().cpu()), dim=2) for r in rows], dim=1)
     return grid.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def _save_png(image: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    _atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 # --------------------------------------------------------------------------------------------- loop
@@ -425,7 +408,7 @@ class _Trainer:
             state["discriminator"] = _cpu_state(self.disc)
             state["disc_optimizer"] = self.opt_d.state_dict()
         path = checkpoint_path(self.out_dir, step)
-        _atomic(path, lambda tmp: torch.save(state, tmp))
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
         self.export()
         return path
 
@@ -433,7 +416,7 @@ class _Trainer:
         """``G_unet_2blocks.pth`` (AEI) or ``hear_net.pth`` (HEAR): the network's plain state_dict."""
         path = export_path(self.kind, self.out_dir)
         weights = _cpu_state(self.model)
-        _atomic(path, lambda tmp: torch.save(weights, tmp))
+        write_atomic(path, lambda tmp: torch.save(weights, tmp))
         return path
 
     # ------------------------------------------------------------------ steps
@@ -549,8 +532,8 @@ class _Trainer:
                     if lead:
                         self._log(writer, entry)
                 if lead and (step % self.sample_every == 0 or step == self.steps):
-                    _save_png(
-                        self.samples(fixed_t, fixed_s), self.out_dir / "samples" / f"step_{step:07d}.png"
+                    write_png(
+                        self.out_dir / "samples" / f"step_{step:07d}.png", self.samples(fixed_t, fixed_s)
                     )
                 if lead and (step % self.checkpoint_every == 0 or step == self.steps):
                     self.save_checkpoint(step)
@@ -573,7 +556,7 @@ class _Trainer:
         if not path.is_file():
             return
         kept = [e for e in read_scalars(self.out_dir) if e["step"] <= self.start]
-        _atomic(
+        write_atomic(
             path, lambda tmp: tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
         )
 

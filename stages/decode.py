@@ -10,11 +10,18 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stages.errors import InputError
+from models.errors import InputError, reason
 from stages.types import FrameBatch
 
 __all__ = [
-    "FrameTable", "InputError", "VideoInfo", "frame_table", "probe", "read_batches", "read_range", "rotate"
+    "FrameTable",
+    "InputError",
+    "VideoInfo",
+    "frame_table",
+    "probe",
+    "read_batches",
+    "read_range",
+    "rotate",
 ]
 
 
@@ -68,12 +75,6 @@ def rotate(image: np.ndarray, clockwise_degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=k))
 
 
-def _reason(exc: BaseException) -> str:
-    """FFmpeg's own words for a failure (``Invalid data found when processing input``), without the
-    errno and the path PyAV repeats; other errors as they print."""
-    return getattr(exc, "strerror", None) or str(exc)
-
-
 def probe(path: str | Path) -> VideoInfo:
     """Open ``path`` and decode its first frame; raise InputError when it is not a readable video."""
     path = str(path)
@@ -111,7 +112,7 @@ def probe(path: str | Path) -> VideoInfo:
     except InputError:
         raise
     except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable video ({reason(exc)})") from None
 
 
 def _duration(container, stream) -> float | None:
@@ -218,7 +219,7 @@ def frame_table(path: str | Path) -> FrameTable | None:
                 pts.append(int(packet.pts))
                 key.append(bool(packet.is_keyframe))
     except (av.FFmpegError, OSError, IndexError) as exc:
-        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable video ({reason(exc)})") from None
     order = np.argsort(np.asarray(pts, np.int64), kind="stable")
     sorted_pts = np.asarray(pts, np.int64)[order]
     if len(sorted_pts) == 0 or np.any(np.diff(sorted_pts) <= 0):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from models.errors import ConfigError
 from models.mtcnn import MTCNN, Detection
-from stages.errors import ConfigError
 from stages.types import FaceRecord, FrameBatch
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.errors import ConfigError
 from stages.decode import VideoInfo
-from stages.errors import ConfigError
 from stages.types import FrameBatch
 
 SYNTHETIC_KEY = "synthetic"

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.errors import ModelFileError
 from stages.detect import resolve_device
-from stages.errors import ModelFileError
 from stages.types import FaceRecord, FrameBatch
 
 # Calibration of the dlib rectangle against dlib.get_frontal_face_detector() on 57 faces (the 15 photos

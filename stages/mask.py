@@ -183,7 +183,7 @@ class MaskStage:
         self.types = tuple(m["types"])
         unknown = [t for t in self.types if t not in MASK_TYPES]
         if not self.types or unknown:
-            from stages.errors import ConfigError
+            from models.errors import ConfigError
 
             raise ConfigError(f"mask.types={list(self.types)!r}: give one or more of {', '.join(MASK_TYPES)}")
         self.cfg = cfg
@@ -201,7 +201,7 @@ class MaskStage:
             names = list(m["region_classes"])
             bad = [c for c in names if c not in FACE_PARSING_CLASSES]
             if bad or not names:
-                from stages.errors import ConfigError
+                from models.errors import ConfigError
 
                 known = ", ".join(FACE_PARSING_CLASSES)
                 raise ConfigError(f"mask.region_classes: {', '.join(bad) or 'empty'} not among {known}")

@@ -887,7 +887,7 @@ def _fade_pair(cfg: dict, key: str) -> tuple[float, float]:
     fade = cfg["classic"][key]
     pair = isinstance(fade, (list, tuple)) and len(fade) == 2
     if not (pair and 0.0 <= float(fade[0]) < float(fade[1])):
-        from stages.errors import ConfigError
+        from models.errors import ConfigError
 
         raise ConfigError(f"classic.{key} must be two numbers 0 <= a < b, got {fade!r}")
     return float(fade[0]), float(fade[1])

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from models.arcface import INPUT_SIZE as ARCFACE_SIZE
+from models.errors import ConfigError, ModelFileError
 from models.weights import load_configured
 from stages.detect import resolve_device
-from stages.errors import ConfigError, ModelFileError
 from stages.geometry import GHOST_CROP_SIZE, ghost_alignment, ghost_crops, tensor_of
 from stages.swap_classic import face_masks
 from stages.types import FrameBatch, swap_inputs

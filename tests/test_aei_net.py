@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from models.aei_net import TINY_AEI_CONFIG, AEINet
 from models.checkpoints import load_state_dict_file
-from stages.errors import ModelFileError
+from models.errors import ModelFileError
 from tests.model_fixtures import interop_table
 
 GHOST_ATTR_SHAPES = [

@@ -351,9 +351,9 @@ def test_ctrl_c_while_ray_shuts_down_is_quiet(media, tmp_path):
 def test_fuzzed_clips_and_photos_end_in_frames_or_one_error(media):
     """Random cuts, byte flips and garbage of a real clip and photo, through probing, decoding and photo
     loading: each either works or raises our one-line error (SwapstreamError), within a time limit."""
+    from models.errors import SwapstreamError
     from pipeline.run import load_image
     from stages.decode import probe, read_batches
-    from stages.errors import SwapstreamError
 
     rng = np.random.default_rng(15)
     clip, photo = media["clip"].read_bytes(), media["photo"].read_bytes()

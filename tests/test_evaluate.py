@@ -212,8 +212,8 @@ def test_configured_networks_replace_the_defaults(clip, base_cfg, tmp_path):
     a copy of the clip then scores zero distance to its original, zero pose and expression error."""
     import copy as copy_module
 
+    from models.errors import ModelFileError
     from models.weights import REGISTRY
-    from stages.errors import ModelFileError
     from tests.model_fixtures import write_random_checkpoints
 
     cfg = copy_module.deepcopy(base_cfg)

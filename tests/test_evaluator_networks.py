@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from models.checkpoints import add_missing_batch_counters, check_state_dict, load_state_dict_file
+from models.errors import ConfigError, ModelFileError
 from models.face_recon import (
     LM3D_5,
     FaceReconNet,
@@ -34,7 +35,6 @@ from pipeline.evaluator_networks import (
     PoseNet,
     build_evaluator_networks,
 )
-from stages.errors import ConfigError, ModelFileError
 from tests.conftest import FACES
 
 # Facts established from the public code (see the module docs of models/hopenet.py and models/face_recon.py).

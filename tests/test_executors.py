@@ -67,8 +67,8 @@ def test_grouped_stages_run_as_one_chain_with_the_same_frames():
 
 
 def test_actor_groups_are_checked_on_load():
+    from models.errors import ConfigError
     from pipeline.config import load_config
-    from stages.errors import ConfigError
 
     load_config(None, ["ray.actor_groups=[[detect, landmarks], [swap]]"])
     for bad in ("[[detect, detect]]", "[[detect], [detetc]]", "[detect]"):

@@ -108,7 +108,7 @@ def test_faceshifter_needs_its_alignment(data_dir, tmp_path, capsys):
     weights.mkdir()
     for name in ("backbone.pth", "G_unet_2blocks.pth"):
         (weights / name).write_bytes(b"")
-    from stages.errors import ConfigError
+    from models.errors import ConfigError
     from stages.swap_faceshifter import FaceShifterSwapStage
 
     cfg = load_config(None, ["swap.backend=faceshifter", f"weights.dir={weights}"])

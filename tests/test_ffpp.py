@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.weights import sha256_of
+from models.errors import ConfigError, InputError
+from models.files import sha256_of
 from pipeline import ffpp
 from pipeline.__main__ import main
 from pipeline.batch import Job, RecordStore, config_hash, job_config, run_jobs
 from pipeline.run import Summary
-from stages.errors import ConfigError, InputError
 from tests.conftest import VIDEOS
 from tests.media_checks import cut_360p
 from tests.model_fixtures import write_random_checkpoints

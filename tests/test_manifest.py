@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.errors import InputError
 from pipeline import manifest
 from pipeline.__main__ import main
 from pipeline.manifest import read_manifest
 from pipeline.run import Summary
-from stages.errors import InputError
 from tests.conftest import FACES, VIDEOS
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.errors import ConfigError, ModelFileError
 from pipeline.config import load_config
 from pipeline.run import prepare_source
-from stages.errors import ConfigError, ModelFileError
 from stages.mask import MaskStage, box_masks, occlusion_masks
 from stages.types import FaceRecord, FrameBatch
 from tests.conftest import FACES

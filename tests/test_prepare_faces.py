@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.errors import InputError
 from pipeline.prepare_faces import INDEX_NAME, main, prepare_faces
-from stages.errors import InputError
 from stages.geometry import crop_template
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from models.errors import InputError
 from pipeline.quality import DEFAULT_GRID, LABEL_W, REPO, TILE, load_grid, main, misses, pair_name
-from stages.errors import InputError
 from tests.conftest import DATA
 
 

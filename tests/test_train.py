@@ -16,6 +16,7 @@ from PIL import Image
 from models.aei_net import TINY_AEI_CONFIG, AEINet
 from models.checkpoints import load_state_dict_file
 from models.discriminator import d_hinge_loss, g_hinge_loss
+from models.errors import ConfigError, InputError, ModelFileError
 from models.hear_net import TINY_HEAR_CONFIG, HEARNet
 from models.losses import (
     AEILossWeights,
@@ -29,7 +30,6 @@ from models.losses import (
 )
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.train import FaceCrops, PairSampler, latest_checkpoint, main, read_scalars, train
-from stages.errors import ConfigError, InputError, ModelFileError
 
 TINY_CONFIG = CONFIG_DIR / "train_tiny.yaml"
 AEI_STEPS = 30

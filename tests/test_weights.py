@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models.errors import ModelFileError
+from models.files import sha256_of
 from models.hear_net import HEARNet
-from models.weights import REGISTRY, load_network, locate, sha256_of
-from stages.errors import ModelFileError
+from models.weights import REGISTRY, load_network, locate
 
 
 def test_registry_entries_are_complete():
