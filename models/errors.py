@@ -3,6 +3,10 @@ text of any error. At the bottom of the import graph: every floor imports it, it
 
 from __future__ import annotations
 
+# Exit codes of every command: done; something failed (a job, an unexpected error); the user's input
+# cannot be used (a SwapstreamError); interrupted (Ctrl-C, 128 + SIGINT).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 
 class SwapstreamError(Exception):
     """A problem with what the user gave us; the message names the file or setting and what to do."""

@@ -16,8 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 
-EXIT_BAD_INPUT = 2
-
+from models.errors import EXIT_BAD_INPUT
 
 # Sub-commands with parsers of their own: the rest of the command line is handed to them.
 DELEGATED = {

@@ -65,11 +65,9 @@ import av
 import cv2
 import numpy as np
 
-from models.errors import InputError, SwapstreamError
+from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError
 from models.files import write_json_atomic
 from stages.occluders import inter_ocular
-
-EXIT_BAD_INPUT = 2
 
 # Generic 3D face model for head pose, the six-point model of S. Mallick, "Head Pose Estimation using
 # OpenCV and Dlib" (LearnOpenCV, 2016), in its arbitrary units (about mm), nose tip at the origin. The

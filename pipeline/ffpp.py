@@ -61,14 +61,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import pipeline
-from models.errors import InputError, SwapstreamError, one_line, reason
+from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError, one_line, reason
 from models.files import png_bytes, sha256_remembered, write_bytes_atomic, write_json_atomic
 from pipeline.evaluate import fmt
 
 if TYPE_CHECKING:
     from pipeline.evaluate import FaceScorer
 
-EXIT_BAD_INPUT = 2
 ORIGINALS = Path("original_sequences") / "youtube"
 VIDEO_ID = re.compile(r"^\d{3,}$")
 VIDEO_NAME = re.compile(r"^(\d{3,})_(\d{3,})$")

@@ -33,11 +33,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import ConfigError, InputError, SwapstreamError
+from models.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    InputError,
+    SwapstreamError,
+)
 from pipeline.batch import Job, Outcome
 from pipeline.executors import RayStopped
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 COLUMNS = ("input", "source", "output", "overrides")
 REQUIRED = ("input", "source", "output")
 CSV_SUFFIXES = (".csv",)
@@ -364,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(records: {records})",
         flush=True,
     )
-    return EXIT_JOB_FAILED if counts["failed"] else EXIT_OK
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
 if __name__ == "__main__":

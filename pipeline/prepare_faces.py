@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import InputError, SwapstreamError, first_line
+from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError, first_line
 from models.files import write_png
 from stages.types import FaceRecord, FrameBatch
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 INDEX_NAME = "index.jsonl"
-EXIT_BAD_INPUT = 2
 PROG = "prepare-faces"
 
 # The index is rewritten (atomically) after this many new lines or seconds, and always at the end.

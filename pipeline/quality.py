@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from models.errors import InputError, SwapstreamError
+from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError
 
-EXIT_BAD_INPUT = 2
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_GRID = REPO / "configs" / "quality.yaml"
 TILE = 160  # px, side of one contact-sheet tile

@@ -43,7 +43,7 @@ from models.aei_net import TINY_AEI_CONFIG, AEINet
 from models.arcface import IResNet
 from models.checkpoints import load_state_dict_file
 from models.discriminator import MultiscaleDiscriminator
-from models.errors import ConfigError, InputError, ModelFileError, SwapstreamError
+from models.errors import EXIT_BAD_INPUT, ConfigError, InputError, ModelFileError, SwapstreamError
 from models.files import write_atomic, write_png
 from models.hear_net import TINY_HEAR_CONFIG, HEARNet
 from models.losses import (
@@ -62,7 +62,6 @@ CROP_EXTS = frozenset({".png", ".jpg", ".jpeg"})
 TINY_IDENTITY_LAYERS = (1, 1, 1, 1)
 TINY_IDENTITY_SEED = 20190000  # fixed, so a tiny HEAR run sees the identity space its tiny AEI-Net learnt
 SAMPLE_PAIRS = 8
-EXIT_BAD_INPUT = 2
 PROG = "train"
 _CKPT_RE = re.compile(r"^step_(\d+)\.pt$")
 

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stages.mask_geometry import hull_distance, hull_points, polygon_distance, smooth_ramp
 from stages.occluders import glasses_map, hair_map
 from stages.scene import SceneCuts, TrackMemory
-from stages.swap_classic import _smooth_ramp, hull_distance, hull_points, polygon_distance
 from stages.types import FaceRecord, FrameBatch, swap_inputs
 
 MASK_TYPES = ("box", "landmarks", "occlusion", "region")
@@ -134,14 +134,14 @@ def occlusion_masks(crops: np.ndarray, landmarks: np.ndarray, cfg: dict) -> torc
         spread[0] = spread[0] * LUMA_TOLERANCE
         z = (ycc[i] - centre[:, None, None]) / spread[:, None, None]
         dist = z.pow(2).sum(0).sqrt()
-        colour = _smooth_ramp((dist - lo) / (0.5 * lo)) * ~lips[i]  # lips are not skin-coloured
+        colour = smooth_ramp((dist - lo) / (0.5 * lo)) * ~lips[i]  # lips are not skin-coloured
         # far darker than the skin in any light (a black microphone on a dimly lit face has little chroma)
         dark_below = DARK_RATIO * centre[0]
-        dark = _smooth_ramp((dark_below - ycc[i, 0]) / (0.25 * dark_below).clamp_min(1e-3))
+        dark = smooth_ramp((dark_below - ycc[i, 0]) / (0.25 * dark_below).clamp_min(1e-3))
         # on the lips only a colourless dark counts (a black microphone, not dark red lipstick)
         chroma = torch.maximum((ycc[i, 1] - 0.5).abs(), (ycc[i, 2] - 0.5).abs())
         dark = torch.where(
-            lips[i], dark * _smooth_ramp((NEUTRAL_CHROMA - chroma) / (0.5 * NEUTRAL_CHROMA)), dark
+            lips[i], dark * smooth_ramp((NEUTRAL_CHROMA - chroma) / (0.5 * NEUTRAL_CHROMA)), dark
         )
         occluded[i] = torch.maximum(colour, dark) * (hull[i] & ~exempt[i])
     # opening (drop isolated speckles), then grow what is left so occluder edges stay original
@@ -166,7 +166,7 @@ def box_masks(n: int, size: int, blur: float) -> torch.Tensor:
     width = max(blur * size, 1.0)
     pos = torch.arange(size, dtype=torch.float32)
     edge = torch.minimum(pos + 0.5, size - 0.5 - pos)
-    ramp = _smooth_ramp(edge / width)
+    ramp = smooth_ramp(edge / width)
     return (ramp[:, None] * ramp[None, :]).expand(n, size, size).contiguous()
 
 

@@ -18,7 +18,7 @@ from models.errors import ConfigError, ModelFileError
 from models.weights import load_configured
 from stages.detect import resolve_device
 from stages.geometry import GHOST_CROP_SIZE, ghost_alignment, ghost_crops, tensor_of
-from stages.swap_classic import face_masks
+from stages.mask_geometry import face_masks
 from stages.types import FrameBatch, swap_inputs
 
 

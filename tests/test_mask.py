@@ -28,7 +28,7 @@ def face(cfg):
 def microphone(crop: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The crop with a dark grey bar (a handheld microphone) over mouth and chin, and ``(S, S) bool``: the
     part of the bar inside the face's landmark hull (where a face would be pasted)."""
-    from stages.swap_classic import hull_distance, hull_points
+    from stages.mask_geometry import hull_distance, hull_points
 
     out = crop.copy()
     bar = np.zeros(crop.shape[:2], bool)
@@ -49,7 +49,7 @@ def test_occluder_is_masked_and_skin_is_not(face, cfg):
     assert float(clean.min()) >= 0.0 and float(clean.max()) <= 1.0
     # the bar is removed from the paste where the face would be pasted (inside the landmark hull)
     assert float(masked[torch.from_numpy(area)].mean()) < 0.1
-    from stages.swap_classic import hull_distance, hull_points
+    from stages.mask_geometry import hull_distance, hull_points
 
     hull = hull_distance(hull_points(lm), S)[0]
     # the cheeks (away from the bar) stay pasted, with or without the bar
@@ -60,7 +60,7 @@ def test_occluder_is_masked_and_skin_is_not(face, cfg):
     assert float(masked[torch.from_numpy(cheeks)].mean()) > 0.95
     # without an occluder almost nothing of the face is taken out; the open mouth (teeth) may be, as the
     # classic swap keeps the target's inner mouth anyway
-    from stages.swap_classic import INNER_LIP, polygon_distance
+    from stages.mask_geometry import INNER_LIP, polygon_distance
 
     mouth = polygon_distance(lm[:, INNER_LIP], S, pad=20.0)[0] > -12
     assert float(clean[(hull > 8) & ~mouth].mean()) > 0.98

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline.run import prepare_source
+from stages.mask_geometry import hull_distance, hull_points
 from stages.occluders import LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map
-from stages.swap_classic import (
-    BROW_COVER_GROW,
-    BROWS,
-    brow_covered,
-    hull_distance,
-    hull_points,
-    source_layers,
-)
+from stages.swap_classic import BROW_COVER_GROW, BROWS, brow_covered, source_layers
 from tests.conftest import FACES
 
 WITH_GLASSES = ["john_lennon_a.jpg", "sundar_pichai_a.jpg", "eric_clapton_a.jpg", "eric_clapton_b.jpg"]

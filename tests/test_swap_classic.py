@@ -20,9 +20,9 @@ from stages.geometry import (
     transform_points,
     warp_crops,
 )
+from stages.mask_geometry import INNER_LIP, face_masks, hull_points
 from stages.swap_classic import (
     BROWS,
-    INNER_LIP,
     MIRROR_68,
     MIRROR_BAND,
     ClassicSwapStage,
@@ -30,10 +30,8 @@ from stages.swap_classic import (
     brow_covered,
     control_points,
     even_light,
-    face_masks,
     far_half_weight,
     head_turn,
-    hull_points,
     lab_transfer,
     make_source_face,
     mirror_face,
