@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from models.runtime import check_shape
+
 INPUT_SIZE = 112
 EMBEDDING_DIM = 512
 BN_EPS = 1e-5
@@ -125,8 +127,7 @@ class IResNet(nn.Module):
         self.features.weight.requires_grad = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"IResNet expects (N, 3, {INPUT_SIZE}, {INPUT_SIZE}) RGB, got {tuple(x.shape)}")
+        check_shape(x, ("N", 3, INPUT_SIZE, INPUT_SIZE), "IResNet's input", note="RGB")
         x = self.prelu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.dropout(torch.flatten(self.bn2(x), 1))

@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.runtime import check_shape
+
 INPUT_SIZE = 512
 NUM_CLASSES = 19
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -255,8 +257,7 @@ class BiSeNet(nn.Module):
                 m.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"BiSeNet expects (N, 3, H, W) normalised RGB, got {tuple(x.shape)}")
+        check_shape(x, ("N", 3, "H", "W"), "BiSeNet's input", note="normalised RGB")
         size = x.shape[2:]
         feat8, context8, context16 = self.cp(x)
         fused = self.ffm(feat8, context8)
@@ -292,10 +293,7 @@ def parse_faces(net: BiSeNet, crops: torch.Tensor) -> torch.Tensor:
     over dim 1 (up to rounding). Class ids: :data:`FACE_PARSING_CLASSES`. The result is an inference
     tensor (no autograd).
     """
-    if crops.ndim != 4 or crops.shape[1] != 3:
-        raise ValueError(f"parse_faces expects (N, 3, H, W) RGB crops, got {tuple(crops.shape)}")
-    if not crops.is_floating_point():
-        raise ValueError(f"parse_faces expects float crops in [0, 1], got {crops.dtype}")
+    check_shape(crops, ("N", 3, "H", "W"), "parse_faces' crops", "float", "float RGB in [0, 1]")
     param = next(net.parameters())
     size = (int(crops.shape[2]), int(crops.shape[3]))
     was_training = net.training

@@ -36,6 +36,7 @@ from torch import nn
 
 from models.checkpoints import load_state_dict_file
 from models.errors import ModelFileError
+from models.runtime import check_shape
 
 WEIGHT_FILES = {"pnet": "pnet.pt", "rnet": "rnet.pt", "onet": "onet.pt"}
 INSTALL_HINT = "run `make` (it installs facenet-pytorch with --no-deps; only its weight files are used)"
@@ -401,8 +402,7 @@ class MTCNN:
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
+        check_shape(frames, ("N", "H", "W", 3), "frames", np.uint8, "uint8 RGB")
         n, height, width = frames.shape[:3]
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
         if n == 0:

@@ -615,7 +615,7 @@ def train(
     workers = int(cfg["train"]["workers"])
     if workers > 1:
         return _train_ray(kind, Path(data_dir), out, cfg, workers)
-    from stages.detect import resolve_device
+    from models.runtime import resolve_device
 
     torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
     ctx = _Context(device=resolve_device(cfg["runtime"]["device"]))

@@ -5,20 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.errors import ConfigError
 from models.mtcnn import MTCNN, Detection
+from models.runtime import check_shape, resolve_device
 from stages.types import FaceRecord, FrameBatch
-
-
-def resolve_device(name: str) -> str:
-    """``cpu`` | ``cuda`` | ``auto`` (cuda when present, else cpu) → a torch device string."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"runtime.device must be cpu, cuda or auto, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("runtime.device=cuda but torch sees no CUDA device: use runtime.device=cpu")
-    return name
 
 
 def to_records(detection: Detection, min_score: float) -> list[FaceRecord]:
@@ -70,6 +59,5 @@ class DetectStage:
     def detect_image(self, image: np.ndarray) -> list[FaceRecord]:
         """Faces in one still image ``(H, W, 3) uint8`` RGB, largest first."""
         image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        check_shape(image, ("H", "W", 3), "image", np.uint8, "uint8 RGB")
         return to_records(self.detector.detect(image[None])[0], self.min_score)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from models.errors import ModelFileError
-from stages.detect import resolve_device
+from models.runtime import check_shape, resolve_device
 from stages.types import FaceRecord, FrameBatch
 
 # Calibration of the dlib rectangle against dlib.get_frontal_face_detector() on 57 faces (the 15 photos
@@ -187,8 +187,7 @@ class LandmarkStage:
         Sets each face's ``landmarks68`` and returns them stacked, ``(K, 68, 2) float32`` frame pixels.
         """
         image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        check_shape(image, ("H", "W", 3), "image", np.uint8, "uint8 RGB")
         lms = self.landmarker(image, faces)
         for face, lm in zip(faces, lms):
             face.landmarks68 = lm.copy()

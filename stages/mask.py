@@ -195,8 +195,8 @@ class MaskStage:
         self.region_ids: list[int] = []
         if "region" in self.types:
             from models.bisenet import FACE_PARSING_CLASSES
+            from models.runtime import resolve_device
             from models.weights import load_configured
-            from stages.detect import resolve_device
 
             names = list(m["region_classes"])
             bad = [c for c in names if c not in FACE_PARSING_CLASSES]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from models.runtime import check_shape
+
 _TARGET_SIDE = 64  # frames are subsampled (strided) to about this many pixels on the short side
 _H_BINS, _S_BINS, _V_BINS = 8, 4, 4
 
@@ -36,8 +38,7 @@ def frame_histogram(frame: np.ndarray) -> np.ndarray:
 
     Hue has 8 bins, saturation and value 4 each; the frame is subsampled first.
     """
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {frame.shape}")
+    check_shape(frame, ("H", "W", 3), "frame", note="RGB")
     rgb = _subsample(frame).reshape(-1, 3).astype(np.float64) / 255.0
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     v = rgb.max(axis=1)

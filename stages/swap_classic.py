@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
+from models.runtime import check_shape
 from stages.align import alignment, crop_faces
 from stages.geometry import (
     estimate_similarity,
@@ -224,15 +225,11 @@ def make_source_face(
     landmarks68: ``(68, 2)`` in image pixels. Returns the aligned crop and landmarks in crop pixels.
     """
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"source image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    check_shape(image, ("H", "W", 3), "source image", np.uint8, "uint8 RGB")
     points5 = np.asarray(points5, dtype=np.float32)
     landmarks68 = np.asarray(landmarks68, dtype=np.float32)
-    if points5.shape != (5, 2) or landmarks68.shape != (68, 2):
-        raise ValueError(
-            "source face needs points5 (5, 2) and landmarks68 (68, 2), "
-            f"got {points5.shape} and {landmarks68.shape}"
-        )
+    check_shape(points5, (5, 2), "source face points5")
+    check_shape(landmarks68, (68, 2), "source face landmarks68")
     m, warp = alignment(points5, cfg["align"])
     crop = crop_faces(image[None], [0], [warp], cfg["align"])[0]
     return SourceFace(crop=crop, landmarks68=transform_points(landmarks68, m))

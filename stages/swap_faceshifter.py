@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from models.arcface import INPUT_SIZE as ARCFACE_SIZE
 from models.errors import ConfigError, ModelFileError
+from models.runtime import resolve_device
 from models.weights import load_configured
-from stages.detect import resolve_device
 from stages.geometry import GHOST_CROP_SIZE, ghost_alignment, ghost_crops, tensor_of
 from stages.mask_geometry import face_masks
 from stages.types import FrameBatch, swap_inputs
