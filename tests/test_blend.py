@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import av
 import kornia
 import numpy as np
@@ -13,9 +11,8 @@ import torch
 from stages.blend import BlendStage, mask_footprint
 from stages.geometry import invert_affine, warp_crops
 from stages.types import FaceRecord, FrameBatch
+from tests.conftest import DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 S = 256
 
 

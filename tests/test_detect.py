@@ -22,9 +22,8 @@ from models.mtcnn import (
 )
 from stages.detect import DetectStage
 from stages.types import FaceRecord, FrameBatch
+from tests.conftest import FACES
 from tests.media_checks import load_photo
-
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 
 
 def fit(name: str, size: int) -> np.ndarray:

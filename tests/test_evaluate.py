@@ -30,8 +30,8 @@ from pipeline.evaluate import (
     procrustes_align,
     summary_line,
 )
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEO = DATA / "videos" / "liveportrait_d20.mp4"
 SOURCE = DATA / "faces" / "obama_a.jpg"
 SHIFT_PX = 3

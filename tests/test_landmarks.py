@@ -20,7 +20,6 @@ from stages.landmarks import (
 from stages.types import FaceRecord, FrameBatch
 from tests.media_checks import load_photo
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 FRONTAL = ["obama_a.jpg", "biden_b.jpg", "rose_leslie_a.jpg", "sundar_pichai_b.jpg", "jack_dorsey_a.jpg"]
 
 

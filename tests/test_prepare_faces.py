@@ -16,8 +16,8 @@ from PIL import Image
 from models.errors import InputError
 from pipeline.prepare_faces import INDEX_NAME, main, prepare_faces
 from stages.geometry import crop_template
+from tests.conftest import DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PHOTOS = ("obama_a.jpg", "biden_b.jpg", "emma_watson_multi_pose.jpg")
 NAME = re.compile(r"^(?P<stem>.+)_(?P<hash>[0-9a-f]{8})_f(?P<frame>\d{6})_(?P<k>\d+)\.png$")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from pipeline.executors import LocalExecutor, RayExecutor, StageSpec
 from stages.scene import SceneCuts, TrackMemory, histogram_distance
 from stages.smooth import SmoothStage
 from stages.types import FaceRecord, FrameBatch
+from tests.conftest import VIDEOS
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 CFG = {
     "smooth": {
         "enabled": True,

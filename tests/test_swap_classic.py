@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
 
 import av
 import cv2
@@ -10,7 +10,6 @@ import kornia
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from stages.geometry import (
@@ -45,16 +44,9 @@ from stages.swap_classic import (
     turn_weight,
 )
 from stages.types import FaceRecord, FrameBatch
+from tests.conftest import DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 S = 256
-
-
-@pytest.fixture(scope="module")
-def cfg() -> dict:
-    with open(ROOT / "configs" / "default.yaml") as f:
-        return yaml.safe_load(f)
 
 
 @pytest.fixture(scope="module")
@@ -603,7 +595,7 @@ def test_turned_faces_keep_their_own_face(cfg, source, targets):
     assert whole.max() == 1.0
     assert np.allclose(faces[1][0].mask, 0.5 * whole, atol=1e-6)
     assert faces[2][0].mask.max() == 0.0
-    bad = yaml.safe_load(yaml.safe_dump(cfg))
+    bad = copy.deepcopy(cfg)
     bad["classic"]["turn_fade"] = [0.45, 0.35]
     with pytest.raises(ValueError, match="classic.turn_fade"):
         ClassicSwapStage(bad, source)

@@ -1,11 +1,9 @@
-"""Tracker ids and target selection on synthetic boxes; config loading and overrides."""
+"""Tracker ids and target selection on synthetic boxes and on a real clip."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from pipeline.config import ConfigError, load_config
 from stages.track import TrackStage, iou_matrix
 from stages.types import FaceRecord, FrameBatch
 
@@ -55,55 +53,6 @@ def test_tracks_are_kept_per_video(base_cfg):
     a = tracker(batch_of([[face(0, 0, 50)]], vid="a"))
     b = tracker(batch_of([[face(300, 300, 50)]], vid="b"))
     assert a.faces[0][0].track_id == 0 and b.faces[0][0].track_id == 0
-
-
-def test_config_overrides_and_errors(tmp_path):
-    cfg = load_config(None, ["executor=local", "encode.crf=23", "detect.thresholds=[0.5, 0.6, 0.7]"])
-    assert cfg["executor"] == "local" and cfg["encode"]["crf"] == 23
-    assert cfg["detect"]["thresholds"] == [0.5, 0.6, 0.7]
-    with pytest.raises(ConfigError, match="encode.crff"):
-        load_config(None, ["encode.crff=1"])
-    with pytest.raises(ConfigError, match="section"):
-        load_config(None, ["encode=1"])
-    extra = tmp_path / "x.yaml"
-    extra.write_text("swap:\n  target: largest\n")
-    assert load_config(extra)["swap"]["target"] == "largest"
-    extra.write_text("swap:\n  colour: red\n")
-    with pytest.raises(ConfigError, match="swap.colour"):
-        load_config(extra)
-    with pytest.raises(ConfigError, match="not found"):
-        load_config(tmp_path / "missing.yaml")
-
-
-@pytest.mark.parametrize(
-    "override,message",
-    [
-        ("swap.target=biggest", "swap.target='biggest': should be 'all' or 'largest'"),
-        ("landmarks.model=hrnet", "landmarks.model"),
-        ("encode.crf=high", "encode.crf='high': should be a valid number"),
-        ("encode.watermark=1", "encode.watermark=1: should be a valid boolean"),
-        ("detect.thresholds=0.5", "detect.thresholds"),
-        # ranges (the schema in pipeline/config.py)
-        ("batch_size=-3", "batch_size=-3: should be greater than or equal to 1"),
-        ("batch_size=0", "batch_size=0: should be greater than or equal to 1"),
-        ("encode.crf=99", "encode.crf=99: should be less than or equal to 63"),
-        ("classic.color_smoothing=1.5", "classic.color_smoothing=1.5: should be less than 1"),
-        ("detect.min_face_size=-5", "detect.min_face_size=-5: should be greater than or equal to 12"),
-        ("swap.source_face=-1", "swap.source_face=-1: should be one of largest, left, right or a face index"),
-        ("mask.types=[landmarks, hat]", "mask.types=['landmarks', 'hat']: item 1 should be 'box'"),
-        ("classic.turn_fade=[0.5, 0.2]", "classic.turn_fade=[0.5, 0.2]: should be [low, high]"),
-        ("ray.actor_groups=[[detect, nope]]", "should be lists of stage names"),
-        ("weights.sha256.aei_net=abc", "should be the file's sha256"),
-        ("smooth.window=1.5", "smooth.window=1.5: should be a valid integer"),
-    ],
-)
-def test_config_values_are_checked_on_load(override, message):
-    with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
-    assert message in str(err.value)
-    assert load_config(None, ["align.face_scale=1"])["align"]["face_scale"] == 1  # ints and floats mix
-    assert load_config(None, ["train.lr=4e-4"])["train"]["lr"] == 4e-4  # YAML 1.1 would read text
-    assert load_config(None, ["swap.source_face=2"])["swap"]["source_face"] == 2
 
 
 def test_track_ids_stable_across_a_real_clip(data_dir, base_cfg):
