@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -159,6 +160,9 @@ def init_ray(num_cpus: int | None = None, gcs_reconnect_seconds: float | None = 
     with _INIT_LOCK:
         if ray.is_initialized():
             return
+        from pipeline.supervisor import announce
+
+        announce("ray")  # from here on, a death without a word is Ray's (its start can fail that way too)
         if gcs_reconnect_seconds is not None:  # read by Ray's C++ config when its processes start
             seconds = str(max(1, round(gcs_reconnect_seconds)))
             os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", seconds)
@@ -179,16 +183,27 @@ def init_ray(num_cpus: int | None = None, gcs_reconnect_seconds: float | None = 
                 log_to_driver=True,
                 configure_logging=False,
             )
-        from pipeline.supervisor import announce
-
         announce("ray", ray_session_dir() or "")
 
 
-def ray_stopped() -> str | None:
+STOP_GRACE_SECONDS = 3.0  # an actor died: how long to watch whether its whole node or cluster goes too
+
+
+def ray_stopped(within: float = 0.0) -> str | None:
     """What of the Ray this driver uses has stopped, or None while it seems to run: a process of the
     instance it started (``"raylet (exit -9)"``; a connected cluster's are not its children), or the
     cluster's GCS, which no longer accepts connections (``"GCS at 127.0.0.1:6379"``). A stage actor's
-    death is then the node's or the cluster's: nothing can run again."""
+    death is then the node's or the cluster's: nothing can run again. ``within``: keep looking for that
+    long (a cluster being stopped loses its actors a moment before its GCS)."""
+    deadline = time.monotonic() + within
+    while True:
+        stopped = _ray_stopped_now()
+        if stopped or time.monotonic() >= deadline:
+            return stopped
+        time.sleep(0.25)
+
+
+def _ray_stopped_now() -> str | None:
     ray = _ray()
     try:
         from ray._private import ray_constants
@@ -278,7 +293,7 @@ def rerun_after_actor_death(attempt: Callable[[], None], retries: int, pool, wha
             stopping = pool is not None and pool.closed
             if n == retries or stopping or not isinstance(exc, actor_failures()):
                 raise
-            stopped = ray_stopped()
+            stopped = ray_stopped(within=STOP_GRACE_SECONDS)
             if stopped:
                 raise RayStopped(f"Ray's {stopped} stopped under the run; its logs: {ray_logs()}") from exc
             print(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster import processes, stop
+from pipeline.cluster import cluster_processes, processes, stop
 from tests.conftest import swap_command
 from tests.test_cluster import free_port, start_head
 
@@ -176,6 +176,16 @@ def _swap(data_dir: Path, output: Path, env: dict, *overrides: str) -> subproces
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _titled(pids: dict[int, list[str]], text: str) -> list[int]:
+    """Processes whose command line (a Ray worker's is its title, ``ray::_PoolActor``) holds ``text``."""
+    return [pid for pid, args in pids.items() if text in " ".join(args)]
+
+
+def _cluster_actors(port: int) -> list[int]:
+    table = processes()
+    return _titled({p: table[p][1] for p in cluster_processes(port) if p in table}, "_PoolActor")
+
+
 def _named(pids: dict[int, list[str]], name: str) -> list[int]:
     return [pid for pid, args in pids.items() if args and os.path.basename(args[0]) == name]
 
@@ -188,7 +198,8 @@ def test_a_swap_whose_embedded_ray_dies_ends_in_one_line(data_dir, tmp_path, vic
     proc = _swap(data_dir, output, env)
     try:
         assert _wait_for(lambda: _named(_descendants(proc.pid), victim), 120), "Ray did not start"
-        time.sleep(6)  # the stage actors are at work
+        assert _wait_for(lambda: _titled(_descendants(proc.pid), "_PoolActor"), 120), "no stage actor"
+        time.sleep(3)  # the stage actors are at work
         assert proc.poll() is None, "the run ended before Ray could be stopped under it"
         ours = _descendants(proc.pid)
         for pid in _named(ours, victim):
@@ -217,7 +228,8 @@ def test_a_swap_whose_cluster_is_stopped_ends_in_one_line(data_dir, tmp_path):
     proc = None
     try:
         proc = _swap(data_dir, output, {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
-        time.sleep(15)  # connected, actors started, frames flowing
+        assert _wait_for(lambda: _cluster_actors(port), 120), "no stage actor on the cluster"
+        time.sleep(3)  # frames flowing
         assert proc.poll() is None, proc.communicate()[1]
         stop(port)  # what `make cluster-down` does
         stopped = time.monotonic()
