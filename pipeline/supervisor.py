@@ -15,11 +15,16 @@ the child was killed by a signal (137 for SIGKILL), the child's own code otherwi
 
 The child tells the parent what it is doing over a pipe, one line per message (:func:`announce`):
 ``folder PATH`` (outputs are written there), ``ray [SESSION_DIR]`` (a Ray driver is starting; then
-started, with its session folder),
-``interrupt TEXT`` (what is kept when the run stops: the command's own words), ``reported CODE`` (the
-child printed its final line and will exit with CODE: a death after that, such as Ray's exit while it
-shuts down, changes neither the line nor the code). Without a supervising parent
-(tests, ``main()`` called from Python, a platform without ``fork``) :func:`announce` does nothing.
+started, with its session folder), ``interrupt TEXT`` (what is kept when the run stops: the command's
+own words), ``reported CODE`` (the child printed its final line and will exit with CODE: a death after
+that, such as Ray's exit while it shuts down, changes neither the line nor the code). A message is sent
+once; the parent reads them as they come (every half second), so a long batch never fills the pipe.
+Without a supervising parent (tests, ``main()`` called from Python, a platform without ``fork``)
+:func:`announce` does nothing.
+
+On Linux the parent is a child subreaper: what the dead child leaves running (an embedded Ray's agents)
+comes to the parent, which stops it. The child gets SIGTERM if the parent dies (``kill -9`` of the
+parent stops the run rather than leave it running unsupervised).
 """
 
 from __future__ import annotations
@@ -32,16 +37,18 @@ from collections.abc import Callable
 # The write end of the pipe to the parent, in the child only; never inherited (os.pipe is close-on-exec,
 # and Ray's workers import this module afresh, so they see None).
 _report_fd: int | None = None
+_sent: set[tuple[str, str]] = set()
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-PR_SET_CHILD_SUBREAPER = 36  # prctl option (linux/prctl.h)
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # prctl options (linux/prctl.h)
 SI_KERNEL = 0x80  # siginfo.si_code of a signal the kernel sent (the terminal's Ctrl-C, hang-up)
 
 
 def announce(kind: str, value: str = "") -> None:
     """Tell the supervising parent ``kind value`` (one line; see the module docstring); no-op without one."""
-    if _report_fd is None:
+    if _report_fd is None or (kind, value) in _sent:
         return
+    _sent.add((kind, value))
     text = f"{kind} {value}".replace("\n", " ").strip() + "\n"
     try:
         os.write(_report_fd, text.encode("utf-8", "replace"))
@@ -62,27 +69,37 @@ def run_supervised(main: Callable[[], int]) -> int:
     # Blocked before the fork so that no signal falls between the fork and the wait loop; the child
     # unblocks them at once.
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    _become_subreaper()
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         global _report_fd
         os.close(read_fd)
         _report_fd = write_fd
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before that took effect
+            os.kill(os.getpid(), signal.SIGTERM)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         return main()
     os.close(write_fd)
-    status = _wait_forwarding(pid)
-    messages = _drain(read_fd)
+    os.set_blocking(read_fd, False)
+    messages: list[tuple[str, str]] = []
+    status = _wait_forwarding(pid, read_fd, messages)
+    messages += _drain(read_fd)
     os.close(read_fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child is done: a late Ctrl-C changes nothing
     signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     return _conclude(status, messages)
 
 
-def _wait_forwarding(pid: int) -> int:
-    """Wait for the child ``pid``, forwarding signals sent to this process alone; its wait status."""
+def _wait_forwarding(pid: int, read_fd: int, messages: list[tuple[str, str]]) -> int:
+    """Wait for the child ``pid``, forwarding signals sent to this process alone and collecting its
+    messages from ``read_fd`` into ``messages``; its wait status."""
     while True:
-        info = signal.sigwaitinfo({*FORWARDED, signal.SIGCHLD})
+        info = signal.sigtimedwait({*FORWARDED, signal.SIGCHLD}, 0.5)
+        if info is None:  # nothing happened: read what the child said meanwhile
+            messages += _drain(read_fd)
+            continue
         if info.si_signo != signal.SIGCHLD:
             if info.si_code != SI_KERNEL:  # sent by a process to us; the terminal's went to the child too
                 try:
@@ -105,9 +122,9 @@ def _wait_forwarding(pid: int) -> int:
 
 
 def _drain(fd: int) -> list[tuple[str, str]]:
-    """The child's messages, ``(kind, value)`` in order. Reads only what is there: a grandchild the child
-    forked (a data loader) may still hold the pipe open."""
-    os.set_blocking(fd, False)
+    """The child's messages waiting in the (non-blocking) pipe, ``(kind, value)`` in order. Reads only
+    what is there: a grandchild the child forked (a data loader) may still hold the pipe open. A message
+    is one short ``os.write`` (atomic in a pipe), so what is read ends at a line's end."""
     data = b""
     while True:
         try:
@@ -157,20 +174,18 @@ def _conclude(status: int, messages: list[tuple[str, str]]) -> int:
     return code or 1
 
 
-def _become_subreaper() -> None:
-    """Linux: processes the child leaves behind when it dies (an embedded Ray's agents) become this
-    process's children rather than init's, so :func:`_stop_orphans` can find and stop them."""
+def _prctl(option: int, value: int) -> None:
+    """Linux ``prctl(option, value)``; nothing elsewhere (orphans then go to init, as usual)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: orphans go to init as usual
+        ctypes.CDLL(None, use_errno=True).prctl(option, int(value), 0, 0, 0)
+    except (OSError, AttributeError):
         pass
 
 
 def _stop_orphans() -> int:
-    """Stop the processes the dead child left behind (our children now, see :func:`_become_subreaper`);
-    how many there were."""
+    """Stop the processes the dead child left behind (our children now: a subreaper's); how many."""
     if not os.path.isdir("/proc"):
         return 0
     from pipeline.cluster import processes, stop_processes

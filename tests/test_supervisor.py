@@ -51,6 +51,12 @@ def body():
         proc = subprocess.Popen(["sleep", "60"])
         print(proc.pid, flush=True)
         os._exit(1)
+    if mode == "chatty":  # more than a pipe holds (64 kB): the parent must read as it goes
+        for k in range(5000):
+            supervisor.announce("folder", folder + "/" + "x" * 40 + str(k))
+        os.unlink(partial)
+        supervisor.announce("reported", "0")
+        return 0
     if mode == "sigint":
         try:
             print("waiting", flush=True)
@@ -106,6 +112,21 @@ def test_a_child_that_dies_without_a_word_ends_in_one_line(tmp_path, mode, code,
     assert not list(tmp_path.glob(".*partial*")), "the dead child's partial output was left"
     if mode == "ray":
         assert "Ray's logs: /tmp/ray/session_x/logs" in lines[0]
+
+
+def test_a_chatty_child_never_fills_the_pipe(tmp_path):
+    proc = supervised(tmp_path, "chatty")
+    rc, _, lines = finish(proc)
+    assert rc == 0 and lines == [], lines
+
+
+def test_the_run_stops_when_the_parent_is_killed(tmp_path):
+    proc = supervised(tmp_path, "sigint")
+    assert proc.stdout.readline().strip() == "waiting"
+    child = next(pid for pid, (parent, _) in processes().items() if parent == proc.pid)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert _wait_for(lambda: _state(child) in ("", "Z"), 10), "the run kept going without its parent"
 
 
 def test_processes_the_child_leaves_behind_are_stopped(tmp_path):
