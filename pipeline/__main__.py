@@ -13,8 +13,6 @@ import argparse
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
 
 from models.errors import EXIT_BAD_INPUT
 
@@ -79,94 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return summary.line()
 
+    from pipeline.cli import guarded
+
     return guarded(swap, "no output written", debug=args.debug)
-
-
-def guarded(action: Callable[[], str], on_interrupt: str, debug: bool = False) -> int:
-    """The edge of the command line: run ``action`` and print the line it returns (exit 0). Whatever escapes
-    becomes one line on stderr and no traceback: a problem with the user's input (a SwapstreamError, also
-    when a Ray worker raised it) exits 2; anything else exits 1 and points to ``--debug``, which re-raises
-    it with its traceback instead. Ctrl-C prints ``swapstream: interrupted; <on_interrupt>`` (exit 130)."""
-    from pipeline.supervisor import announce
-
-    announce("interrupt", on_interrupt)
-    interrupted: list[float] = []
-    finished: list[bool] = []
-
-    def on_sigint(signum, frame):
-        if finished:  # the output is complete: only printing and shutting down are left
-            return
-        if interrupted and time.monotonic() - interrupted[-1] < 1.0:
-            return  # the same Ctrl-C twice (sent to the process group and to us): let the first unwind
-        interrupted.append(time.monotonic())  # one that a library turns into another error still counts
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        try:
-            line = action()
-        except KeyboardInterrupt:
-            print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
-            return _after_ray(130)
-        except Exception as exc:
-            if interrupted:
-                print(f"swapstream: interrupted; {on_interrupt}", file=sys.stderr)
-                return _after_ray(130)
-            from models.errors import one_line
-
-            user = user_error(exc)
-            if user is not None:
-                print(f"swapstream: error: {one_line(user)}", file=sys.stderr)
-                return _after_ray(EXIT_BAD_INPUT)
-            if debug:
-                raise
-            print(f"swapstream: error: {one_line(exc)} (run with --debug for the details)", file=sys.stderr)
-            return _after_ray(1)
-        finished.append(True)
-        print(line, flush=True)
-        return _after_ray(0)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _after_ray(code: int) -> int:
-    """Shut down the Ray this process started, if any, before exiting with ``code``: here rather than in
-    Ray's exit hook, where a Ctrl-C printed a traceback after the output was complete. A Ctrl-C during
-    the shutdown exits at once with ``code`` (everything the run produced is already in place).
-
-    The run's final line is printed by now: the supervising parent is told so first, and will not add a
-    line of its own if Ray's shutdown ends this process (a cluster that went away: Ray exits after
-    ``ray.gcs_reconnect_seconds``)."""
-    from pipeline.supervisor import announce
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    announce("reported", str(code))
-    if "ray" not in sys.modules:
-        return code
-    from pipeline.executors import shutdown_ray
-
-    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(code))
-    try:
-        shutdown_ray(keep_session=code not in (0, EXIT_BAD_INPUT, 130))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return code
-
-
-def user_error(exc: BaseException) -> BaseException | None:
-    """The SwapstreamError behind ``exc`` (itself, or the one a Ray worker raised: Ray's wrapper keeps
-    it as ``cause``), else None."""
-    from models.errors import SwapstreamError
-
-    for _ in range(4):
-        cause = getattr(exc, "cause", None)
-        if isinstance(exc, SwapstreamError) and not isinstance(cause, BaseException):
-            return exc
-        if not isinstance(cause, BaseException):
-            return None
-        exc = cause
-    return None
 
 
 def fetch_weights(
@@ -220,7 +133,9 @@ def _command() -> int:
 
         announce("reported", "1")
         raise
-    return _after_ray(code)  # for the commands whose Ray is still up (batch, ffpp): one way down
+    from pipeline.cli import end_command
+
+    return end_command(code)  # a command that did not shut its Ray down: one way down
 
 
 if __name__ == "__main__":
@@ -229,8 +144,10 @@ if __name__ == "__main__":
 
         code = run_supervised(_command)
     except KeyboardInterrupt:  # before the fork, or in the child as it unblocks a pending Ctrl-C
+        from pipeline.cli import end_command
+
         print("swapstream: interrupted; no output written", file=sys.stderr)
-        code = _after_ray(130)
+        code = end_command(130)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting now: a late Ctrl-C changes nothing
     if code == 130:
         # After a Ctrl-C, CPython's own exit would re-raise SIGINT when some library swallowed a

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         index = Path(args.out) / INDEX_NAME
         return f"swapstream: {count} crops ({cfg['align']['template']} template) -> {index}"
 
-    from pipeline.__main__ import guarded
+    from pipeline.cli import guarded
 
     return guarded(crops, "crops.jsonl not written", debug=args.debug)
 

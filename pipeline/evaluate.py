@@ -65,7 +65,7 @@ import av
 import cv2
 import numpy as np
 
-from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError
+from models.errors import InputError, reason
 from models.files import write_json_atomic
 from stages.occluders import inter_ocular
 
@@ -987,34 +987,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1, help="score every n-th frame (default 1)")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--upsample", type=int, default=0, help="dlib HOG upsampling (1 for faces < 80 px)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
+    from pipeline.cli import guarded
     from pipeline.config import load_config
 
-    try:
+    def score() -> str:
         cfg = load_config(args.config)
-        result = evaluate(
-            args.original,
-            args.output,
-            args.source,
-            cfg,
-            every=args.every,
-            max_frames=args.max_frames,
-            upsample=args.upsample,
-            reference=args.reference,
-        )
-    except SwapstreamError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except av.FFmpegError as exc:  # a file that opens but breaks while decoding
-        print(
-            f"swapstream: error: decoding failed ({exc}): re-encode the video and try again", file=sys.stderr
-        )
-        return EXIT_BAD_INPUT
-    if args.json:
-        write_json_atomic(args.json, result)
-    print(summary_line(result))
-    return 0
+        try:
+            result = evaluate(
+                args.original,
+                args.output,
+                args.source,
+                cfg,
+                every=args.every,
+                max_frames=args.max_frames,
+                upsample=args.upsample,
+                reference=args.reference,
+            )
+        except av.FFmpegError as exc:  # a file that opens but breaks while decoding
+            raise InputError(f"decoding failed ({reason(exc)}): re-encode the video and try again") from None
+        if args.json:
+            write_json_atomic(args.json, result)
+        return summary_line(result)
+
+    return guarded(score, "nothing written", debug=args.debug)
 
 
 if __name__ == "__main__":

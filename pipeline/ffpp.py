@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import pipeline
-from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError, one_line, reason
+from models.errors import InputError, one_line, reason
 from models.files import png_bytes, sha256_remembered, write_bytes_atomic, write_json_atomic
 from pipeline.evaluate import fmt
 
@@ -916,6 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. executor=local"
     )
@@ -924,12 +925,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
 
+    from pipeline.cli import guarded
     from pipeline.config import load_config
-    from pipeline.supervisor import announce
 
-    records = Path(args.out) / "records.jsonl"
-    announce("interrupt", f"finished videos are recorded in {records}: run again to resume")
-    try:
+    def benchmark() -> str:
         cfg = load_config(args.config, [*args.overrides, *extra])
         results = run_benchmark(
             args.root,
@@ -941,27 +940,26 @@ def main(argv: list[str] | None = None) -> int:
             score_only=args.score_only,
             progress=not args.quiet,
         )
-    except SwapstreamError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(
-            "swapstream: interrupted; finished videos are recorded in records.jsonl: run again to resume",
-            file=sys.stderr,
+        key, unit = expression_column(results)
+        lines = []
+        for name, method in results["methods"].items():
+            t = method["totals"]
+            lines.append(
+                f"ffpp {name}: {t['videos']} videos, {t['frames']} frames, ID retrieval "
+                f"{fmt(t['id_retrieval_pct'], '.1f')} %, pose {fmt(t['pose_error_deg'], '.2f')} deg, "
+                f"expression {fmt(t[key], '.3f')} {unit}, flicker {fmt(t['flicker'], '.2f')}, "
+                f"{t['errors']} skipped, {t['wall_time_s']:.1f} s"
+            )
+        out = Path(args.out)
+        lines.append(
+            f"ffpp: results in {out / 'results.json'}, {out / 'results.md'}, {out / 'contact_sheet.png'}"
         )
-        return 130
-    key, unit = expression_column(results)
-    for name, method in results["methods"].items():
-        t = method["totals"]
-        print(
-            f"ffpp {name}: {t['videos']} videos, {t['frames']} frames, ID retrieval "
-            f"{fmt(t['id_retrieval_pct'], '.1f')} %, pose {fmt(t['pose_error_deg'], '.2f')} deg, "
-            f"expression {fmt(t[key], '.3f')} {unit}, flicker {fmt(t['flicker'], '.2f')}, "
-            f"{t['errors']} skipped, {t['wall_time_s']:.1f} s"
-        )
-    out = Path(args.out)
-    print(f"ffpp: results in {out / 'results.json'}, {out / 'results.md'}, {out / 'contact_sheet.png'}")
-    return 0
+        return "\n".join(lines)
+
+    records = Path(args.out) / "records.jsonl"
+    return guarded(
+        benchmark, f"finished videos are recorded in {records}: run again to resume", debug=args.debug
+    )
 
 
 if __name__ == "__main__":

@@ -34,13 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import (
-    EXIT_BAD_INPUT,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
     InputError,
-    SwapstreamError,
 )
 from pipeline.batch import Job, Outcome
 from pipeline.executors import RayStopped
@@ -311,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -323,55 +321,38 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
 
     from pipeline.batch import job_key, run_jobs
+    from pipeline.cli import guarded
     from pipeline.config import load_config
 
     records = Path(args.records) if args.records else default_records(args.manifest)
-    try:
+    resume = f"finished videos are recorded in {records}: run again to resume"
+
+    def batch() -> int:
         cfg = load_config(args.config, [*args.overrides, *extra])
         rows = read_manifest(args.manifest)
         check_overrides(args.manifest, rows, cfg)
-    except SwapstreamError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    jobs = [r.job for r in rows]
-    from pipeline.supervisor import announce
-
-    announce("interrupt", f"finished videos are recorded in {records}: run again to resume")
-    try:
-        with _sigterm_as_interrupt():
-            for job in jobs:  # a batch writes into folders that may not exist yet
-                Path(job.output).parent.mkdir(parents=True, exist_ok=True)
-            outcomes = run_jobs(jobs, cfg, records, progress=not args.quiet)
-    except SwapstreamError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RayStopped as exc:
+        jobs = [r.job for r in rows]
+        try:
+            with _sigterm_as_interrupt():
+                for job in jobs:  # a batch writes into folders that may not exist yet
+                    Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+                outcomes = run_jobs(jobs, cfg, records, progress=not args.quiet)
+        except OSError as exc:  # an output folder that cannot be made, a records file that cannot be written
+            raise InputError(str(exc)) from None
+        except RayStopped as exc:
+            raise RayStopped(f"{exc}; {resume}") from None
+        counts = {"ok": 0, "skipped": 0, "failed": 0}
+        for outcome in outcomes:
+            print(outcome_line(outcome, job_key(outcome.job, records)), flush=True)
+            counts["skipped" if outcome.skipped else "ok" if outcome.ok else "failed"] += 1
         print(
-            f"swapstream: error: {exc}; finished videos are recorded in {records}: run again to resume",
-            file=sys.stderr,
-        )
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"swapstream: interrupted; no partial output left; finished videos are recorded in {records}: "
-            "run again to resume",
-            file=sys.stderr,
+            f"batch: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed "
+            f"(records: {records})",
             flush=True,
         )
-        return EXIT_INTERRUPTED
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
-    for outcome in outcomes:
-        print(outcome_line(outcome, job_key(outcome.job, records)), flush=True)
-        counts["skipped" if outcome.skipped else "ok" if outcome.ok else "failed"] += 1
-    print(
-        f"batch: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"(records: {records})",
-        flush=True,
-    )
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+        return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+    return guarded(batch, f"no partial output left; {resume}", debug=args.debug)
 
 
 if __name__ == "__main__":

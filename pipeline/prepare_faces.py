@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError, first_line
+from models.errors import InputError, first_line
 from models.files import write_png
 from stages.types import FaceRecord, FrameBatch
 
@@ -486,29 +486,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--min-face", type=int, default=64, help="smallest face box side kept, px (64)")
     parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_intermixed_args(argv)
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
     inputs = [a for a in args.inputs if a not in overrides]
-    if not inputs:
-        print(f"{PROG}: error: give at least one INPUT (photo, video or folder)", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if (
-        args.size < 16
-        or args.every < 1
-        or args.min_face < 1
-        or (args.max_per_input is not None and args.max_per_input < 1)
-    ):
-        print(
-            f"{PROG}: error: need --size >= 16 and --every, --min-face, --max-per-input >= 1", file=sys.stderr
-        )
-        return EXIT_BAD_INPUT
 
+    from pipeline.cli import guarded
     from pipeline.config import load_config
 
-    if not any(Path(p).exists() for p in inputs):
-        print(f"{PROG}: error: no such file or folder: {', '.join(inputs)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
+    def prepare() -> str:
+        if not inputs:
+            raise InputError("give at least one INPUT (photo, video or folder)")
+        if (
+            args.size < 16
+            or args.every < 1
+            or args.min_face < 1
+            or (args.max_per_input is not None and args.max_per_input < 1)
+        ):
+            raise InputError("need --size >= 16 and --every, --min-face, --max-per-input >= 1")
+        if not any(Path(p).exists() for p in inputs):
+            raise InputError(f"no such file or folder: {', '.join(inputs)}")
         cfg = load_config(args.config, overrides)
         summary = prepare_faces(
             inputs,
@@ -520,11 +517,6 @@ def main(argv: list[str]) -> int:
             min_face=args.min_face,
             progress=not args.quiet,
         )
-    except SwapstreamError as exc:
-        print(f"{PROG}: error: {first_line(str(exc))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; crops written so far are indexed", file=sys.stderr)
-        return 130
-    print(summary_line(summary))
-    return 0
+        return summary_line(summary)
+
+    return guarded(prepare, "crops written so far are indexed", debug=args.debug, prog=PROG)

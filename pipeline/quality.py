@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from models.errors import EXIT_BAD_INPUT, InputError, SwapstreamError
+from models.errors import InputError, SwapstreamError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_GRID = REPO / "configs" / "quality.yaml"
@@ -430,10 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="swap config merged over configs/default.yaml")
     parser.add_argument("--rescore", action="store_true", help="score the outputs already in --out again")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(argv)
+    from pipeline.cli import guarded
     from pipeline.config import load_config
 
-    try:
+    def grid() -> str:
         cfg = load_config(args.config, args.overrides)
         text = (
             " ".join([*(["--config " + args.config] if args.config else []), *args.overrides]) or "defaults"
@@ -441,14 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         results = run_grid(
             Path(args.grid), Path(args.out), cfg, args.only, max(1, args.jobs), text, args.rescore
         )
-    except SwapstreamError as exc:
-        print(f"swapstream: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    failed = [r["pair"] for r in results if "error" in r]
-    print(
-        f"quality: {len(results)} pairs, {len(failed)} failed; {Path(args.out) / 'quality.md'}, "
-        f"{Path(args.out) / 'quality.png'}"
-    )
-    if failed:
-        print("failed: " + json.dumps(failed))
-    return 0
+        failed = [r["pair"] for r in results if "error" in r]
+        line = (
+            f"quality: {len(results)} pairs, {len(failed)} failed; {Path(args.out) / 'quality.md'}, "
+            f"{Path(args.out) / 'quality.png'}"
+        )
+        return line + ("\nfailed: " + json.dumps(failed) if failed else "")
+
+    return guarded(grid, "quality.md and quality.png not written", debug=args.debug)

@@ -43,7 +43,7 @@ from models.aei_net import TINY_AEI_CONFIG, AEINet
 from models.arcface import IResNet
 from models.checkpoints import load_state_dict_file
 from models.discriminator import MultiscaleDiscriminator
-from models.errors import EXIT_BAD_INPUT, ConfigError, InputError, ModelFileError, SwapstreamError
+from models.errors import ConfigError, InputError, ModelFileError
 from models.files import write_atomic, write_png
 from models.hear_net import TINY_HEAR_CONFIG, HEARNet
 from models.losses import (
@@ -704,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="YAML config merged over configs/default.yaml (e.g. configs/train_tiny.yaml)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100"
     )
@@ -711,23 +712,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in extra if a.startswith("-") or "=" not in a]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    from pipeline.cli import guarded
     from pipeline.config import load_config
 
-    started = time.perf_counter()
-    try:
+    def run() -> str:
+        started = time.perf_counter()
         cfg = load_config(args.config, [*args.overrides, *extra])
         history = train(args.kind, args.data, args.out, cfg, progress=not args.quiet)
-    except SwapstreamError as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(
-            f"{PROG}: interrupted; run the same command again to resume from the latest checkpoint",
-            file=sys.stderr,
-        )
-        return 130
-    print(_summary(args.kind, history, Path(args.out), time.perf_counter() - started))
-    return 0
+        return _summary(args.kind, history, Path(args.out), time.perf_counter() - started)
+
+    resume = "run the same command again to resume from the latest checkpoint"
+    return guarded(run, resume, debug=args.debug, prog=PROG)
 
 
 if __name__ == "__main__":

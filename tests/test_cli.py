@@ -131,3 +131,54 @@ def test_default_output_goes_to_current_folder_when_input_folder_is_read_only(tm
     real_access = run_module.os.access
     monkeypatch.setattr(run_module.os, "access", lambda p, mode: p != media and real_access(p, mode))
     assert run_module.default_output(media / "talk.mp4") == work / "talk.swapped.mp4"
+
+
+# Every subcommand ends at one edge (pipeline/cli.py): an unexpected error inside is one line and exit 1,
+# --debug shows its traceback. (module, function the command calls, its arguments)
+EDGE_CASES = [
+    (
+        "pipeline.evaluate",
+        "evaluate",
+        ["evaluate", "--original", "a.mp4", "--output", "b.mp4", "--source", "c.jpg"],
+    ),
+    ("pipeline.quality", "run_grid", ["quality", "--out", "OUT"]),
+    ("pipeline.prepare_faces", "prepare_faces", ["prepare-faces", "HERE", "--out", "OUT"]),
+    ("pipeline.train", "train", ["train", "aei", "--data", "HERE", "--out", "OUT"]),
+    ("pipeline.ffpp", "run_benchmark", ["ffpp", "--root", "HERE", "--out", "OUT"]),
+    ("pipeline.crops", "write_crops", ["crops", "--input", "HERE", "--out", "OUT"]),
+]
+
+
+@pytest.mark.parametrize("module, function, argv", EDGE_CASES, ids=[c[0].split(".")[1] for c in EDGE_CASES])
+def test_every_subcommand_ends_an_unexpected_error_in_one_line(
+    module, function, argv, tmp_path, monkeypatch, capsys
+):
+    import importlib
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(importlib.import_module(module), function, boom)
+    argv = [a.replace("HERE", str(tmp_path)).replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        err.strip().split(": error:")[0]
+        + ": error: RuntimeError: something broke (run with --debug for the details)"
+    ]
+    with pytest.raises(RuntimeError, match="something broke"):
+        main([*argv, "--debug"])
+
+
+def test_batch_ends_an_unexpected_error_in_one_line(tmp_path, monkeypatch, capsys):
+    from pipeline import batch
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(batch, "run_jobs", boom)
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(f"input,source,output\n{tmp_path}/a.mp4,{tmp_path}/b.jpg,{tmp_path}/o.mp4\n")
+    assert main(["batch", "--manifest", str(manifest)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["swapstream: error: RuntimeError: something broke (run with --debug for the details)"]
