@@ -181,26 +181,25 @@ def download(name: str, weights_dir: str | Path) -> tuple[Path, str]:
         Path(tmp).unlink(missing_ok=True)
 
 
+# A registry entry's ``network`` -> the module and factory that build it (imported when first needed):
+# a new network is one module under models/ plus one line here.
+NETWORKS: dict[str, tuple[str, str]] = {
+    "iresnet100": ("models.arcface", "iresnet100"),
+    "iresnet50": ("models.arcface", "iresnet50"),
+    "aei_net": ("models.aei_net", "AEINet"),
+    "hear_net": ("models.hear_net", "HEARNet"),
+    "bisenet19": ("models.bisenet", "bisenet19"),
+    "hopenet": ("models.hopenet", "hopenet"),
+    "face_recon_resnet50": ("models.face_recon", "face_recon_resnet50"),
+}
+
+
 def build_network(network: str) -> torch.nn.Module:
-    """A freshly initialised network for a registry entry's ``network`` name."""
-    from models.aei_net import AEINet
-    from models.arcface import iresnet50, iresnet100
-    from models.hear_net import HEARNet
+    """A freshly initialised network for a registry entry's ``network`` name (:data:`NETWORKS`)."""
+    import importlib
 
-    if network == "bisenet19":
-        from models.bisenet import bisenet19
-
-        return bisenet19()
-    if network == "hopenet":
-        from models.hopenet import hopenet
-
-        return hopenet()
-    if network == "face_recon_resnet50":
-        from models.face_recon import face_recon_resnet50
-
-        return face_recon_resnet50()
-    factories = {"iresnet100": iresnet100, "iresnet50": iresnet50, "aei_net": AEINet, "hear_net": HEARNet}
-    return factories[network]()
+    module, factory = NETWORKS[network]
+    return getattr(importlib.import_module(module), factory)()
 
 
 def load_network(

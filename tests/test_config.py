@@ -89,6 +89,16 @@ def test_weight_hashes_name_the_registry(base_cfg):
     ) == set(REGISTRY)
 
 
+def test_every_registry_file_has_a_network_builder():
+    import importlib
+
+    from models.weights import NETWORKS, REGISTRY
+
+    assert {w.network for w in REGISTRY.values()} <= set(NETWORKS)
+    for module, factory in NETWORKS.values():
+        assert callable(getattr(importlib.import_module(module), factory))
+
+
 def test_evaluator_choices_agree_with_the_schema():
     from pipeline.evaluator_networks import EXPRESSION_CHOICES, IDENTITY_CHOICES, POSE_CHOICES
 
