@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from models.arcface import INPUT_SIZE as ARCFACE_SIZE
 from models.errors import ConfigError, ModelFileError
 from models.runtime import resolve_device
-from models.weights import load_configured
+from models.weights import REGISTRY, load_configured
 from stages.geometry import GHOST_CROP_SIZE, ghost_alignment, ghost_crops, tensor_of
 from stages.mask_geometry import face_masks
 from stages.types import FrameBatch, swap_inputs
@@ -79,10 +79,12 @@ class FaceShifterSwapStage:
         torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
         self.cfg = cfg
         self.size = int(cfg["align"]["crop_size"])
-        if cfg["align"]["template"] != "ghost":
+        trained_on = REGISTRY["aei_net"].template  # the crop the generator was trained on
+        if cfg["align"]["template"] != trained_on or self.size != REGISTRY["aei_net"].crop_size:
             raise ConfigError(
-                "swap.backend=faceshifter needs align.template=ghost (the crop its generator was trained "
-                "on): use --config configs/faceshifter.yaml"
+                f"swap.backend=faceshifter needs align.template={trained_on} and align.crop_size="
+                f"{REGISTRY['aei_net'].crop_size} (the crop its generator was trained on): "
+                "use --config configs/faceshifter.yaml"
             )
         self.device = resolve_device(cfg["runtime"]["device"])
         self.dtype = torch.float16 if (self.device == "cuda" and fs["half"]) else torch.float32
