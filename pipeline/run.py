@@ -103,31 +103,24 @@ def check_source(path: str | Path, cfg: dict) -> np.ndarray:
     """The source photo ``(H, W, 3) uint8`` RGB, after checking that the user-supplied weight files the
     config needs are present and fit their networks (keys and shapes, without loading values): the cheap
     checks, made before anything starts (ModelFileError / WeightFileError otherwise)."""
-    from models.weights import REGISTRY, verify_configured
+    from models.weights import verify_configured
+    from pipeline.backends import BACKENDS
 
-    if "region" in cfg["mask"]["types"]:
-        verify_configured("face_parser_bisenet", cfg)
-    if cfg["swap"]["backend"] == "faceshifter":
-        verify_configured("aei_net", cfg)
-        verify_configured(cfg["faceshifter"]["arcface"], cfg)
-        hear = cfg["faceshifter"]["hear"]
-        hear_file = Path(cfg["weights"]["dir"]) / REGISTRY["hear_net"].filename
-        if hear == "always" or (hear == "auto" and hear_file.is_file()):
-            verify_configured("hear_net", cfg)
+    needed = ["face_parser_bisenet"] if "region" in cfg["mask"]["types"] else []
+    for name in [*needed, *BACKENDS[cfg["swap"]["backend"]].weights(cfg)]:
+        verify_configured(name, cfg)
     return load_image(path)
 
 
 def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None):
-    """Detect the largest face in the source photo and prepare what the swap backend needs from it.
-
-    classic: the aligned SourceFace with its landmarks. faceshifter: the raw ArcFace embedding
-    ``(512,) float32``; its weight files are checked here, before any output exists.
+    """Detect the faces in the source photo, choose one (``swap.source_face``) and prepare what the swap
+    backend needs from it (:data:`pipeline.backends.BACKENDS`: classic, the aligned SourceFace with its
+    landmarks; faceshifter, the raw ArcFace embedding ``(512,) float32``).
     image: the photo as :func:`check_source` returned it (its checks made); read and checked here when None.
     """
+    from pipeline.backends import BACKENDS
     from stages.detect import DetectStage
-    from stages.landmarks import LandmarkStage
 
-    backend = cfg["swap"]["backend"]
     if image is None:
         image = check_source(path, cfg)
     faces = DetectStage(cfg).detect_image(image)
@@ -136,21 +129,7 @@ def prepare_source(path: str | Path, cfg: dict, image: np.ndarray | None = None)
     face, note = choose_source_face(path, faces, cfg["swap"]["source_face"])
     if note:
         print(note, file=sys.stderr)
-    if backend == "faceshifter":
-        from stages.swap_faceshifter import source_identity
-
-        return source_identity(image, face.points5, cfg)
-    from stages.swap_classic import make_source_face
-
-    LandmarkStage(cfg).landmarks_for(image, [face])
-    source = make_source_face(image, face.points5, face.landmarks68, cfg)
-    for note in (
-        low_resolution_note(path, face.landmarks68, source.landmarks68),
-        hidden_eyes_note(path, source, cfg),
-    ):
-        if note:
-            print(note, file=sys.stderr)
-    return source
+    return BACKENDS[cfg["swap"]["backend"]].prepare(image, face, path, cfg)
 
 
 def choose_source_face(path: str | Path, faces: list, choice: str | int):
@@ -183,50 +162,18 @@ def choose_source_face(path: str | Path, faces: list, choice: str | int):
     )
 
 
-LOW_RESOLUTION = 0.6  # a source face enlarged more than 1/this to fill the aligned crop is reported
-
-
-def low_resolution_note(path: str | Path, photo68: np.ndarray, crop68: np.ndarray) -> str | None:
-    """One line when the photo's face is much smaller than the aligned crop it is enlarged to (the swapped
-    face will look softer than a sharp video), else None. Landmarks ``(68, 2)`` in photo and crop pixels."""
-
-    from stages.occluders import inter_ocular
-
-    have, need = inter_ocular(photo68), inter_ocular(crop68)
-    if have >= LOW_RESOLUTION * need:
-        return None
-    return (
-        f"swapstream: note: the face in {path} is small (eyes {have:.0f} px apart, {need:.0f} px wanted): "
-        "the swapped face will look softer than a sharp video; a larger photo gives a sharper result"
-    )
-
-
-def hidden_eyes_note(path: str | Path, source, cfg: dict) -> str | None:
-    """One line when sunglasses hide the source's eyes and are dropped (``classic.source_glasses=drop``):
-    the swapped face then keeps the target's eyes. None otherwise. source: the aligned SourceFace."""
-    from stages.occluders import hides_eyes
-
-    if cfg["classic"]["source_glasses"] != "drop" or not hides_eyes(source.crop, source.landmarks68):
-        return None
-    return (
-        f"swapstream: note: sunglasses hide the eyes in {path}: the swapped face keeps the video's own eyes "
-        "there (classic.source_glasses=drop); a photo with the eyes visible carries more of the person"
-    )
-
-
 def build_specs(cfg: dict, source) -> list[StageSpec]:
     """The stage chain between decode and encode, per config (``source`` from :func:`prepare_source`)."""
+    from pipeline.backends import BACKENDS
     from stages.align import AlignStage
     from stages.blend import BlendStage
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
     from stages.mask import MaskStage
     from stages.smooth import SmoothStage
-    from stages.swap_classic import ClassicSwapStage
-    from stages.swap_faceshifter import FaceShifterSwapStage
     from stages.track import TrackStage
 
-    swap_cls = {"classic": ClassicSwapStage, "faceshifter": FaceShifterSwapStage}[cfg["swap"]["backend"]]
+    swap_cls = BACKENDS[cfg["swap"]["backend"]].stage_class()
     return [
         StageSpec("detect", DetectStage, (cfg,)),
         StageSpec("landmarks", LandmarkStage, (cfg,)),

@@ -92,7 +92,7 @@ def test_sunglasses_hide_both_eyes_whole(faces, cfg):
 def test_hidden_eyes_are_reported_in_one_line(faces, cfg):
     import copy
 
-    from pipeline.run import hidden_eyes_note
+    from pipeline.backends import hidden_eyes_note
 
     note = hidden_eyes_note("shades.jpg", faces[SUNGLASSES], cfg)
     assert "shades.jpg" in note and "sunglasses" in note and "\n" not in note
