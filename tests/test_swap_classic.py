@@ -475,7 +475,7 @@ def test_matching_blur_softens_a_sharp_source_for_a_soft_frame():
 
 
 def test_low_resolution_source_is_reported():
-    from pipeline.run import low_resolution_note
+    from pipeline.backends import low_resolution_note
 
     crop = np.zeros((68, 2))
     crop[36:42, 0], crop[42:48, 0] = 100.0, 160.0
