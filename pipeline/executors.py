@@ -183,7 +183,7 @@ def init_ray(num_cpus: int | None = None, gcs_reconnect_seconds: float | None = 
                 log_to_driver=True,
                 configure_logging=False,
             )
-        announce("ray", ray_session_dir() or "")
+        announce("ray", ray_logs())
 
 
 STOP_GRACE_SECONDS = 3.0  # an actor died: how long to watch whether its whole node or cluster goes too
@@ -203,12 +203,22 @@ def ray_stopped(within: float = 0.0) -> str | None:
         time.sleep(0.25)
 
 
+def _ray_node() -> Any:
+    """This driver's Ray node object (Ray's private API: processes, session folder, GCS address), or
+    None when Ray is not running here or the API moved. The one place that reaches into it."""
+    try:
+        return _ray()._private.worker.global_worker.node
+    except Exception:
+        return None
+
+
 def _ray_stopped_now() -> str | None:
-    ray = _ray()
+    node = _ray_node()
+    if node is None:
+        return None
     try:
         from ray._private import ray_constants
 
-        node = ray._private.worker.global_worker.node
         for kind in (ray_constants.PROCESS_TYPE_RAYLET, ray_constants.PROCESS_TYPE_GCS_SERVER):
             for info in node.all_processes.get(kind, []):
                 code = info.process.poll()
@@ -233,10 +243,7 @@ def shutdown_ray(keep_session: bool = True) -> None:
     if not ray.is_initialized():
         return
     folder = ray_session_dir()
-    try:
-        embedded = bool(ray._private.worker.global_worker.node.all_processes)
-    except Exception:  # a private API: then the folder is left where Ray put it
-        embedded = False
+    embedded = bool(getattr(_ray_node(), "all_processes", None))  # unknown: the folder is left in place
     try:
         ray.shutdown()
     except Exception:  # shutting down a Ray that already failed: nothing more to report
@@ -252,17 +259,19 @@ def shutdown_ray(keep_session: bool = True) -> None:
 
 def ray_session_dir() -> str | None:
     """This driver's Ray session folder (logs under ``logs/``), or None when Ray is not running here."""
-    ray = _ray()
     try:
-        return ray._private.worker.global_worker.node.get_session_dir_path()
+        return _ray_node().get_session_dir_path()
     except Exception:  # a private API: its absence only costs the folder's name in a message
         return None
+
+
+RAY_LOGS_UNKNOWN = "Ray's session folder"
 
 
 def ray_logs() -> str:
     """Where this driver's Ray writes its logs, for messages."""
     folder = ray_session_dir()
-    return os.path.join(folder, "logs") if folder else "Ray's session folder"
+    return os.path.join(folder, "logs") if folder else RAY_LOGS_UNKNOWN
 
 
 class RayStopped(RuntimeError):

@@ -14,8 +14,8 @@ folders it announced (:func:`announce`), and exits non-zero: 1 when Ray went awa
 the child was killed by a signal (137 for SIGKILL), the child's own code otherwise.
 
 The child tells the parent what it is doing over a pipe, one line per message (:func:`announce`):
-``folder PATH`` (outputs are written there), ``ray [SESSION_DIR]`` (a Ray driver is starting; then
-started, with its session folder), ``interrupt TEXT`` (what is kept when the run stops: the command's
+``folder PATH`` (outputs are written there), ``ray [LOGS]`` (a Ray driver is starting; then started,
+with the folder of its logs), ``interrupt TEXT`` (what is kept when the run stops: the command's
 own words), ``reported CODE`` (the child printed its final line and will exit with CODE: a death after
 that, such as Ray's exit while it shuts down, changes neither the line nor the code). A message is sent
 once; the parent reads them as they come (every half second), so a long batch never fills the pipe.
@@ -162,8 +162,9 @@ def _conclude(status: int, messages: list[tuple[str, str]]) -> int:
     code = exited or 0
     sessions = [value for kind, value in messages if kind == "ray"]
     if sessions:
-        folders = [value for value in sessions if value]
-        logs = os.path.join(folders[-1], "logs") if folders else "Ray's session folder"
+        from pipeline.executors import RAY_LOGS_UNKNOWN
+
+        logs = next((value for value in reversed(sessions) if value), RAY_LOGS_UNKNOWN)
         print(
             "swapstream: error: Ray went away under the run (a node's raylet or the cluster's GCS stopped); "
             f"{after}; Ray's logs: {logs}",

@@ -39,7 +39,7 @@ def body():
     if mode == "exit":  # what Ray's QuickExit does
         os._exit(1)
     if mode == "ray":
-        supervisor.announce("ray", "/tmp/ray/session_x")
+        supervisor.announce("ray", "/tmp/ray/session_x/logs")
         os._exit(1)
     if mode == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
