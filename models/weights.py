@@ -8,9 +8,7 @@ not known to us it is printed on download, so a user can pin it with ``weights.s
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 
 from models.checkpoints import checked_state_dict, load_state_dict_file
 from models.errors import ModelFileError
-from models.files import sha256_of
+from models.files import sha256_of, write_atomic
 
 
 @dataclass(frozen=True)
@@ -162,23 +160,25 @@ def download(name: str, weights_dir: str | Path) -> tuple[Path, str]:
     if entry.url is None:
         raise ModelFileError(f"{entry.filename}: no public address known; {entry.obtain}")
     folder = Path(weights_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.filename}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
+    final = folder / entry.filename
+    digests: list[str] = []
+
+    def fetch(tmp: Path) -> None:  # the hash is checked before the rename: a bad file never lands
+        with open(tmp, "wb") as out, urllib.request.urlopen(entry.url, timeout=60) as response:
             shutil.copyfileobj(response, out)
-        digest = sha256_of(tmp)
-        if entry.sha256 and digest != entry.sha256:
-            raise ModelFileError(f"{entry.url}: downloaded file has sha256 {digest}, expected {entry.sha256}")
-        final = folder / entry.filename
-        os.replace(tmp, final)
-        return final, digest
+        digests.append(sha256_of(tmp))
+        if entry.sha256 and digests[0] != entry.sha256:
+            raise ModelFileError(
+                f"{entry.url}: downloaded file has sha256 {digests[0]}, expected {entry.sha256}"
+            )
+
+    try:
+        write_atomic(final, fetch)
     except OSError as exc:
         raise ModelFileError(
             f"{entry.url}: download failed ({exc}); put {entry.filename} in {folder} by hand"
         ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    return final, digests[0]
 
 
 # A registry entry's ``network`` -> the module and factory that build it (imported when first needed):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import InputError, first_line
-from models.files import write_png
+from models.files import write_atomic, write_png
 from stages.types import FaceRecord, FrameBatch
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -148,16 +148,15 @@ class CropIndex:
 
     def write(self) -> None:
         """Write all entries to a temporary file beside the index, then rename it over the index."""
-        tmp = self.path.with_name(f".{INDEX_NAME}.{os.getpid()}.tmp")
-        try:
+
+        def lines(tmp: Path) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
                 for entry in self.entries.values():
                     f.write(json.dumps(entry, separators=(",", ":")) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        write_atomic(self.path, lines)
         self.pending = 0
         self.last_flush = time.monotonic()
 
