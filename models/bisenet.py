@@ -48,11 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.runtime import check_shape
+from models.weights import REGISTRY
 
 INPUT_SIZE = 512
 NUM_CLASSES = 19
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 FACE_PARSING_CLASSES: tuple[str, ...] = (
     "background",
@@ -301,9 +300,7 @@ def parse_faces(net: BiSeNet, crops: torch.Tensor) -> torch.Tensor:
     try:
         with torch.inference_mode():
             x = _resize(crops.to(device=param.device, dtype=torch.float32), (INPUT_SIZE, INPUT_SIZE))
-            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-            x = ((x - mean) / std).to(param.dtype)
+            x = REGISTRY["face_parser_bisenet"].normalisation.standardise(x).to(param.dtype)
             probs = torch.softmax(net(x)[0].float(), dim=1)
             probs = _resize(probs, size)
     finally:

@@ -49,6 +49,7 @@ from PIL import Image
 from torch import nn
 
 from models.hopenet import FEATURES, ResNet50Trunk, check_input
+from models.weights import REGISTRY
 
 INPUT_SIZE = 224
 RESCALE_FACTOR = 102.0
@@ -194,4 +195,5 @@ def align_face(
 
 def to_input(crop: np.ndarray) -> torch.Tensor:
     """``(224, 224, 3) uint8`` RGB crop → ``(1, 3, 224, 224) float32`` in [0, 1] (``test.py``)."""
-    return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+    x = torch.from_numpy(np.asarray(crop, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+    return REGISTRY["face_recon"].normalisation.to_network(x)

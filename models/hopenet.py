@@ -44,14 +44,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from models.weights import REGISTRY
+
 INPUT_SIZE = 224
 NUM_BINS = 66
 BIN_DEGREES = 3.0
 OFFSET_DEGREES = 99.0
 FEATURES = 2048
 RESNET50_LAYERS = (3, 4, 6, 3)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ----------------------------------------------------------------------------------------- ResNet-50
@@ -244,7 +244,5 @@ def preprocess(image: np.ndarray, crop_box: tuple[int, int, int, int]) -> torch.
     left = int(round((size[0] - INPUT_SIZE) / 2.0))
     top = int(round((size[1] - INPUT_SIZE) / 2.0))
     face = face.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
-    x = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0).contiguous()
+    x = torch.from_numpy(np.asarray(face, dtype=np.float32)).permute(2, 0, 1)
+    return REGISTRY["hopenet"].normalisation.to_network(x).unsqueeze(0).contiguous()

@@ -18,6 +18,7 @@ import torch
 from models.checkpoints import checked_state_dict, load_state_dict_file
 from models.errors import ModelFileError
 from models.files import sha256_of, write_atomic
+from models.pixels import IMAGENET, SIGNED, SIGNED_FROM_UNIT, UNIT, Normalisation
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,10 @@ class WeightFile:
     network: factory name in :func:`build_network`. crop_size: side of the network's input crop.
     template: the crop it was trained on, as ``align.template`` names it (``arcface``: the 5-point ArcFace
     layout spanning ``face_scale`` of the crop; ``ghost``: GHOST's pose-template crop,
-    :func:`stages.align.alignment`; other text: a description). normalisation: how uint8 RGB becomes the
-    network input. state_key: the file is a dict whose entry ``state_key`` is the state_dict (as its
-    public training code saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped.
+    :func:`stages.align.alignment`; other text: a description). normalisation: how RGB pixel values become
+    the network's input (:mod:`models.pixels`; the code that feeds the network reads it from here).
+    state_key: the file is a dict whose entry ``state_key`` is the state_dict (as its public training code
+    saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped.
     """
 
     name: str
@@ -41,7 +43,7 @@ class WeightFile:
     crop_size: int
     template: str = "arcface"
     face_scale: float = 1.0
-    normalisation: str = "RGB, (x/255 - 0.5) / 0.5, range [-1, 1]"
+    normalisation: Normalisation = SIGNED_FROM_UNIT
     state_key: str | None = None
     legacy_batchnorm: bool = False  # saved before BatchNorm had num_batches_tracked (PyTorch < 0.4.1)
 
@@ -78,6 +80,7 @@ REGISTRY: dict[str, WeightFile] = {
             obtain="GHOST release 'sber-swap-v2.0' (weights/G_unet_2blocks.pth), or our trainer's generator",
             crop_size=256,
             template="ghost",
+            normalisation=SIGNED,
         ),
         WeightFile(
             name="hear_net",
@@ -88,6 +91,7 @@ REGISTRY: dict[str, WeightFile] = {
             obtain="no public checkpoint: train one with `python -m pipeline train hear`",
             crop_size=256,
             template="ghost",
+            normalisation=SIGNED,
         ),
         WeightFile(
             name="face_parser_bisenet",
@@ -98,7 +102,7 @@ REGISTRY: dict[str, WeightFile] = {
             obtain="face-parsing.PyTorch (zllrunning) README: the shared pretrained 79999_iter.pth",
             crop_size=512,
             template="face crop resized to 512",
-            normalisation="RGB, x/255, ImageNet mean/std",
+            normalisation=IMAGENET,
         ),
         WeightFile(
             name="hopenet",
@@ -109,7 +113,7 @@ REGISTRY: dict[str, WeightFile] = {
             obtain="deep-head-pose (natanielruiz) README: 300W-LP alpha 1 (hopenet_robust_alpha1.pkl)",
             crop_size=224,
             template="face box enlarged, resized to 224",
-            normalisation="RGB, x/255, ImageNet mean/std",
+            normalisation=IMAGENET,
             legacy_batchnorm=True,
         ),
         WeightFile(
@@ -121,7 +125,7 @@ REGISTRY: dict[str, WeightFile] = {
             obtain="Deep3DFaceRecon_pytorch (sicxu) pretrained model: checkpoints/<name>/epoch_20.pth",
             crop_size=224,
             template="5-point similarity to the Deep3DFaceRecon 3D template",
-            normalisation="RGB, x/255, range [0, 1]",
+            normalisation=UNIT,
             state_key="net_recon",
         ),
     ]

@@ -21,16 +21,20 @@ from stages.geometry import GHOST_CROP_SIZE, ghost_alignment, ghost_crops, tenso
 from stages.mask_geometry import face_masks
 from stages.types import FrameBatch, swap_inputs
 
+GENERATOR = REGISTRY["aei_net"].normalisation  # x/127.5 - 1; HEAR-Net takes and gives the same range
+ARCFACE = REGISTRY["arcface_iresnet100"].normalisation  # (x/255 - 0.5) / 0.5, as GHOST feeds ArcFace
+
 
 def to_signed(crops: np.ndarray, device: str, dtype: torch.dtype) -> torch.Tensor:
-    """``(N, S, S, 3) uint8`` RGB → ``(N, 3, S, S)`` RGB in [-1, 1] on ``device``."""
-    x = tensor_of(crops).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    """``(N, S, S, 3) uint8`` RGB → ``(N, 3, S, S)`` RGB in [-1, 1] (the generator's input) on ``device``."""
+    x = GENERATOR.to_network(tensor_of(crops).permute(0, 3, 1, 2).float())
     return x.to(device=device, dtype=dtype)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(N, 3, S, S)`` RGB in [-1, 1] → ``(N, S, S, 3) uint8`` RGB (rounded, clipped)."""
-    x = images.float().cpu().add(1.0).mul(127.5).round_().clamp_(0, 255)
+    """``(N, 3, S, S)`` RGB in [-1, 1] (the generator's output) → ``(N, S, S, 3) uint8`` RGB (rounded,
+    clipped)."""
+    x = GENERATOR.to_pixels(images.float().cpu()).round_().clamp_(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -52,8 +56,7 @@ def ghost_identity_input(image: np.ndarray, points5: np.ndarray) -> torch.Tensor
     RGB in [-1, 1].
     """
     crop = ghost_crops(image[None], [0], [ghost_alignment(points5)[0]], GHOST_CROP_SIZE)
-    x = tensor_of(crop).permute(0, 3, 1, 2).float().div(255.0)
-    x = (x - 0.5) / 0.5
+    x = ARCFACE.to_network(tensor_of(crop).permute(0, 3, 1, 2).float())
     return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=True)
 
 

@@ -17,7 +17,8 @@ import torch
 
 from models.aei_net import AEINet
 from models.arcface import iresnet50, iresnet100
-from models.bisenet import IMAGENET_MEAN, IMAGENET_STD, bisenet19
+from models.bisenet import bisenet19
+from models.weights import REGISTRY
 from pipeline.config import CONFIG_DIR, load_config
 from stages.align import AlignStage
 from stages.geometry import (
@@ -124,8 +125,9 @@ def test_bisenet_matches_reference() -> None:
     ref, meta = interop_vectors("bisenet")
     net = bisenet19().eval()
     net.load_state_dict(recipe_weights("bisenet_faceparsing_19.tsv", meta), strict=True)
-    img = torch.from_numpy(ref["img"]).permute(0, 3, 1, 2).float() / 255
-    x = (img - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    # the registry's normalisation is what parse_faces feeds the network: the reference checks it too
+    img = torch.from_numpy(ref["img"]).permute(0, 3, 1, 2).float()
+    x = REGISTRY["face_parser_bisenet"].normalisation.to_network(img)
     with torch.no_grad():
         main, aux16, aux32 = net(x)
     s, t = int(meta["main_stride"]), int(meta["aux_stride"])
