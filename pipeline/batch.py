@@ -224,7 +224,8 @@ def execute_pending(pending: list[Pending], on_done: Done, progress: bool = True
         on_done(p, summary)
     if not on_ray:
         return
-    from pipeline.executors import RayStopped, StagePool, init_ray
+    from pipeline.executors import StagePool
+    from pipeline.ray_session import RayStopped, init_ray
 
     # here, in the main thread, before the video threads use it
     init_ray(gcs_reconnect_seconds=on_ray[0].cfg["ray"]["gcs_reconnect_seconds"])

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pipeline
 from pipeline.config import load_config, with_overrides
-from pipeline.executors import StagePool, init_ray
+from pipeline.executors import StagePool
+from pipeline.ray_session import init_ray
 from pipeline.run import swap_video
 from stages.decode import probe, read_batches
 from stages.encode import VideoWriter

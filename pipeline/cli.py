@@ -86,7 +86,7 @@ def end_command(code: int) -> int:
     announce("reported", str(code))
     if "ray" not in sys.modules:
         return code
-    from pipeline.executors import shutdown_ray
+    from pipeline.ray_session import shutdown_ray
 
     previous = signal.signal(signal.SIGINT, lambda *_: os._exit(code))
     try:

@@ -40,7 +40,7 @@ from models.errors import (
     InputError,
 )
 from pipeline.batch import Job, Outcome
-from pipeline.executors import RayStopped
+from pipeline.ray_session import RayStopped
 
 COLUMNS = ("input", "source", "output", "overrides")
 REQUIRED = ("input", "source", "output")

@@ -162,7 +162,7 @@ def _conclude(status: int, messages: list[tuple[str, str]]) -> int:
     code = exited or 0
     sessions = [value for kind, value in messages if kind == "ray"]
     if sessions:
-        from pipeline.executors import RAY_LOGS_UNKNOWN
+        from pipeline.ray_session import RAY_LOGS_UNKNOWN
 
         logs = next((value for value in reversed(sessions) if value), RAY_LOGS_UNKNOWN)
         print(

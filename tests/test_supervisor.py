@@ -271,7 +271,7 @@ def test_a_swap_whose_cluster_is_stopped_ends_in_one_line(data_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("keep", [False, True])
 def test_an_embedded_rays_session_folder_goes_after_a_normal_end(keep, monkeypatch):
-    from pipeline.executors import init_ray, ray_session_dir, shutdown_ray
+    from pipeline.ray_session import init_ray, ray_session_dir, shutdown_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     init_ray(num_cpus=1)
