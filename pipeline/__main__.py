@@ -59,9 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("weights", help="download the public checkpoints the registry knows, check hashes")
     fetch.add_argument("--dir", default="weights", help="folder to put them in (weights.dir)")
     fetch.add_argument("--only", action="append", help="registry name (repeatable); default: all public")
+    fetch.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args, extra = parser.parse_known_args(argv)
     if args.command == "weights":
-        return fetch_weights(args.dir, args.only, parser, extra)
+        if extra:
+            parser.error(f"unrecognised arguments: {' '.join(extra)}")
+        return fetch_weights(args.dir, args.only, args.debug)
     unknown = [a for a in extra if a.startswith("-") or "=" not in a]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
@@ -82,37 +85,35 @@ def main(argv: list[str] | None = None) -> int:
     return guarded(swap, "no output written", debug=args.debug)
 
 
-def fetch_weights(
-    folder: str, only: list[str] | None, parser: argparse.ArgumentParser, extra: list[str]
-) -> int:
-    """``make weights``: fetch what has a public address; list what the user must supply."""
-    from models.errors import SwapstreamError
+def fetch_weights(folder: str, only: list[str] | None, debug: bool = False) -> int:
+    """``make weights``: fetch what has a public address; list what the user must supply. Through the
+    command line's one edge (:func:`pipeline.cli.guarded`): an unknown name is one line and exit 2; a
+    download that fails is reported on its own line and the others still run (exit 2 at the end)."""
+    from models.errors import ConfigError, SwapstreamError, one_line
     from models.weights import REGISTRY, download
+    from pipeline.cli import guarded
 
-    if extra:
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    names = only or list(REGISTRY)
-    unknown = [n for n in names if n not in REGISTRY]
-    if unknown:
-        print(
-            f"swapstream: error: unknown model(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    failed = 0
-    for name in names:
-        entry = REGISTRY[name]
-        if entry.url is None:
-            print(f"{name}: user-supplied {entry.filename}: {entry.obtain}")
-            continue
-        try:
-            path, digest = download(name, folder)
-        except SwapstreamError as exc:
-            print(f"swapstream: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{name}: {path} sha256 {digest}")
-    return EXIT_BAD_INPUT if failed else 0
+    def fetch() -> int:
+        names = only or list(REGISTRY)
+        unknown = [n for n in names if n not in REGISTRY]
+        if unknown:
+            raise ConfigError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+        failed = 0
+        for name in names:
+            entry = REGISTRY[name]
+            if entry.url is None:
+                print(f"{name}: user-supplied {entry.filename}: {entry.obtain}")
+                continue
+            try:
+                path, digest = download(name, folder)
+            except SwapstreamError as exc:
+                print(f"swapstream: error: {one_line(exc)}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{name}: {path} sha256 {digest}", flush=True)
+        return EXIT_BAD_INPUT if failed else 0
+
+    return guarded(fetch, "the files fetched so far are complete; a partial one was removed", debug=debug)
 
 
 def _command() -> int:

@@ -146,6 +146,7 @@ EDGE_CASES = [
     ("pipeline.train", "train", ["train", "aei", "--data", "HERE", "--out", "OUT"]),
     ("pipeline.ffpp", "run_benchmark", ["ffpp", "--root", "HERE", "--out", "OUT"]),
     ("pipeline.crops", "write_crops", ["crops", "--input", "HERE", "--out", "OUT"]),
+    ("models.weights", "download", ["weights", "--dir", "HERE", "--only", "aei_net"]),
 ]
 
 
@@ -182,3 +183,10 @@ def test_batch_ends_an_unexpected_error_in_one_line(tmp_path, monkeypatch, capsy
     assert main(["batch", "--manifest", str(manifest)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["swapstream: error: RuntimeError: something broke (run with --debug for the details)"]
+
+
+def test_weights_names_an_unknown_model_in_one_line(tmp_path, capsys):
+    assert main(["weights", "--dir", str(tmp_path), "--only", "no_such_model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("swapstream: error: unknown model(s) no_such_model; known: ")
+    assert not any(tmp_path.iterdir())
