@@ -18,8 +18,8 @@ from models.mtcnn import (
     RNet,
     facenet_weights_dir,
     load_weights,
-    nms,
 )
+from models.mtcnn_pyramid import nms
 from stages.detect import DetectStage
 from stages.types import FaceRecord, FrameBatch
 from tests.conftest import FACES
