@@ -329,7 +329,7 @@ def test_dense_landmark_flow_follows_non_rigid_motion_and_checks_itself():
     content is replaced by other texture, and of two unrelated frames, fail the forward-backward check."""
     import cv2
 
-    from stages.smooth import dense_landmark_flow
+    from stages.landmark_flow import dense_landmark_flow
 
     rng = np.random.default_rng(3)
     base = cv2.GaussianBlur(rng.integers(0, 255, (300, 300), dtype=np.uint8), (0, 0), 1.5)
