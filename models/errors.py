@@ -1,5 +1,7 @@
-"""Errors a user can fix (the CLI prints their one-line message and exits with code 2), and the one-line
-text of any error. At the bottom of the import graph: every floor imports it, it imports nothing of ours."""
+"""Errors a user can fix, the exit codes, and the one-line text of any error.
+
+The CLI prints a user error's one-line message and exits with code 2. At the bottom of the import graph: every
+floor imports it, it imports nothing of ours."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""3DMM coefficient regressor of Deep3DFaceRecon_pytorch (Deng et al., "Accurate 3D Face Reconstruction with
-Weakly-Supervised Learning", CVPRW 2019), our own code, laid out so its ``epoch_20.pth`` loads strictly.
+"""Deep3DFaceRecon's 3DMM coefficient regressor (ResNet-50), our own code, loading its public checkpoint.
+
+Deng et al., "Accurate 3D Face Reconstruction with Weakly-Supervised Learning", CVPRW 2019; our own code, laid
+out so its ``epoch_20.pth`` loads strictly.
 
 Facts read off the public code (GitHub ``sicxu/Deep3DFaceRecon_pytorch``: ``models/networks.py``,
 ``models/base_model.py``, ``models/facerecon_model.py``, ``models/bfm.py``, ``util/preprocess.py``,

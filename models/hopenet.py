@@ -1,5 +1,7 @@
-"""Hopenet head-pose network (Ruiz, Chong, Rehg, "Fine-Grained Head Pose Estimation Without Keypoints",
-CVPRW 2018), our own code, laid out so the public checkpoint ``hopenet_robust_alpha1.pkl`` loads strictly.
+"""Hopenet head-pose network (ResNet-50, binned yaw/pitch/roll), our own code, loading its public checkpoint.
+
+Ruiz, Chong, Rehg, "Fine-Grained Head Pose Estimation Without Keypoints", CVPRW 2018; our own code, laid out
+so the public checkpoint ``hopenet_robust_alpha1.pkl`` loads strictly.
 
 Facts read off the public code (GitHub ``natanielruiz/deep-head-pose``, ``code/hopenet.py``,
 ``code/train_hopenet.py``, ``code/test_hopenet.py``, ``code/test_on_video_dlib.py``, ``code/datasets.py``):

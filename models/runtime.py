@@ -1,5 +1,7 @@
-"""Where and on what a network or stage runs: the device a config names, and one shape check for arrays
-and tensors (a typed error with the actual and the expected shape, as kornia's ``KORNIA_CHECK_SHAPE``).
+"""Where and on what a network or stage runs: the device a config names, and one shape check.
+
+The shape check covers arrays and tensors (a typed error with the actual and the expected shape, as kornia's
+``KORNIA_CHECK_SHAPE``).
 
 At the models floor, so networks, stages and the research tools all import the same two helpers.
 """

@@ -1,4 +1,4 @@
-"""Command line.
+"""The command line ``python -m pipeline COMMAND``: parses, forks its supervisor, dispatches each command.
 
 python -m pipeline swap --input IN --source SRC [--output OUT] [--config FILE] [key=value ...]
 python -m pipeline weights [--dir weights]

@@ -1,6 +1,8 @@
-"""Swap backends, one entry each: the stage that swaps, what it takes from the source photo, and the
-weight files its config needs. A new backend is one stage module plus one entry in :data:`BACKENDS`;
-``swap.backend``'s schema choices must name exactly these (``tests/test_config.py``).
+"""Registry of swap backends: the stage that swaps, what it takes from the source photo, its weight files.
+
+Each entry names the stage that swaps, what it takes from the source photo, and the weight files its config
+needs. A new backend is one stage module plus one entry in :data:`BACKENDS`; ``swap.backend``'s schema
+choices must name exactly these (``tests/test_config.py``).
 
 Used by :mod:`pipeline.run`: ``weights(cfg)`` before any work (the files are checked), ``prepare(image,
 face, path, cfg)`` once per video (the source object the stage is built with), ``stage_class()`` for the

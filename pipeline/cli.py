@@ -1,7 +1,8 @@
-"""The edge of the command line, one place for every subcommand: what escapes a command becomes one line
-on stderr and an exit code, never a traceback (``--debug`` shows it); Ctrl-C is one line and exit 130;
-the Ray a command started is shut down here, and a supervising parent (:mod:`pipeline.supervisor`) is
-told when the final line is out."""
+"""The command line's one edge for every subcommand: errors in one line, exit codes, Ctrl-C, Ray shutdown.
+
+What escapes a command becomes one line on stderr and an exit code, never a traceback (``--debug`` shows
+it); Ctrl-C is one line and exit 130; the Ray a command started is shut down here, and a supervising parent
+(:mod:`pipeline.supervisor`) is told when the final line is out."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The pipeline's stages: plain classes that take and return FrameBatches, and their shared helpers."""

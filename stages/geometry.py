@@ -1,4 +1,4 @@
-"""Small, pure, batched geometry helpers (kornia style).
+"""Small, pure, batched geometry helpers (kornia style): similarity fits, crop templates, warps, tensors.
 
 Affine matrices are ``(2, 3)`` and map source pixel coordinates to destination pixel coordinates.
 """

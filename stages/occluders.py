@@ -1,5 +1,4 @@
-"""Things that cover a face in an aligned crop: glasses and hair, from its 68 landmarks and its pixels
-(no learned weights).
+"""Things that cover a face in an aligned crop: glasses and hair, from 68 landmarks and pixels (no weights).
 
 Used on both sides of a swap: the classic swap leaves the source photo's glasses and hair behind
 (``classic.source_glasses=drop``; its fringe is never pasted) and the mask stage keeps the target's own

@@ -1,5 +1,4 @@
-"""Scene cuts: a shot-change detector shared by stateful stages (smoothing, and anything that must not carry
-state across a cut).
+"""Scene cuts: a shot-change detector for stages that must not carry state across a cut (e.g. smoothing).
 
 Each frame is reduced to a small joint HSV colour histogram (frames are subsampled to about
 ``_TARGET_SIDE`` pixels on the short side first, so a 720p frame costs well under a millisecond); the
