@@ -12,6 +12,21 @@ import pytest
 import torch
 from PIL import Image
 
+from stages.colour_match import lab_transfer, skin_weights
+from stages.face_warp import (
+    MIRROR_68,
+    MIRROR_BAND,
+    control_points,
+    far_half_weight,
+    head_turn,
+    mirror_weight,
+    piecewise_affine_grid,
+    sample_pixels,
+    signed_turn,
+    source_shape_landmarks,
+    triangulate,
+    turn_weight,
+)
 from stages.geometry import (
     crop_template,
     estimate_similarity,
@@ -20,29 +35,9 @@ from stages.geometry import (
     warp_crops,
 )
 from stages.mask_geometry import INNER_LIP, face_masks, hull_points
-from stages.swap_classic import (
-    BROWS,
-    MIRROR_68,
-    MIRROR_BAND,
-    ClassicSwapStage,
-    SourceFace,
-    brow_covered,
-    control_points,
-    even_light,
-    far_half_weight,
-    head_turn,
-    lab_transfer,
-    make_source_face,
-    mirror_face,
-    mirror_weight,
-    piecewise_affine_grid,
-    sample_pixels,
-    signed_turn,
-    skin_weights,
-    source_shape_landmarks,
-    triangulate,
-    turn_weight,
-)
+from stages.occluders import BROWS
+from stages.source_face import SourceFace, brow_covered, even_light, make_source_face, mirror_face
+from stages.swap_classic import ClassicSwapStage
 from stages.types import FaceRecord, FrameBatch
 from tests.conftest import DATA
 
@@ -365,7 +360,7 @@ def test_colour_statistics_are_smoothed_along_a_track(cfg, source, targets):
 
 
 def test_source_shape_moves_features_but_keeps_jaw_and_openings(source, targets):
-    from stages.swap_classic import source_shape_landmarks
+    from stages.face_warp import source_shape_landmarks
 
     lm = targets["crop_lm"].astype(np.float64)
     assert np.array_equal(source_shape_landmarks(lm, source.landmarks68, 0.0), lm)
@@ -383,7 +378,8 @@ def test_source_shape_moves_features_but_keeps_jaw_and_openings(source, targets)
 
 
 def test_shading_transfer_takes_the_target_shading_and_keeps_source_detail():
-    from stages.swap_classic import _gauss, shading_transfer
+    from stages.colour_match import gauss as _gauss
+    from stages.colour_match import shading_transfer
 
     rng = np.random.default_rng(0)
     detail = (0.05 * rng.random((S, S, 1))).astype(np.float32).repeat(3, 2)
@@ -410,7 +406,7 @@ def test_mirror_face_shows_each_point_its_counterpart(source):
 
 
 def test_even_light_takes_away_one_sided_light_and_keeps_detail(source):
-    from stages.swap_classic import _gauss
+    from stages.colour_match import gauss as _gauss
 
     lm = np.asarray(source.landmarks68, np.float64)
     skin = skin_weights(lm[None], S)[0]
@@ -444,7 +440,7 @@ def test_even_source_light_is_a_share(cfg, source):
 
 
 def test_lab_stats_detail_contrast_leaves_out_the_light():
-    from stages.swap_classic import lab_stats
+    from stages.colour_match import lab_stats
 
     rng = np.random.default_rng(1)
     texture = 0.03 * rng.standard_normal((S, S)).astype(np.float32)
@@ -460,8 +456,8 @@ def test_lab_stats_detail_contrast_leaves_out_the_light():
 
 
 def test_matching_blur_softens_a_sharp_source_for_a_soft_frame():
+    from stages.colour_match import blur_image, detail_energy, matching_blur
     from stages.occluders import luma as _luma
-    from stages.swap_classic import blur_image, detail_energy, matching_blur
 
     sharp = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
     w = np.ones((64, 64), np.float32)
@@ -488,7 +484,7 @@ def test_shape_offsets_are_taken_in_the_face_frame_and_smoothed(cfg, source, tar
     """smooth_shape hands the filter the source's shape offsets in the face's own frame (eye axis, eye
     distances): the same face moved, turned in the image plane and scaled gives the same offsets, an
     identity filter gives the shape back; along a track the stage moves them 1 - a of the way per frame."""
-    from stages.swap_classic import smooth_shape, source_shape_landmarks
+    from stages.face_warp import smooth_shape, source_shape_landmarks
 
     lm = targets["crop_lm"][0].astype(np.float64)
     shaped = source_shape_landmarks(lm[None], source.landmarks68, 1.0)[0]
