@@ -168,7 +168,7 @@ def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     import copy
 
     cfg = copy.deepcopy(cfg)
-    cfg["classic"]["even_source_light"] = 0.0  # the fill alone (the light is test_swap_classic's)
+    cfg["classic"]["even_source_light"] = 0.0  # the fill alone (the light is test_source_face's)
     face = faces["john_lennon_a.jpg"]  # glasses and hair over the forehead
     filled, drop, zone = source_layers(face, cfg)
     _, hair, glasses, _ = _maps(face)
