@@ -39,7 +39,7 @@ class Backend:
 def _classic_source(image: np.ndarray, face: Any, path: str | Path, cfg: dict):
     """The aligned SourceFace (crop and 68 landmarks); one-line notes on a small face or hidden eyes."""
     from stages.landmarks import LandmarkStage
-    from stages.swap_classic import make_source_face
+    from stages.source_face import make_source_face
 
     LandmarkStage(cfg).landmarks_for(image, [face])
     source = make_source_face(image, face.points5, face.landmarks68, cfg)

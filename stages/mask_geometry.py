@@ -2,7 +2,8 @@
 
 The pasted face's outline from 68 landmarks, signed distances to convex hulls and to any polygon, the
 feathered paste mask with its inner-mouth hole, and the smooth ramp every soft mask is made with. Shared by
-the swap backends (``swap_classic``, ``swap_faceshifter``) and the occlusion mask stage (``mask``); it knows
+the swap backends (``swap_classic`` with its ``source_face``, ``face_warp`` and ``colour_match``;
+``swap_faceshifter``) and the occlusion mask stage (``mask``); it knows
 nothing of stages.
 
 Conventions: landmarks ``(..., 68, 2)`` in crop pixels (x, y), dlib's 68-point order; distances in

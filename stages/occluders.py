@@ -70,11 +70,11 @@ def _cheeks(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
     """``(S, S) bool``: both cheek polygons, where a face's skin colour is sampled."""
     out = np.zeros(shape, bool)
     for side in CHEEKS:
-        out |= _polygon(shape, lm[list(side)])
+        out |= polygon(shape, lm[list(side)])
     return out
 
 
-def _polygon(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np.ndarray:
+def polygon(shape: tuple[int, int], points: np.ndarray, grow: float = 0.0) -> np.ndarray:
     """``(S, S) bool``: inside the closed polygon ``points`` (crop pixels), dilated by ``grow`` px."""
     m = np.zeros(shape, np.uint8)
     cv2.fillPoly(m, [np.round(points).astype(np.int32)], 1)
@@ -177,8 +177,8 @@ def glasses_map(
             + np.abs(v / (RIM_HALF_HEIGHT * iod)) ** RIM_ZONE_POWER
             <= 1.0
         )
-    eyes = _polygon(shape, lm[LEFT_EYE], EYE_GROW * iod) | _polygon(shape, lm[RIGHT_EYE], EYE_GROW * iod)
-    brows = _polygon(shape, lm[BROWS[:5]], 0.03 * iod) | _polygon(shape, lm[BROWS[5:]], 0.03 * iod)
+    eyes = polygon(shape, lm[LEFT_EYE], EYE_GROW * iod) | polygon(shape, lm[RIGHT_EYE], EYE_GROW * iod)
+    brows = polygon(shape, lm[BROWS[:5]], 0.03 * iod) | polygon(shape, lm[BROWS[5:]], 0.03 * iod)
     # bridge: between the inner eye corners, from the eye line up to the brow line's lower edge
     inner_l, inner_r = lm[39], lm[42]
     mid = (inner_l + inner_r) / 2
@@ -295,11 +295,11 @@ def hair_map(
             )
     grow = 0.12 * iod
     exempt = (
-        _polygon(shape, lm[LEFT_EYE], grow)
-        | _polygon(shape, lm[RIGHT_EYE], grow)
-        | _polygon(shape, lm[BROWS[:5]], 0.04 * iod)
-        | _polygon(shape, lm[BROWS[5:]], 0.04 * iod)
-        | _polygon(shape, lm[np.r_[31:36]], grow)
+        polygon(shape, lm[LEFT_EYE], grow)
+        | polygon(shape, lm[RIGHT_EYE], grow)
+        | polygon(shape, lm[BROWS[:5]], 0.04 * iod)
+        | polygon(shape, lm[BROWS[5:]], 0.04 * iod)
+        | polygon(shape, lm[np.r_[31:36]], grow)
     )
     yy = np.arange(size)[:, None]
     upper = np.broadcast_to(yy < lm[33, 1], shape)
@@ -310,7 +310,7 @@ def hair_map(
     skin_hue = float(np.median(hue[cheeks]))
     off_hue = np.abs(np.mod(hue - skin_hue + np.pi, 2.0 * np.pi) - np.pi) > CLOTHING_HUE  # wrapped
     colourful = (sat > CLOTHING_SATURATION * skin_sat) | (off_hue & (sat > MIN_SKIN_SATURATION))
-    lips = _polygon(shape, lm[48:60], 0.08 * iod)
+    lips = polygon(shape, lm[48:60], 0.08 * iod)
     lower = ~upper & colourful & ~lips
     cand = ((hairlike & upper | lower) & inside & ~exempt).astype(np.uint8)
     cand = cv2.morphologyEx(cand, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))

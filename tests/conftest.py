@@ -15,6 +15,9 @@ FACES = DATA / "faces"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# the classic swap's landmarked source and target faces, shared by its four test modules
+pytest_plugins = ["tests.classic_fixtures"]
+
 
 def swap_command(video: Path, source: Path, output: Path, *args: str) -> list[str]:
     """The command line of ``python -m pipeline swap`` (run it with ``cwd=REPO``)."""

@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.run import prepare_source
 from stages.mask_geometry import hull_distance, hull_points
-from stages.occluders import LEFT_EYE, RIGHT_EYE, _polygon, glasses_map, hair_map
-from stages.swap_classic import BROW_COVER_GROW, BROWS, brow_covered, source_layers
+from stages.occluders import BROWS, LEFT_EYE, RIGHT_EYE, glasses_map, hair_map, polygon
+from stages.source_face import BROW_COVER_GROW, brow_covered, source_layers
 from tests.conftest import FACES
 
 WITH_GLASSES = ["john_lennon_a.jpg", "sundar_pichai_a.jpg", "eric_clapton_a.jpg", "eric_clapton_b.jpg"]
@@ -83,7 +83,7 @@ def test_sunglasses_hide_both_eyes_whole(faces, cfg):
     _, lenses, found = glasses_map(face.crop, lm, hair_map(face.crop, lm, depth))
     assert found
     for eye in (LEFT_EYE, RIGHT_EYE):
-        assert lenses[_polygon(lenses.shape, lm[eye], 6.0)].mean() > 0.95
+        assert lenses[polygon(lenses.shape, lm[eye], 6.0)].mean() > 0.95
     assert lenses[int(lm[33, 1]) :].sum() == 0  # nothing below the nose
     _, visible, _ = source_layers(face, cfg)
     assert visible[_eyes(face)].max() < 0.05
@@ -153,7 +153,7 @@ def test_fringe_is_hair_and_bare_forehead_is_not(faces):
 def _eyes(face) -> np.ndarray:
     """``(S, S) bool``: both eye polygons of an aligned face."""
     shape = face.crop.shape[:2]
-    return _polygon(shape, face.landmarks68[LEFT_EYE]) | _polygon(shape, face.landmarks68[RIGHT_EYE])
+    return polygon(shape, face.landmarks68[LEFT_EYE]) | polygon(shape, face.landmarks68[RIGHT_EYE])
 
 
 @pytest.mark.parametrize("name", WITH_GLASSES)
@@ -168,7 +168,7 @@ def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     import copy
 
     cfg = copy.deepcopy(cfg)
-    cfg["classic"]["even_source_light"] = 0.0  # the fill alone (the light is test_swap_classic's)
+    cfg["classic"]["even_source_light"] = 0.0  # the fill alone (the light is test_source_face's)
     face = faces["john_lennon_a.jpg"]  # glasses and hair over the forehead
     filled, drop, zone = source_layers(face, cfg)
     _, hair, glasses, _ = _maps(face)
@@ -183,7 +183,7 @@ def test_source_layers_fill_frames_and_drop_hair(faces, cfg):
     covered = np.zeros(frames_only.shape, bool)
     for brow in (BROWS[:5], BROWS[5:]):
         if brow_covered(hair, lm, brow):
-            covered |= _polygon(covered.shape, lm[brow], 2 * BROW_COVER_GROW * iod)
+            covered |= polygon(covered.shape, lm[brow], 2 * BROW_COVER_GROW * iod)
     assert covered.any()
     assert drop[frames_only & ~covered].mean() > 0.8
     changed = np.abs(filled.astype(int) - face.crop.astype(int)).max(-1) > 0
