@@ -74,25 +74,3 @@ def psnr_outside(original: np.ndarray, output: np.ndarray, boxes: list[np.ndarra
 
     mse = mse_outside(original, output, boxes, grow)
     return float("inf") if not mse else 10 * np.log10(255.0**2 / mse)
-
-
-def cut_360p(source: Path, dest: Path, seconds: float, crf: int | None = None) -> None:
-    """The first ``seconds`` of ``source`` re-encoded to 360 px high (libx264 ultrafast, AAC) into ``dest``,
-    with the ffmpeg bundled in imageio-ffmpeg. ``crf``: libx264's default (23) when None."""
-    import subprocess
-
-    import imageio_ffmpeg
-
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-loglevel",
-        "error",
-        "-y",
-        "-i",
-        str(source),
-        "-t",
-        f"{seconds:g}",
-    ]
-    cmd += ["-vf", "scale=-2:360", "-c:v", "libx264", "-preset", "ultrafast"]
-    cmd += ["-crf", str(crf)] if crf is not None else []
-    subprocess.run([*cmd, "-c:a", "aac", str(dest)], check=True)

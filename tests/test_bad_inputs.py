@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -26,16 +27,9 @@ from PIL import Image
 from pipeline.config import CONFIG_DIR
 from tests.conftest import swap_command
 from tests.media_checks import load_photo
+from tests.media_making import X264_FAST, run_ffmpeg
 
 REPO = Path(__file__).resolve().parents[1]
-FFMPEG_ARGS = ["-loglevel", "error", "-y"]
-X264 = ["-c:v", "libx264", "-preset", "ultrafast"]
-
-
-def ffmpeg(*args: str) -> None:
-    import imageio_ffmpeg
-
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), *FFMPEG_ARGS, *args], check=True)
 
 
 def digest(path: Path) -> str:
@@ -51,45 +45,41 @@ def media(data_dir, tmp_path_factory) -> dict[str, Path]:
     src = data_dir / "videos" / "liveportrait_d20.mp4"
     m: dict[str, Path] = {}
 
-    def cut(name: str, *args: str, seconds: float = 0.6, start: float = 1.0) -> Path:
+    def cut(name: str, seconds: float = 0.6, start: float = 1.0, **options) -> Path:
         out = d / name
-        ffmpeg("-ss", str(start), "-i", str(src), "-t", str(seconds), *args, str(out))
+        run_ffmpeg(ffmpeg.input(str(src), ss=f"{start:g}").output(str(out), t=f"{seconds:g}", **options))
         return out
 
-    scale = ["-vf", "scale=-2:240"]
-    m["clip"] = cut("clip.mp4", *scale, *X264, "-c:a", "aac")
-    m["no_audio"] = cut("no_audio.mp4", *scale, *X264, "-an")
-    m["mov"] = cut("clip.mov", *scale, *X264, "-c:a", "aac")
-    m["webm"] = cut("clip.webm", *scale, "-c:v", "libvpx-vp9", "-deadline", "realtime", "-c:a", "libopus")
-    m["odd"] = cut("odd.mp4", "-vf", "scale=241:239", *X264, "-pix_fmt", "yuv444p")
-    m["ten_bit"] = cut("ten_bit.mp4", *scale, *X264, "-pix_fmt", "yuv420p10le")
-    m["hevc"] = cut(
-        "hevc.mp4", *scale, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=none"
-    )
+    scale = {"vf": "scale=-2:240"}
+    m["clip"] = cut("clip.mp4", **scale, **X264_FAST, acodec="aac")
+    m["no_audio"] = cut("no_audio.mp4", **scale, **X264_FAST, an=None)
+    m["mov"] = cut("clip.mov", **scale, **X264_FAST, acodec="aac")
+    m["webm"] = cut("clip.webm", **scale, vcodec="libvpx-vp9", deadline="realtime", acodec="libopus")
+    m["odd"] = cut("odd.mp4", vf="scale=241:239", **X264_FAST, pix_fmt="yuv444p")
+    m["ten_bit"] = cut("ten_bit.mp4", **scale, **X264_FAST, pix_fmt="yuv420p10le")
+    x265 = {"vcodec": "libx265", "preset": "ultrafast", "x265-params": "log-level=none"}
+    m["hevc"] = cut("hevc.mp4", **scale, **x265)
+    clip = ffmpeg.input(str(m["clip"]))
     m["rotated"] = d / "rotated.mp4"
-    ffmpeg("-display_rotation", "90", "-i", str(m["clip"]), "-c", "copy", str(m["rotated"]))
+    run_ffmpeg(ffmpeg.input(str(m["clip"]), display_rotation=90).output(str(m["rotated"]), c="copy"))
     m["vfr"] = d / "vfr.mp4"
     vfr = "setpts='PTS+if(gt(N,5),0.02/TB,0)'"  # frames 6 on arrive 20 ms late
-    ffmpeg("-i", str(m["clip"]), "-vf", vfr, "-fps_mode", "vfr", *X264, "-an", str(m["vfr"]))
+    run_ffmpeg(clip.video.output(str(m["vfr"]), vf=vfr, fps_mode="vfr", **X264_FAST))
     m["two_audio"] = d / "two_audio.mp4"
-    two = ["-map", "0:v", "-map", "0:a", "-map", "0:a", "-c", "copy"]
-    ffmpeg("-i", str(m["clip"]), *two, str(m["two_audio"]))
-    other = ["-ss", "1", "-t", "0.6", "-i", str(data_dir / "videos" / "retalking_face_5.mp4")]
-    join = (
-        "[1:v]scale=-2:240,crop=iw:240,scale=320:240,setsar=1[b];[0:v]scale=320:240,setsar=1[a];"
-        "[a][b]concat=n=2:v=1[v]"
-    )
+    run_ffmpeg(ffmpeg.output(clip.video, clip.audio, clip.audio, str(m["two_audio"]), c="copy"))
+    other = ffmpeg.input(str(data_dir / "videos" / "retalking_face_5.mp4"), ss="1", t="0.6").video
+    first = ffmpeg.input(str(m["no_audio"])).video.filter("scale", 320, 240).filter("setsar", 1)
+    second = other.filter("scale", -2, 240).filter("crop", "iw", 240).filter("scale", 320, 240)
+    joined = ffmpeg.concat(first, second.filter("setsar", 1), n=2, v=1)
     m["cut_scene"] = d / "scene_cut.mp4"
-    ffmpeg(
-        "-i", str(m["no_audio"]), *other, "-filter_complex", join, "-map", "[v]", *X264, str(m["cut_scene"])
-    )
+    run_ffmpeg(joined.output(str(m["cut_scene"]), **X264_FAST))
     m["no_face"] = d / "no_face.mp4"
     pattern = "testsrc2=size=320x240:rate=25:duration=0.6"
-    ffmpeg("-f", "lavfi", "-i", pattern, *X264, str(m["no_face"]))
+    run_ffmpeg(ffmpeg.input(pattern, f="lavfi").output(str(m["no_face"]), **X264_FAST))
     m["unicode"] = d / "vidéo ünïcode 视频.mp4"
     shutil.copyfile(m["clip"], m["unicode"])
     faststart = d / "faststart.mp4"
-    ffmpeg("-i", str(m["clip"]), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    run_ffmpeg(clip.output(str(faststart), c="copy", movflags="+faststart"))
     data = faststart.read_bytes()
     m["truncated"] = d / "truncated.mp4"
     m["truncated"].write_bytes(data[: int(len(data) * 0.6)])  # moov first: the rest is cut off
@@ -101,7 +91,7 @@ def media(data_dir, tmp_path_factory) -> dict[str, Path]:
     m["text"] = d / "notes.mp4"
     m["text"].write_text("this is not a video\n")
     m["audio_only"] = d / "audio_only.mp4"
-    ffmpeg("-i", str(m["clip"]), "-vn", "-c:a", "copy", str(m["audio_only"]))
+    run_ffmpeg(clip.audio.output(str(m["audio_only"]), acodec="copy"))
     m["png_video"] = d / "frame.png"
     Image.fromarray(load_photo("obama_a.jpg")).resize((240, 300)).save(m["png_video"])
     m["folder"] = d / "a_folder"

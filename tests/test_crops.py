@@ -14,7 +14,8 @@ from PIL import Image
 from pipeline.__main__ import main
 from pipeline.config import CONFIG_DIR
 from stages.geometry import GHOST_POSE_TEMPLATES, transform_points
-from tests.media_checks import cut_360p, load_photo
+from tests.media_checks import load_photo
+from tests.media_making import cut_360p
 
 FACESHIFTER = str(CONFIG_DIR / "faceshifter.yaml")
 

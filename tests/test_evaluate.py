@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from pipeline.evaluate import (
     summary_line,
 )
 from tests.conftest import DATA
+from tests.media_making import stream_copy
 
 VIDEO = DATA / "videos" / "liveportrait_d20.mp4"
 SOURCE = DATA / "faces" / "obama_a.jpg"
@@ -41,12 +41,7 @@ JITTER_THRESHOLD_IOD = 0.015  # a 3 px jump every frame is about 0.04 IOD on thi
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """First 1.5 s of liveportrait_d20.mp4 (480², 25 fps, with audio), stream-copied."""
-    import imageio_ffmpeg
-
-    out = tmp_path_factory.mktemp("evaluate") / "clip.mp4"
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(VIDEO)]
-    subprocess.run([*cmd, "-t", "1.5", "-c", "copy", str(out)], check=True)
-    return out
+    return stream_copy(VIDEO, tmp_path_factory.mktemp("evaluate") / "clip.mp4", 1.5)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ the synthetic tag and the untouched background, plus the errors for missing weig
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import av
@@ -18,6 +17,7 @@ from pipeline.config import CONFIG_DIR, load_config
 from pipeline.run import swap_video
 from stages.detect import DetectStage
 from tests.media_checks import audio_packets, decode_all, psnr_outside, video_times
+from tests.media_making import stream_copy
 
 
 def write_random_weights(folder: Path, hear: bool = True) -> None:
@@ -34,33 +34,11 @@ def write_random_weights(folder: Path, hear: bool = True) -> None:
         torch.save(HEARNet().state_dict(), folder / "hear_net.pth")
 
 
-def short_clip(src: Path, dst: Path, seconds: float) -> Path:
-    """The first ``seconds`` of ``src``, stream-copied (video and audio unchanged)."""
-    import imageio_ffmpeg
-
-    subprocess.run(
-        [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-v",
-            "error",
-            "-i",
-            str(src),
-            "-t",
-            str(seconds),
-            "-c",
-            "copy",
-            str(dst),
-        ],
-        check=True,
-    )
-    return dst
-
-
 @pytest.mark.slow
 def test_faceshifter_backend_end_to_end(data_dir, tmp_path):
     weights = tmp_path / "weights"
     write_random_weights(weights)
-    clip = short_clip(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
+    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
     out = tmp_path / "out.mp4"
     cfg = load_config(CONFIG_DIR / "faceshifter.yaml", [f"weights.dir={weights}", "executor=local"])
     summary = swap_video(clip, data_dir / "faces" / "obama_a.jpg", out, cfg, progress=False)

@@ -21,7 +21,7 @@ from pipeline.__main__ import main
 from pipeline.batch import Job, RecordStore, config_hash, job_config, run_jobs
 from pipeline.run import Summary
 from tests.conftest import VIDEOS
-from tests.media_checks import cut_360p
+from tests.media_making import cut_360p
 from tests.model_fixtures import write_random_checkpoints
 
 # ----------------------------------------------------------------------------------------- split and pairing

@@ -243,7 +243,7 @@ def media_batch(tmp_path_factory, data_dir) -> Path:
     """A folder with three 0.6 s clips (360 px), a grey photo with no face and jobs.csv listing four jobs."""
     from PIL import Image
 
-    from tests.media_checks import cut_360p
+    from tests.media_making import cut_360p
 
     root = tmp_path_factory.mktemp("batch")
     (root / "clips").mkdir()

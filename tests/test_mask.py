@@ -180,18 +180,16 @@ def test_microphone_in_hamilton_stays_original(cfg, tmp_path):
     """hamilton_short_clip.mp4, 5.4-7.0 s: a black microphone covers the singer's mouth and chin. With the
     default masks (landmarks + occlusion) its pixels keep their original values; with the landmark mask
     alone the swapped face is painted over most of it (so the check can fail)."""
-    import subprocess
-
-    import imageio_ffmpeg
+    import ffmpeg
 
     from pipeline.run import swap_video
     from tests.conftest import VIDEOS
     from tests.media_checks import decode_all
+    from tests.media_making import run_ffmpeg
 
     clip = tmp_path / "hamilton_mic.mp4"
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-ss", "5.4", "-t", "1.6"]
-    cmd += ["-i", str(VIDEOS / "hamilton_short_clip.mp4"), "-c:v", "libx264", "-crf", "12", "-c:a", "copy"]
-    subprocess.run([*cmd, str(clip)], check=True)
+    source = ffmpeg.input(str(VIDEOS / "hamilton_short_clip.mp4"), ss="5.4", t="1.6")
+    run_ffmpeg(source.output(str(clip), vcodec="libx264", crf=12, acodec="copy"))
     changed = {}
     for name, types in (("occlusion", ["landmarks", "occlusion"]), ("landmarks", ["landmarks"])):
         local = copy.deepcopy(cfg)

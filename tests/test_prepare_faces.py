@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from models.errors import InputError
 from pipeline.prepare_faces import INDEX_NAME, main, prepare_faces
 from stages.geometry import crop_template
 from tests.conftest import DATA
+from tests.media_making import stream_copy
 
 PHOTOS = ("obama_a.jpg", "biden_b.jpg", "emma_watson_multi_pose.jpg")
 NAME = re.compile(r"^(?P<stem>.+)_(?P<hash>[0-9a-f]{8})_f(?P<frame>\d{6})_(?P<k>\d+)\.png$")
@@ -49,27 +49,11 @@ def pngs(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """tmp/in: photos/ (3 photos) and clip.mp4 (the first second of a talking-head video, stream copy)."""
-    import imageio_ffmpeg
-
     root = tmp_path_factory.mktemp("in")
     (root / "photos").mkdir()
     for name in PHOTOS:
         shutil.copyfile(media(f"faces/{name}"), root / "photos" / name)
-    subprocess.run(
-        [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-loglevel",
-            "error",
-            "-i",
-            str(media("videos/retalking_face_5.mp4")),
-            "-t",
-            "1",
-            "-c",
-            "copy",
-            str(root / "clip.mp4"),
-        ],
-        check=True,
-    )
+    stream_copy(media("videos/retalking_face_5.mp4"), root / "clip.mp4", 1)
     return root
 
 

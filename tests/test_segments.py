@@ -98,7 +98,7 @@ def test_interrupted_segment_leaves_no_output_and_no_parts(data_dir, tmp_path, m
     appear, and neither the segment files nor their folder are left behind."""
     import pipeline.run as run_module
     from pipeline.executors import StageSpec
-    from tests.media_checks import cut_360p
+    from tests.media_making import cut_360p
     from tests.stage_fixtures import InterruptAt
 
     clip = tmp_path / "clip.mp4"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import av
+import ffmpeg
 import numpy as np
 import pytest
 
 from stages.decode import InputError, probe, read_batches
 from stages.encode import SYNTHETIC_KEY, VideoWriter, keep_start_times, temporary_path
 from tests.media_checks import audio_packets, video_times
+from tests.media_making import run_ffmpeg, stream_copy
 
 
 def transcode(src: Path, dst: Path, cfg: dict, batch_size: int = 16) -> int:
@@ -88,56 +89,18 @@ def test_batches_are_consecutive_and_bounded(data_dir):
     assert seen == 175
 
 
-def _ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def test_rotation_metadata_is_applied(data_dir, tmp_path):
     """A phone-style clip (display matrix rotated 90°) decodes upright, as the ffmpeg CLI shows it."""
     src = data_dir / "videos" / "hamilton_short_clip.mp4"
     rotated = tmp_path / "rotated.mp4"
-    subprocess.run(
-        [
-            _ffmpeg(),
-            "-v",
-            "error",
-            "-display_rotation",
-            "90",
-            "-i",
-            str(src),
-            "-c",
-            "copy",
-            "-t",
-            "1",
-            str(rotated),
-        ],
-        check=True,
-    )
+    stream_copy(src, rotated, 1, display_rotation=90)
     info = probe(rotated)
     assert (info.width, info.height) == (360, 640)
     first = next(read_batches(rotated, 4)).frames[0]
     assert first.shape == (640, 360, 3)
     # Reference: the ffmpeg CLI applies the display matrix itself.
-    raw = subprocess.run(
-        [
-            _ffmpeg(),
-            "-v",
-            "error",
-            "-i",
-            str(rotated),
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ],
-        check=True,
-        capture_output=True,
-    ).stdout
+    one_frame = ffmpeg.input(str(rotated)).output("pipe:", vframes=1, f="rawvideo", pix_fmt="rgb24")
+    raw = run_ffmpeg(one_frame, capture_stdout=True)
     ref = np.frombuffer(raw, np.uint8).reshape(640, 360, 3)
     assert np.abs(first.astype(int) - ref.astype(int)).mean() < 3.0
 
