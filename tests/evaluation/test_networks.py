@@ -28,7 +28,7 @@ from models.hopenet import (
     landmark_crop_box,
     preprocess,
 )
-from pipeline.evaluator_networks import (
+from pipeline.evaluation.networks import (
     ARCFACE_SAME_PERSON_BELOW,
     ExpressionNet,
     IdentityNet,
@@ -51,7 +51,7 @@ def _load(name: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def faces():
     """Two real photos with their largest dlib face: [(image, box, landmarks68)]."""
-    from pipeline.evaluate import detect_faces
+    from pipeline.evaluation.faces import detect_faces
 
     out = []
     for name in ("obama_a.jpg", "biden_a.jpg"):
@@ -290,7 +290,8 @@ def test_learned_adapters(base_cfg, nets, faces):
 def test_face_scorer_uses_the_chosen_networks(nets, faces):
     """FaceScorer: dlib descriptors with Euclidean distance by default, the network's embedding with cosine
     distance when given; its signature names the networks and their weights."""
-    from pipeline.evaluate import DlibFace, FaceScorer, detect_faces
+    from pipeline.evaluation.faces import DlibFace, detect_faces
+    from pipeline.evaluation.scorer import FaceScorer
 
     (img_a, _, _), (img_b, _, _) = faces
     face_a, face_b = detect_faces(img_a)[0], detect_faces(img_b)[0]

@@ -136,7 +136,7 @@ class PoseNet:
     in the public ``test_on_video_dlib.py``).
 
     Angles are Hopenet's (300W-LP label convention, degrees, each within [-99, 96]); compare them with
-    Hopenet angles of the other video, not with the PnP angles of ``pipeline.evaluate.head_pose``.
+    Hopenet angles of the other video, not with the PnP angles of ``pipeline.evaluation.faces.head_pose``.
     """
 
     name = "hopenet"

@@ -1,0 +1,24 @@
+"""Fixtures of the evaluation tests: a short clip of the shared media and the source photo scored against."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA
+
+VIDEO = DATA / "videos" / "liveportrait_d20.mp4"
+SOURCE = DATA / "faces" / "obama_a.jpg"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """First 1.5 s of liveportrait_d20.mp4 (480², 25 fps, with audio), stream-copied."""
+    import imageio_ffmpeg
+
+    out = tmp_path_factory.mktemp("evaluate") / "clip.mp4"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(VIDEO)]
+    subprocess.run([*cmd, "-t", "1.5", "-c", "copy", str(out)], check=True)
+    return out
