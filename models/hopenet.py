@@ -26,8 +26,8 @@ Facts read off the public code (GitHub ``natanielruiz/deep-head-pose``, ``code/h
   ``y_max += h/4``, clipped to the frame. See :func:`landmark_crop_box` / :func:`detection_crop_box`.
 
 Angle convention: that of the training labels (300W-LP ``Pose_Para`` pitch, yaw, roll, flipped with the
-image for augmentation). It is not the PnP convention of ``pipeline.evaluate.head_pose``: compare Hopenet
-angles with Hopenet angles only.
+image for augmentation). It is not the PnP convention of ``pipeline.evaluation.faces.head_pose``: compare
+Hopenet angles with Hopenet angles only.
 
 Not confirmed (no checkpoint here): the public files were saved by PyTorch 0.3-era code (Python 2
 ``print`` statements, ``transforms.Scale``, ``loss.data[0]``), so they probably lack BatchNorm

@@ -24,9 +24,18 @@ DELEGATED = {
     ),
     "crops": ("pipeline.crops", "write the aligned crops the configured swap backend receives (PNGs)"),
     "train": ("pipeline.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
-    "evaluate": ("pipeline.evaluate", "score a swapped video against its original and source photo"),
-    "ffpp": ("pipeline.ffpp", "FaceForensics++ benchmark: swap a split, score it on fixed networks"),
-    "quality": ("pipeline.quality", "swap a grid of photos onto short clips; scores and a contact sheet"),
+    "evaluate": (
+        "pipeline.evaluation.evaluate",
+        "score a swapped video against its original and source photo",
+    ),
+    "ffpp": (
+        "pipeline.evaluation.ffpp",
+        "FaceForensics++ benchmark: swap a split, score it on fixed networks",
+    ),
+    "quality": (
+        "pipeline.evaluation.quality",
+        "swap a grid of photos onto short clips; scores and a contact sheet",
+    ),
     "batch": ("pipeline.manifest", "swap many videos listed in a CSV/JSONL manifest (resumable)"),
 }
 

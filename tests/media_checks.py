@@ -70,7 +70,7 @@ def face_descriptor(image: np.ndarray) -> np.ndarray | None:
 
 def psnr_outside(original: np.ndarray, output: np.ndarray, boxes: list[np.ndarray], grow: float) -> float:
     """PSNR (dB) of the pixels outside every box grown by ``grow`` × its size on each side."""
-    from pipeline.evaluate import mse_outside
+    from pipeline.evaluation.integrity import mse_outside
 
     mse = mse_outside(original, output, boxes, grow)
     return float("inf") if not mse else 10 * np.log10(255.0**2 / mse)

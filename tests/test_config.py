@@ -100,7 +100,7 @@ def test_every_registry_file_has_a_network_builder():
 
 
 def test_evaluator_choices_agree_with_the_schema():
-    from pipeline.evaluator_networks import EXPRESSION_CHOICES, IDENTITY_CHOICES, POSE_CHOICES
+    from pipeline.evaluation.networks import EXPRESSION_CHOICES, IDENTITY_CHOICES, POSE_CHOICES
 
     assert _literal("evaluate", "identity") == IDENTITY_CHOICES
     assert _literal("evaluate", "pose") == POSE_CHOICES

@@ -82,3 +82,30 @@ def test_imports_run_one_way(floor):
                 if top in FLOORS and top != floor and top not in FLOORS[floor]:
                     wrong.append(f"{path.name}:{node.lineno} imports {name}")
     assert not wrong, wrong
+
+
+RESEARCH_TOOLS = ("pipeline.evaluation", "pipeline.training")
+
+
+def test_engine_does_not_import_research_tools():
+    """The engine (the modules directly in pipeline/) imports nothing of the research tools that sit above
+    it, pipeline.evaluation and pipeline.training (also inside functions); __main__ only names them by
+    string, to dispatch their commands."""
+    wrong = []
+    for path in sorted((REPO / "pipeline").glob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level == 1:  # relative to pipeline/
+                    module = f"pipeline.{module}".rstrip(".")
+                if node.level <= 1 and module:
+                    names = [module, *(f"{module}.{a.name}" for a in node.names)]
+            for name in names:
+                if any(name == tool or name.startswith(f"{tool}.") for tool in RESEARCH_TOOLS):
+                    wrong.append(f"{path.name}:{node.lineno} imports {name}")
+    assert not wrong, wrong

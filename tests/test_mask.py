@@ -155,7 +155,7 @@ def microphone_pixels(frame: np.ndarray) -> np.ndarray:
     colourless (YCrCb: Y < 60, |Cr - 128| < 12, |Cb - 128| < 12)."""
     import cv2
 
-    from pipeline.evaluate import detect_faces
+    from pipeline.evaluation.faces import detect_faces
 
     out = np.zeros(frame.shape[:2], bool)
     faces = detect_faces(frame, 1)

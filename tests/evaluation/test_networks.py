@@ -28,7 +28,7 @@ from models.hopenet import (
     landmark_crop_box,
     preprocess,
 )
-from pipeline.evaluator_networks import (
+from pipeline.evaluation.networks import (
     ARCFACE_SAME_PERSON_BELOW,
     ExpressionNet,
     IdentityNet,
@@ -51,7 +51,7 @@ def _load(name: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def faces():
     """Two real photos with their largest dlib face: [(image, box, landmarks68)]."""
-    from pipeline.evaluate import detect_faces
+    from pipeline.evaluation.faces import detect_faces
 
     out = []
     for name in ("obama_a.jpg", "biden_a.jpg"):
@@ -290,7 +290,8 @@ def test_learned_adapters(base_cfg, nets, faces):
 def test_face_scorer_uses_the_chosen_networks(nets, faces):
     """FaceScorer: dlib descriptors with Euclidean distance by default, the network's embedding with cosine
     distance when given; its signature names the networks and their weights."""
-    from pipeline.evaluate import DlibFace, FaceScorer, detect_faces
+    from pipeline.evaluation.faces import DlibFace, detect_faces
+    from pipeline.evaluation.scorer import FaceScorer
 
     (img_a, _, _), (img_b, _, _) = faces
     face_a, face_b = detect_faces(img_a)[0], detect_faces(img_b)[0]
@@ -340,3 +341,42 @@ def test_missing_weights_raise_model_file_error(base_cfg, tmp_path):
         cfg["weights"] = {"dir": str(tmp_path), "sha256": {}}
         with pytest.raises(ModelFileError):
             build_evaluator_networks(cfg)
+
+
+# ----------------------------------------------------------------------------------------- registry
+
+
+def test_hand_kept_evaluator_names_agree_with_the_registry(base_cfg):
+    """EVALUATOR_NETWORKS is the one list of evaluator networks; every list of their names kept by hand
+    elsewhere is the same: the config schema's choices (the default first), configs/default.yaml's defaults
+    and the choices its comments list, the README's ``evaluate.<role>=<name>`` options, the FF++ report's
+    expression unit. Each learned network loads a file of the weight registry and builds an adapter."""
+    import re
+    import typing
+
+    from models.weights import REGISTRY
+    from pipeline.config import DEFAULT_CONFIG, ConfigSchema
+    from pipeline.evaluation.ffpp_report import expression_column
+    from pipeline.evaluation.networks import EVALUATOR_NETWORKS, ROLES, choices_for
+    from pipeline.evaluation.scorer import FaceScorer
+    from tests.conftest import REPO
+
+    assert {net.role for net in EVALUATOR_NETWORKS.values()} == set(ROLES)
+    schema = ConfigSchema.model_fields["evaluate"].annotation.model_fields
+    yaml_lines = DEFAULT_CONFIG.read_text().split("\nevaluate:", 1)[1].splitlines()
+    for role in ROLES:
+        names = choices_for(role)
+        assert typing.get_args(schema[role].annotation) == names, f"pipeline/config.py evaluate.{role}"
+        assert base_cfg["evaluate"][role] == names[0], f"{DEFAULT_CONFIG}: evaluate.{role} default"
+        line = next(x for x in yaml_lines if x.strip().startswith(f"{role}:"))
+        listed = tuple(part.split()[0] for part in line.split("#", 1)[1].split("|"))
+        assert listed == names, f"{DEFAULT_CONFIG}: the comment of evaluate.{role}"
+    readme = re.findall(r"evaluate\.(\w+)=(\w+)", (REPO / "README.md").read_text())
+    assert readme and all(EVALUATOR_NETWORKS[name].role == role for role, name in readme)
+    for name, net in EVALUATOR_NETWORKS.items():
+        learned = net.weights is not None
+        assert (net.build is not None) == learned, name
+        assert not learned or net.weights in REGISTRY, name
+    for name in choices_for("expression"):
+        scorer = FaceScorer(expression=EVALUATOR_NETWORKS[name].build)
+        assert expression_column({"evaluate": {"expression": name}})[0] == scorer.expression_key, name

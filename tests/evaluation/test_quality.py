@@ -1,5 +1,6 @@
-"""The quality grid (pipeline/quality.py): a one-pair grid cut from the shared media, swapped, scored, tabled
-and laid out on a contact sheet; a rescore keeps the swap; the shipped grid covers what the issue asks."""
+"""The quality grid (pipeline/evaluation/quality.py): a one-pair grid cut from the shared media, swapped,
+scored, tabled and laid out on a contact sheet; a rescore keeps the swap; the shipped grid covers what the
+issue asks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import yaml
 from PIL import Image
 
 from models.errors import InputError
-from pipeline.quality import DEFAULT_GRID, LABEL_W, REPO, TILE, load_grid, main, misses, pair_name
+from pipeline.evaluation.quality import DEFAULT_GRID, REPO, load_grid, main, pair_name
+from pipeline.evaluation.quality_report import LABEL_W, TILE, misses
 from tests.conftest import DATA
 
 

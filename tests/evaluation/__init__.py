@@ -1,0 +1,1 @@
+"""Tests of pipeline/evaluation: the evaluator, the FF++ benchmark and the quality grid."""
