@@ -142,14 +142,14 @@ EDGE_CASES = [
         ["evaluate", "--original", "a.mp4", "--output", "b.mp4", "--source", "c.jpg"],
     ),
     ("pipeline.quality", "run_grid", ["quality", "--out", "OUT"]),
-    ("pipeline.prepare_faces", "prepare_faces", ["prepare-faces", "HERE", "--out", "OUT"]),
-    ("pipeline.train", "train", ["train", "aei", "--data", "HERE", "--out", "OUT"]),
+    ("pipeline.training.prepare_faces", "prepare_faces", ["prepare-faces", "HERE", "--out", "OUT"]),
+    ("pipeline.training.train", "train", ["train", "aei", "--data", "HERE", "--out", "OUT"]),
     ("pipeline.ffpp", "run_benchmark", ["ffpp", "--root", "HERE", "--out", "OUT"]),
     ("pipeline.crops", "write_crops", ["crops", "--input", "HERE", "--out", "OUT"]),
 ]
 
 
-@pytest.mark.parametrize("module, function, argv", EDGE_CASES, ids=[c[0].split(".")[1] for c in EDGE_CASES])
+@pytest.mark.parametrize("module, function, argv", EDGE_CASES, ids=[c[0].split(".")[-1] for c in EDGE_CASES])
 def test_every_subcommand_ends_an_unexpected_error_in_one_line(
     module, function, argv, tmp_path, monkeypatch, capsys
 ):

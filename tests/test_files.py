@@ -82,3 +82,22 @@ def test_imports_run_one_way(floor):
                 if top in FLOORS and top != floor and top not in FLOORS[floor]:
                     wrong.append(f"{path.name}:{node.lineno} imports {name}")
     assert not wrong, wrong
+
+
+def test_engine_does_not_import_research_tools():
+    """No module directly in pipeline/ but __main__.py (which names the commands) imports pipeline.training
+    or pipeline.evaluation, also inside functions: the engine runs without the research tools."""
+    research = ("pipeline.training", "pipeline.evaluation")
+    wrong = []
+    for path in sorted((REPO / "pipeline").glob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            if any(n == r or n.startswith(r + ".") for n in names for r in research):
+                wrong.append(f"{path.name}:{node.lineno} imports {', '.join(names)}")
+    assert not wrong, wrong
