@@ -60,6 +60,7 @@ prepare-faces: $(STAMP)
 	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make prepare-faces IN=\"a.mp4 photos/\" OUT=crops/" >&2; exit 2; fi
 	$(PY) -m pipeline prepare-faces $(IN) --out "$(OUT)" $(ARGS)
 
+# One train-NAME per training recipe in pipeline/training/recipes (tests/training/test_recipes.py checks).
 train-aei train-hear: train-%: $(STAMP)
 	@if [ -z "$(DATA)" ]; then echo "usage: make $@ DATA=crops/ [OUT=runs/$*] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
 	$(PY) -m pipeline train $* --data "$(DATA)" --out "$(or $(OUT),runs/$*)" $(ARGS)

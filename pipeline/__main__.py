@@ -19,11 +19,11 @@ from models.errors import EXIT_BAD_INPUT
 # Sub-commands with parsers of their own: the rest of the command line is handed to them.
 DELEGATED = {
     "prepare-faces": (
-        "pipeline.prepare_faces",
+        "pipeline.training.prepare_faces",
         "align faces from videos or photos into 256 px training crops",
     ),
     "crops": ("pipeline.crops", "write the aligned crops the configured swap backend receives (PNGs)"),
-    "train": ("pipeline.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
+    "train": ("pipeline.training.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
     "evaluate": (
         "pipeline.evaluation.evaluate",
         "score a swapped video against its original and source photo",

@@ -38,8 +38,7 @@ def crop_rows(input_path: Path, out_dir: Path, cfg: dict) -> list[dict]:
     """Write the crops of ``input_path`` into ``out_dir`` and return the index rows (not yet written)."""
     from models.files import write_png
     from pipeline.executors import LocalExecutor
-    from pipeline.prepare_faces import IMAGE_EXTS
-    from pipeline.run import build_specs, load_image
+    from pipeline.run import IMAGE_EXTS, build_specs, load_image
     from stages.decode import probe, read_batches
     from stages.geometry import ghost_alignment
     from stages.types import FrameBatch

@@ -56,6 +56,10 @@ class Summary:
         )
 
 
+# Photo file extensions: what load_image is for (crops and prepare-faces tell photos from videos by them).
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read a photo as ``(H, W, 3) uint8`` RGB, upright per its EXIF orientation; InputError if unreadable.
 

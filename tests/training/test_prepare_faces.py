@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from models.errors import InputError
-from pipeline.prepare_faces import INDEX_NAME, main, prepare_faces
+from pipeline.training.extract import INDEX_NAME
+from pipeline.training.prepare_faces import main, prepare_faces
 from stages.geometry import crop_template
 from tests.conftest import DATA
 from tests.media_making import stream_copy
