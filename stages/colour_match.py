@@ -1,6 +1,7 @@
-"""Colour and tone matching of the classic swap: Lab statistics and transfer, the skin weights they are
-taken on, the target's shading carried over, and the frame's sharpness matched, with the Gaussian blurs
-they share.
+"""The classic swap's colour and tone match: Lab transfer on skin, the target's shading, the sharpness.
+
+Lab statistics and transfer, the skin weights they are taken on, the target's shading carried over, and the
+frame's sharpness matched, with the Gaussian blurs they share.
 
 No learned weights. Images are RGB in [0, 1] (``(3, H, W)`` tensors or ``(H, W, 3) float32`` arrays, as each
 function says); weights ``(H, W)`` >= 0. Every function works on one face, so no result depends on a batch.

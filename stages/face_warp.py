@@ -1,6 +1,8 @@
-"""Landmark-driven face warp of the classic swap: control points, Delaunay triangles, the piecewise-affine
-sampling grid, the source's face shape on the target, and how far a face is turned (with where a turned
-source's far half is taken from its near half, mirrored).
+"""The classic swap's landmark warp: piecewise-affine grid, the source's face shape, head-turn weights.
+
+Control points, Delaunay triangles, the piecewise-affine sampling grid, the source's face shape on the
+target, and how far a face is turned (with where a turned source's far half is taken from its near half,
+mirrored).
 
 No learned weights. Conventions: landmarks ``(..., 68, 2)`` in crop pixels (x, y), dlib's 68-point order;
 grids ``(F, S, S, 2) float32`` source pixel (x, y) of each destination pixel. Every batched step is

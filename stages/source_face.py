@@ -1,6 +1,7 @@
-"""The classic swap's source face: one photo's face aligned like the target faces, what of it is pasted
-(glasses frames filled, hair and dark lenses hidden, a fringe-covered brow let go), its one-sided light
-evened out and its open mouth painted shut.
+"""The classic swap's source face: the photo's face aligned like the targets and made ready to paste.
+
+What of it is pasted (glasses frames filled, hair and dark lenses hidden, a fringe-covered brow let go), its
+one-sided light evened out and its open mouth painted shut.
 
 No learned weights. A source crop is ``(S, S, 3) uint8`` RGB with its 68 landmarks in crop pixels.
 """

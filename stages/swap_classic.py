@@ -1,6 +1,7 @@
-"""Classic swap stage: pastes one source face on every selected face by landmark warp, colour match and a
-soft paste mask (the method below; its parts live in :mod:`stages.source_face`, :mod:`stages.face_warp`
-and :mod:`stages.colour_match`).
+"""Classic swap stage: one source face on every selected face by landmark warp, colour match, soft mask.
+
+The method is described below; its parts live in :mod:`stages.source_face`, :mod:`stages.face_warp` and
+:mod:`stages.colour_match`.
 
 No learned weights. For every selected face of a batch (aligned crop + 68 landmarks set by the align stage)
 the source face (its one-sided light evened out, :func:`stages.source_face.even_light`) is warped onto the
