@@ -213,7 +213,11 @@ def execute_pending(pending: list[Pending], on_done: Done, progress: bool = True
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     from pipeline import run
+    from pipeline.config import with_overrides
 
+    for p in pending:  # executor=auto: many videos share Ray's stage actors, one runs in-process
+        if p.cfg["executor"] == "auto":
+            p.cfg = with_overrides(p.cfg, [f"executor={run.choose_executor(p.cfg, videos=len(pending))}"])
     on_ray = [p for p in pending if p.cfg["executor"] == "ray"]
     for p in (p for p in pending if p.cfg["executor"] != "ray"):
         try:

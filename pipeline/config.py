@@ -291,7 +291,7 @@ class _Ffpp(_Section):
 class ConfigSchema(_Section):
     """The whole config: each section's keys, types and ranges (see configs/default.yaml for meanings)."""
 
-    executor: Literal["ray", "local"]
+    executor: Literal["auto", "ray", "local"]
     batch_size: Count
     runtime: _Runtime
     detect: _Detect

@@ -14,6 +14,7 @@ import numpy as np
 
 import pipeline
 from models.errors import InputError
+from pipeline.config import with_overrides
 from pipeline.executors import StagePool, StageSpec, group_specs, make_executor, rerun_after_actor_death
 from pipeline.segments import (
     FrameDigest,
@@ -248,6 +249,8 @@ def swap_video(
     input_path = Path(input_path)
     output = Path(output) if output else default_output(input_path)
     info = probe(input_path)
+    if cfg["executor"] == "auto":
+        cfg = with_overrides(cfg, [f"executor={choose_executor(cfg, info)}"])
     check_paths(input_path, output, overwrite)
     check_encoder(cfg["encode"])
     remove_stale_partials(output.parent)
@@ -314,6 +317,24 @@ def _swap(
     if note:
         print(f"swapstream: note: {note}", file=sys.stderr)
     return Summary(len(per_frame), with_face, swapped, elapsed, output, frames_digest, expected, note)
+
+
+def choose_executor(cfg: dict, info: VideoInfo | None = None, videos: int = 1) -> str:
+    """``executor=auto`` made concrete (any other setting is returned as it is): ``ray`` when
+    ``RAY_ADDRESS`` names a cluster to use, for more than one video (a batch or FF++ run shares the stage
+    actors), and for a video long enough to run in segments at once (``segments``); otherwise ``local``,
+    in this process, which starts in a fraction of Ray's start-up and writes the same frames.
+
+    info: the one video's stream (None: not known, e.g. a batch deciding for all its jobs)."""
+    if cfg["executor"] != "auto":
+        return cfg["executor"]
+    if os.environ.get("RAY_ADDRESS") or videos > 1:
+        return "ray"
+    if info is not None and info.average_rate:
+        frames = info.frames or round((info.duration or 0.0) * float(info.average_rate))
+        if segment_count(with_overrides(cfg, ["executor=ray"]), info, frames) > 1:
+            return "ray"
+    return "local"
 
 
 def lost_frames_note(input_path: Path, decoded: int, expected: int | None, info: VideoInfo) -> str | None:

@@ -25,3 +25,28 @@ def test_frames_without_faces_are_untouched(data_dir, base_cfg):
     )
     assert np.array_equal(np.concatenate([b.frames for b in out]), frames)
     assert all(not faces for b in out for faces in b.faces)
+
+
+def test_executor_auto_is_in_process_for_one_short_video_and_ray_otherwise(data_dir, base_cfg, monkeypatch):
+    """executor=auto: Ray for a cluster (RAY_ADDRESS), many videos or a video long enough for segments;
+    in-process for one short video. An explicit executor is kept as it is."""
+    import dataclasses
+
+    from pipeline.config import with_overrides
+    from pipeline.run import choose_executor
+    from stages.decode import probe
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    auto = with_overrides(base_cfg, ["executor=auto"])
+    clip = probe(data_dir / "videos" / "liveportrait_d20.mp4")  # 7 s
+    assert choose_executor(auto, clip) == "local"
+    assert choose_executor(auto, None) == "local"
+    assert choose_executor(auto, None, videos=2) == "ray"
+    for kind in ("ray", "local"):
+        assert choose_executor(with_overrides(base_cfg, [f"executor={kind}"]), clip, videos=5) == kind
+    long = dataclasses.replace(clip, frames=int(25 * 601))  # 601 s: more than twice segments.seconds
+    assert auto["segments"]["seconds"] == 300 and choose_executor(auto, long) == "ray"
+    assert choose_executor(with_overrides(auto, ["segments.seconds=0"]), long) == "local"
+    assert choose_executor(with_overrides(auto, ["segments.parts=3"]), clip) == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert choose_executor(auto, clip) == "ray"
