@@ -113,18 +113,41 @@ def group_specs(specs: list[StageSpec], groups: list[list[str]]) -> list[StageSp
 
 
 class LocalExecutor:
-    """Calls the stages one after another in this process (tests, debugging, single clips)."""
+    """Calls the stages one after another in this process (single clips, tests, debugging).
 
-    def __init__(self, specs: list[StageSpec]) -> None:
+    With ``overlap`` (the default) the batches are read (decoded) in a thread ahead of the stages and the
+    sink (the encoder) runs in a thread behind them (:mod:`pipeline.overlap`); the stages still see every
+    batch in order in one thread and the sink gets them in frame order, so the frames are the same.
+    """
+
+    def __init__(self, specs: list[StageSpec], overlap: bool = True) -> None:
         self.chain = StageChain(specs)
+        self.overlap = overlap
 
     def run(self, batches: Iterable[FrameBatch], sink: Sink, first_index: int = 0) -> None:
         """Batches through every stage into ``sink`` in frame order; the first frame is ``first_index``."""
         ordered = OrderedSink(sink, first_index)
-        for batch in batches:
-            ordered(self.chain(batch))
-        for held in self.chain.flush():
-            ordered(held)
+        if not self.overlap:
+            for batch in batches:
+                ordered(self.chain(batch))
+            for held in self.chain.flush():
+                ordered(held)
+            ordered.close()
+            return
+        from pipeline.overlap import ReadAhead, WriteBehind
+
+        reader = ReadAhead(batches, name="decode")
+        writer = WriteBehind(ordered, name="encode")
+        try:
+            for batch in reader:
+                writer.put(self.chain(batch))
+            for held in self.chain.flush():
+                writer.put(held)
+            writer.close()
+        except BaseException:
+            reader.stop()
+            writer.abort()
+            raise
         ordered.close()
 
     def close(self) -> None:
