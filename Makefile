@@ -13,7 +13,7 @@ help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [OVERWRITE=1] [ARGS=\"key=value ...\"]"
 	@echo "make test       run the test suite"
 	@echo "make lint       ruff"
-	@echo "make bench      speed of the pipeline against a plain decode+encode"
+	@echo "make bench [ARGS=\"--clips d12\"]  speed and peak memory of the swap against a plain decode+encode"
 	@echo "make quality [OUT=runs/quality] [ONLY=text] [ARGS=...]  photos x clips grid: quality.md + quality.png"
 	@echo "make weights [DIR=weights]   fetch the public FaceShifter checkpoints and check their hashes"
 	@echo "make crops IN=photo_or_video OUT=dir/ [ARGS=\"--config configs/faceshifter.yaml ...\"]   the aligned crops a swap backend receives"
