@@ -143,7 +143,7 @@ def test_bad_manifest_exits_2_and_writes_nothing(tmp_path, capsys):
     [
         ("a.mp4,f.jpg,o.mp4,swap.nonsense=1\n", (), "line 2: unknown config key swap.nonsense"),
         ("a.mp4,f.jpg,o.mp4,encode.crf=high\n", (), "line 2: encode.crf='high': should be a valid number"),
-        ("a.mp4,f.jpg,o.mp4\n", ("executor=slurm",), "executor='slurm': should be 'ray' or 'local'"),
+        ("a.mp4,f.jpg,o.mp4\n", ("executor=slurm",), "executor='slurm': should be 'auto', 'ray' or 'local'"),
         ("a.mp4,f.jpg,o.mp4\n", ("--config", "nowhere.yaml"), "nowhere.yaml: config file not found"),
     ],
 )
