@@ -98,6 +98,7 @@ class _Detect(_Section):
     scale_factor: Annotated[float, Field(gt=0, lt=1)]
     max_side: Annotated[int, Field(ge=64)]
     min_score: Unit
+    every: Count
 
 
 class _Landmarks(_Section):

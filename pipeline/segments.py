@@ -68,17 +68,20 @@ def run_in_frames(cfg: dict) -> int:
     segment's smoothed landmarks, and so every input of the filters below, differ from the unsegmented
     run's. Then, for the exponential filters along each track (``classic.color_smoothing`` and
     ``classic.shape_smoothing`` a, ``mask.release`` r), the frames k after which a**k ≤ ``SETTLED``: where
-    the two runs' states differed, they then agree to below float32 precision. The two add up: with only
-    the longer of them, a filter's state at the segment start still differed by tens of float32 steps (the
-    sharpness-matching blur on KatieHill, frame 133 of 200 in three parts), which now and then moved a
-    pixel of the owned frames.
+    the two runs' states differed, they then agree to below float32 precision. Before both, the detector's
+    keyframe interval (``detect.every``): the faces it carries agree from the segment's first keyframe on,
+    at most ``every - 1`` frames in.
+    They add up: with only the longer of them, a filter's state at the segment start still differed by tens
+    of float32 steps (the sharpness-matching blur on KatieHill, frame 133 of 200 in three parts), which now
+    and then moved a pixel of the owned frames.
     """
     settle = [0]
     classic = cfg["classic"]
     for factor in (classic["color_smoothing"], classic["shape_smoothing"], cfg["mask"]["release"]):
         if 0 < float(factor) < 1:
             settle.append(math.ceil(math.log(SETTLED) / math.log(float(factor))))
-    return look_ahead_frames(cfg) + 1 + max(settle)
+    # the detector's carried faces agree from the first keyframe on, at most every - 1 frames in
+    return look_ahead_frames(cfg) + 1 + max(settle) + int(cfg["detect"]["every"]) - 1
 
 
 def segment_count(cfg: dict, info: VideoInfo, frames: int) -> int:

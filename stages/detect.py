@@ -1,13 +1,19 @@
-"""Face detection stage: MTCNN over each batch of frames, one list of FaceRecord per frame."""
+"""Face detection stage: MTCNN on keyframes, faces carried by optical flow between; FaceRecords per frame."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from models.mtcnn import MTCNN, Detection
 from models.runtime import check_shape, resolve_device
+from stages.geometry import estimate_similarity, transform_points
+from stages.scene import SceneCuts
 from stages.types import FaceRecord, FrameBatch
+
+CARRY_MIN_POINTS = 4  # of a face's 5 points that must pass the flow check for it to be carried
 
 
 def to_records(detection: Detection, min_score: float) -> list[FaceRecord]:
@@ -22,14 +28,58 @@ def to_records(detection: Detection, min_score: float) -> list[FaceRecord]:
     return sorted(faces, key=lambda f: -f.area)
 
 
+@dataclass
+class _VideoState:
+    """What carrying faces to the next frame needs: the last frame (grey) and its faces."""
+
+    gray: np.ndarray | None = None
+    faces: list[FaceRecord] = field(default_factory=list)
+
+
+def carry_faces(
+    faces: list[FaceRecord], prev_gray: np.ndarray, gray: np.ndarray, min_points: int = CARRY_MIN_POINTS
+) -> list[FaceRecord] | None:
+    """The previous frame's ``faces`` moved into this frame, or None when one cannot be followed.
+
+    Each face's 5 points are followed by pyramidal Lucas-Kanade flow (round-trip checked,
+    :func:`stages.landmark_flow.landmark_flow`); the similarity transform (Umeyama) of the points that pass
+    moves its points and box together, so the face keeps its shape and only its pose follows the motion.
+    A face with fewer than ``min_points`` points passing is lost: the frame then needs the detector.
+    prev_gray, gray: ``(H, W) uint8``. Score and box extent are carried as they are.
+    """
+    from stages.landmark_flow import landmark_flow
+
+    carried = []
+    for face in faces:
+        motion, ok = landmark_flow(prev_gray, gray, face.points5)
+        if int(ok.sum()) < min_points:
+            return None
+        moved = face.points5[ok] + motion[ok].astype(np.float32)
+        m = estimate_similarity(face.points5[ok], moved)
+        x1, y1, x2, y2 = (float(v) for v in face.box)
+        centre = transform_points(np.array([[(x1 + x2) / 2, (y1 + y2) / 2]]), m)[0]
+        scale = float(np.hypot(m[0, 0], m[1, 0]))
+        half = np.array([(x2 - x1) / 2, (y2 - y1) / 2]) * scale
+        box = np.concatenate([centre - half, centre + half]).astype(np.float32)
+        carried.append(FaceRecord(box=box, score=face.score, points5=transform_points(face.points5, m)))
+    return carried
+
+
 class DetectStage:
-    """Fills ``batch.faces[i]`` with the faces MTCNN finds in frame i (stateless).
+    """Fills ``batch.faces[i]`` with the faces in frame i: MTCNN on keyframes, carried by flow between them.
 
     cfg: the whole config; reads ``cfg["detect"]`` (min_face_size px in the decoded frame, thresholds,
-    scale_factor, max_side, min_score) and ``cfg["runtime"]`` (torch_threads, device).
+    scale_factor, max_side, min_score, every) and ``cfg["runtime"]`` (torch_threads, device).
     Each FaceRecord gets box ``(4,) float32`` x1 y1 x2 y2 (pixel edges; not clipped, so a face cut by the
     frame edge keeps its full extent), score in [0, 1] and points5
     ``(5, 2) float32`` (eyes image-left/right, nose, mouth corners image-left/right), frame pixels.
+
+    MTCNN runs on frame ``f`` when ``f % detect.every == 0``, on a video's first frame, at a scene cut
+    (``scene.threshold``), when the frame before had no face, and when a face of the frame before cannot
+    be followed into it (:func:`carry_faces`); on the other frames the faces of the frame before are
+    carried by optical flow. The schedule is by frame number, so a segment's run-in reaches the same state
+    as the unsegmented run (``pipeline.segments.run_in_frames``). State is kept per ``video_id``; nothing
+    is held back.
     """
 
     def __init__(self, cfg: dict) -> None:
@@ -38,6 +88,7 @@ class DetectStage:
             raise ValueError(f"detect.model={det['model']!r} is not supported here: use detect.model=mtcnn")
         torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
         self.min_score = float(det["min_score"])
+        self.every = int(det.get("every", 1))
         self.detector = MTCNN(
             min_face_size=float(det["min_face_size"]),
             thresholds=[float(t) for t in det["thresholds"]],
@@ -45,15 +96,48 @@ class DetectStage:
             max_side=int(det["max_side"]) if det.get("max_side") else None,
             device=resolve_device(cfg["runtime"]["device"]),
         )
+        self.scene = SceneCuts(cfg) if self.every > 1 else None
+        self._videos: dict[str, _VideoState] = {}
+        self.detected_frames = 0  # how many frames MTCNN ran on (for measurements)
+
+    def _detect(self, frames: np.ndarray) -> list[list[FaceRecord]]:
+        self.detected_frames += len(frames)
+        return [to_records(d, self.min_score) for d in self.detector.detect(frames)]
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        """Detect faces in ``batch.frames`` ``(N, H, W, 3) uint8`` RGB; replaces ``batch.faces``."""
-        detections = self.detector.detect(batch.frames) if len(batch) else []
-        batch.faces = [to_records(d, self.min_score) for d in detections]
+        """Faces of ``batch.frames`` ``(N, H, W, 3) uint8`` RGB; replaces ``batch.faces``."""
+        if not len(batch):
+            batch.faces = []
+            return batch
+        if self.every == 1:
+            batch.faces = self._detect(batch.frames)
+            return batch
+        import cv2
+
+        state = self._videos.setdefault(batch.video_id, _VideoState())
+        cuts = self.scene.feed(batch.video_id, batch.frames)
+        planned = [
+            i
+            for i, f in enumerate(batch.indices)
+            if int(f) % self.every == 0 or cuts[i] or (i == 0 and state.gray is None)
+        ]
+        found = dict(zip(planned, self._detect(batch.frames[planned]))) if planned else {}
+        faces: list[list[FaceRecord]] = []
+        for i, frame in enumerate(batch.frames):
+            gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+            here = found.get(i)
+            if here is None and state.faces and state.gray is not None:
+                here = carry_faces(state.faces, state.gray, gray)
+            if here is None:  # no face to carry, or one lost: ask the detector
+                here = self._detect(batch.frames[i : i + 1])[0]
+            here = sorted(here, key=lambda f: -f.area)
+            faces.append(here)
+            state.gray, state.faces = gray, here
+        batch.faces = faces
         return batch
 
     def flush(self) -> list[FrameBatch]:
-        """Stateless: nothing held back."""
+        """Nothing is held back."""
         return []
 
     def detect_image(self, image: np.ndarray) -> list[FaceRecord]:

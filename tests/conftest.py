@@ -53,7 +53,8 @@ def cfg(base_cfg: dict) -> dict:
 
 @pytest.fixture(scope="session")
 def detector(base_cfg: dict):
-    """The default MTCNN detect stage, built once."""
+    """The default MTCNN detect stage with the detector on every frame (``detect.every=1``), built once."""
+    from pipeline.config import with_overrides
     from stages.detect import DetectStage
 
-    return DetectStage(base_cfg)
+    return DetectStage(with_overrides(base_cfg, ["detect.every=1"]))

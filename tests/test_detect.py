@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,8 @@ from models.mtcnn import (
     load_weights,
 )
 from models.mtcnn_pyramid import nms
-from stages.detect import DetectStage
+from stages.detect import DetectStage, carry_faces
+from stages.track import iou_matrix
 from stages.types import FaceRecord, FrameBatch
 from tests.conftest import FACES
 from tests.media_checks import load_photo
@@ -186,3 +188,67 @@ def test_large_frames_are_detected_downscaled_and_mapped_back(cfg: dict, detecto
     strict = copy.deepcopy(cfg)
     strict["detect"]["min_face_size"] = 3 * size
     assert DetectStage(strict).detect_image(small) == []
+
+
+# ------------------------------------------------------------------------------------- keyframes
+
+
+@pytest.fixture(scope="module")
+def talking_head() -> np.ndarray:
+    """The first 30 frames of liveportrait_d20.mp4 (480², one face, a slowly moving head)."""
+    from stages.decode import read_batches
+    from tests.conftest import VIDEOS
+
+    return next(read_batches(VIDEOS / "liveportrait_d20.mp4", 30)).frames
+
+
+def _stage(cfg: dict, every: int) -> DetectStage:
+    from pipeline.config import with_overrides
+
+    return DetectStage(with_overrides(cfg, [f"detect.every={every}"]))
+
+
+def _iod(face: FaceRecord) -> float:
+    return float(np.linalg.norm(face.points5[0] - face.points5[1]))
+
+
+def test_keyframes_detect_every_nth_frame_and_carry_the_faces_between(cfg, talking_head) -> None:
+    every_frame = _stage(cfg, 1)(make_batch(talking_head.copy())).faces
+    stage = _stage(cfg, 5)
+    out = stage(make_batch(talking_head.copy())).faces
+    assert stage.detected_frames == 6  # frames 0, 5, ..., 25: the face is followed on every other frame
+    for f, (carried, detected) in enumerate(zip(out, every_frame)):
+        assert len(carried) == len(detected) == 1
+        if f % 5 == 0:
+            assert same_faces(carried, detected)
+            continue
+        a, b = carried[0], detected[0]
+        assert float(iou_matrix(a.box[None], b.box[None])[0, 0]) > 0.85, f
+        assert np.abs(a.points5 - b.points5).max() < 0.1 * _iod(b), f
+
+
+def test_a_cut_or_a_face_lost_brings_the_detector_back(cfg, talking_head) -> None:
+    photo = np.repeat(fit("obama_a.jpg", 480)[None], 4, axis=0)
+    frames = np.concatenate([talking_head[:7], photo, talking_head[7:10]])  # cuts at 7 and 11
+    frames[12] = 90  # a grey frame, then the talking head again
+    stage = _stage(cfg, 5)
+    out = stage(make_batch(frames.copy())).faces
+    single = _stage(cfg, 1)
+    for f in (7, 10, 11, 12, 13):  # cut, schedule, cut back, grey (a cut), after a frame without a face
+        assert same_faces(out[f], single.detect_image(frames[f])), f
+    assert out[12] == [] and len(out[8]) == len(out[9]) == 1  # 8 and 9 carry the photo's face
+    assert stage.detected_frames == 7  # 0, 5 and the five above
+    # a face that cannot be followed (into a grey frame) is lost: the caller asks the detector
+    gray = cv2.cvtColor(talking_head[0], cv2.COLOR_RGB2GRAY)
+    assert carry_faces(out[0], gray, np.full_like(gray, 90)) is None
+    assert carry_faces(out[0], gray, gray) is not None
+
+
+def test_state_is_per_video_and_a_later_start_agrees_from_its_first_keyframe(cfg, talking_head) -> None:
+    whole = _stage(cfg, 5)(make_batch(talking_head.copy())).faces
+    stage = _stage(cfg, 5)
+    late = FrameBatch("late", np.arange(7, 30), np.arange(7, 30) * 512, talking_head[7:].copy())
+    part = stage(late).faces
+    assert stage.detected_frames == 1 + 4  # frame 7 (nothing to carry yet), then 10, 15, 20, 25
+    for f in range(10, 30):
+        assert same_faces(part[f - 7], whole[f]), f

@@ -130,7 +130,7 @@ def test_killed_stage_actor_is_restarted_and_the_video_is_identical(
 
 
 def test_parallel_segments_give_the_unsegmented_frames_times_and_audio(swapped, data_dir, tmp_path):
-    """KatieHill in segments run at once on Ray (the second starts at frame 100 after its 70-frame run-in;
+    """KatieHill in segments run at once on Ray (the second starts at frame 100 after its 74-frame run-in;
     three were asked for, but a third part would own fewer frames than its run-in), joined without
     re-encoding: the encoders got exactly the in-process run's frames, and the joined file has its
     timestamps and audio; decoded, it differs from the unsegmented file only by encoding noise."""

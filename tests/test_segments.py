@@ -27,8 +27,8 @@ def test_run_in_lets_the_track_filters_settle():
     cfg = load_config()
     a, r = cfg["classic"]["color_smoothing"], cfg["mask"]["release"]
     # the filters settle only once their inputs (the smoothed landmarks) are the unsegmented run's: after
-    # the smoothing's look-back
-    look_back = look_ahead_frames(cfg) + 1
+    # the detector's first keyframe (faces carried before it may differ) and the smoothing's look-back
+    look_back = look_ahead_frames(cfg) + cfg["detect"]["every"]
     k = run_in_frames(cfg) - look_back
     assert a**k <= 2.0**-30 < a ** (k - 1) and r**k <= 2.0**-30
     assert cfg["classic"]["shape_smoothing"] ** k <= 2.0**-30
@@ -37,10 +37,18 @@ def test_run_in_lets_the_track_filters_settle():
     assert slow_k > k and 0.9**slow_k <= 2.0**-30
     assert look_ahead_frames(cfg) == cfg["smooth"]["window"] // 2 + cfg["smooth"]["max_gap"]
     no_smoothing = load_config(None, ["smooth.enabled=false"])
-    assert run_in_frames(no_smoothing) == k + 1
+    assert run_in_frames(no_smoothing) == k + cfg["detect"]["every"]
+    every_frame = load_config(None, ["detect.every=1"])
+    assert run_in_frames(every_frame) == run_in_frames(cfg) - cfg["detect"]["every"] + 1
     still = load_config(
         None,
-        ["classic.color_smoothing=0", "classic.shape_smoothing=0", "mask.release=0", "smooth.enabled=false"],
+        [
+            "classic.color_smoothing=0",
+            "classic.shape_smoothing=0",
+            "mask.release=0",
+            "smooth.enabled=false",
+            "detect.every=1",
+        ],
     )
     assert look_ahead_frames(still) == 0 and run_in_frames(still) == 1
 
