@@ -114,8 +114,14 @@ def own_frames(batch: FrameBatch, seg: Segment) -> FrameBatch:
     if keep.all():
         return batch
     idx = np.flatnonzero(keep)
+    cuts = None if batch.cuts is None else batch.cuts[idx]
     return FrameBatch(
-        batch.video_id, batch.indices[idx], batch.pts[idx], batch.frames[idx], [batch.faces[i] for i in idx]
+        batch.video_id,
+        batch.indices[idx],
+        batch.pts[idx],
+        batch.frames[idx],
+        [batch.faces[i] for i in idx],
+        cuts,
     )
 
 

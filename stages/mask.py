@@ -242,7 +242,7 @@ class MaskStage:
     def __call__(self, batch: FrameBatch) -> FrameBatch:
         if len(batch) == 0:
             return batch
-        cuts = self.scene.feed(batch.video_id, batch.frames)
+        cuts = self.scene.of(batch)
         faces, crops, landmarks = swap_inputs(batch, self.size)
         keep = [i for i, f in enumerate(faces) if f.swapped is not None]
         if not keep:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.runtime import check_shape
+from stages.types import FrameBatch
 
 _TARGET_SIDE = 64  # frames are subsampled (strided) to about this many pixels on the short side
 _H_BINS, _S_BINS, _V_BINS = 8, 4, 4
@@ -103,6 +104,19 @@ class SceneCuts:
         """Cut flags ``(N,) bool`` for the next frames ``(N, H, W, 3) uint8`` of ``video_id``."""
         d = self.distances(video_id, frames)
         return np.nan_to_num(d, nan=0.0) > self.threshold
+
+    def of(self, batch: FrameBatch) -> np.ndarray:
+        """Cut flags ``(N,) bool`` of the batch's frames: ``batch.cuts`` when a stage before computed them
+        (the frames are the same, so are the cuts), else :meth:`feed` here, kept in ``batch.cuts``.
+
+        Either way the video's last frame is remembered, so a later batch without cuts is still measured
+        against the frame before it. One histogram a frame for the whole pipeline, not one per stage.
+        """
+        if batch.cuts is None:
+            batch.cuts = self.feed(batch.video_id, batch.frames)
+        elif len(batch):
+            self._prev[batch.video_id] = frame_histogram(batch.frames[-1])
+        return batch.cuts
 
     def end_video(self, video_id: str) -> None:
         """Forget a finished video."""

@@ -204,7 +204,7 @@ class SmoothStage:
                 f"smooth: video {batch.video_id!r} batch starts at frame {first} but frame {st.end} was "
                 "expected next: feed each video's batches in order"
             )
-        cuts = self.scene.feed(batch.video_id, batch.frames)
+        cuts = self.scene.of(batch)
         for i, idx in enumerate(batch.indices):
             self._add_frame(batch.video_id, st, int(idx), batch.faces[i], bool(cuts[i]), batch.frames[i])
         st.pending.append(batch)

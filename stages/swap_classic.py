@@ -214,7 +214,7 @@ class ClassicSwapStage:
         return swapped.numpy(), masks.contiguous().numpy()
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        cuts = self.scene.feed(batch.video_id, batch.frames) if len(batch) else np.zeros(0, bool)
+        cuts = self.scene.of(batch)
         todo, crops, lm = swap_inputs(batch, self.size)
         if not todo:
             return batch

@@ -59,6 +59,8 @@ class FrameBatch:
     pts: ``(N,) int64`` presentation timestamps in the video stream's time base.
     frames: ``(N, H, W, 3) uint8`` RGB, display orientation.
     faces: one list of FaceRecord per frame.
+    cuts: ``(N,) bool`` scene cut at each frame (:class:`stages.scene.SceneCuts`), or None until the first
+        stage that needs them computes them; the later stages read them from here.
     """
 
     video_id: str
@@ -66,6 +68,7 @@ class FrameBatch:
     pts: np.ndarray
     frames: np.ndarray
     faces: list[list[FaceRecord]] = field(default_factory=list)
+    cuts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.faces:

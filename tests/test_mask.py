@@ -241,7 +241,8 @@ def test_target_glasses_stay_when_asked(cfg):
 
 
 def test_separable_filters_match_the_square_pools():
-    """max_filter (OpenCV dilation) and box_mean (two 1-D passes) give the k x k pools' values, borders included."""
+    """max_filter (OpenCV dilation) and box_mean (two 1-D passes) give the k x k pools' values, borders
+    included."""
     import torch.nn.functional as F
 
     from stages.mask import box_mean, max_filter

@@ -95,6 +95,28 @@ def test_scene_distance_separates_scenes():
     assert cuts.feed("v", np.stack([b, b, a])).tolist() == [True, False, True]  # state carries across calls
 
 
+def test_scene_cuts_are_computed_once_and_read_by_the_later_stages(monkeypatch):
+    import stages.scene as scene
+
+    a = np.full((40, 60, 3), SCENE_A, np.uint8)
+    b = np.full((40, 60, 3), SCENE_B, np.uint8)
+    counted = []
+    histogram = scene.frame_histogram
+    monkeypatch.setattr(scene, "frame_histogram", lambda f: counted.append(1) or histogram(f))
+
+    def batch(first: int, frames: list[np.ndarray]) -> FrameBatch:
+        n = len(frames)
+        return FrameBatch("v", np.arange(first, first + n), np.arange(first, first + n), np.stack(frames))
+
+    first, later = SceneCuts(CFG), SceneCuts(CFG)
+    one = batch(0, [a, a, b])
+    assert first.of(one).tolist() == [False, False, True] and one.cuts is not None
+    assert later.of(one) is one.cuts and len(counted) == 3 + 1  # the later stage: its last frame only
+    two = batch(3, [b, a])  # a batch without cuts: both measure it against the frame before it
+    assert later.of(two).tolist() == [False, True]
+    assert SceneCuts(CFG).of(batch(3, [a, b])).tolist() == [False, True]  # its first frame is no cut
+
+
 def test_jitter_reduced_and_linear_motion_kept():
     n = 120
     _, clean = run_stage(make_batches(n, {0: noisy_linear(0, 0.0)}, 16))
