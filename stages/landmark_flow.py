@@ -37,9 +37,10 @@ def landmark_flow(
 
 def round_trip_ok(p0: np.ndarray, p1: np.ndarray, back: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``(K,) bool``: points ``p0 (K, 2)`` that moved to ``p1`` inside the ``(H, W)`` image and whose
-    backward flow from there lands at ``back`` within ``FB_MAX_ERROR`` px (or 1 % of the eye distance)."""
+    backward flow from there lands at ``back`` within ``FB_MAX_ERROR`` px (or 1 % of the eye distance, for
+    68 landmarks or a detector's 5 points, whose first two are the eyes)."""
     h, w = shape
-    eye = inter_ocular(p0) if len(p0) == 68 else 0.0
+    eye = inter_ocular(p0) if len(p0) == 68 else float(np.linalg.norm(p0[0] - p0[1])) if len(p0) == 5 else 0.0
     return (
         (np.linalg.norm(back - p0, axis=1) <= max(FB_MAX_ERROR, 0.01 * eye))
         & (p1[:, 0] >= 0)

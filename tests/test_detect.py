@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -239,9 +238,11 @@ def test_a_cut_or_a_face_lost_brings_the_detector_back(cfg, talking_head) -> Non
     assert out[12] == [] and len(out[8]) == len(out[9]) == 1  # 8 and 9 carry the photo's face
     assert stage.detected_frames == 7  # 0, 5 and the five above
     # a face that cannot be followed (into a grey frame) is lost: the caller asks the detector
-    gray = cv2.cvtColor(talking_head[0], cv2.COLOR_RGB2GRAY)
-    assert carry_faces(out[0], gray, np.full_like(gray, 90)) is None
-    assert carry_faces(out[0], gray, gray) is not None
+    first = talking_head[0]
+    assert carry_faces(out[0], first, np.full_like(first, 90)) is None
+    still = carry_faces(out[0], first, first)
+    assert still is not None and np.allclose(still[0].box, out[0][0].box, atol=0.01)
+    assert carry_faces([], first, first) is None
 
 
 def test_state_is_per_video_and_a_later_start_agrees_from_its_first_keyframe(cfg, talking_head) -> None:
@@ -252,3 +253,31 @@ def test_state_is_per_video_and_a_later_start_agrees_from_its_first_keyframe(cfg
     assert stage.detected_frames == 1 + 4  # frame 7 (nothing to carry yet), then 10, 15, 20, 25
     for f in range(10, 30):
         assert same_faces(part[f - 7], whole[f]), f
+
+
+def test_a_lost_face_is_detected_up_to_the_next_keyframe_in_one_batched_call(
+    cfg, talking_head, monkeypatch
+) -> None:
+    import stages.detect as detect_module
+
+    carry, calls = detect_module.carry_faces, []
+
+    def lose_at_frame_7(faces, prev, frame):
+        calls.append(len(calls))
+        return None if len(calls) == 6 else carry(faces, prev, frame)  # carries 1-4 and 6, then 7 fails
+
+    monkeypatch.setattr(detect_module, "carry_faces", lose_at_frame_7)
+    stage = _stage(cfg, 5)
+    batches = []
+    monkeypatch.setattr(
+        stage.detector, "detect", lambda f, d=stage.detector.detect: batches.append(len(f)) or d(f)
+    )
+    out = stage(make_batch(talking_head[:16].copy())).faces
+    assert batches == [4, 3]  # keyframes 0, 5, 10, 15; then the lost run 7-9 together
+    assert stage.detected_frames == 7 and len(calls) == 6 + 4  # then carried again 11-14
+    single = _stage(cfg, 1)
+    for f in (7, 8, 9):
+        assert same_faces(out[f], single.detect_image(talking_head[f])), f
+    # the state crosses batches: frame 16 (next batch) carries the copy of frame 15 kept by the stage
+    later = stage(FrameBatch("test", np.arange(16, 18), np.arange(16, 18) * 512, talking_head[16:18].copy()))
+    assert batches == [4, 3] and len(later.faces[0]) == 1
