@@ -142,7 +142,7 @@ class DetectStage:
             batch.faces = self._detect(batch.frames)
             return batch
         state = self._videos.setdefault(batch.video_id, _VideoState())
-        cuts = self.scene.feed(batch.video_id, batch.frames)
+        cuts = self.scene.of(batch)
         planned = [
             i
             for i, f in enumerate(batch.indices)
