@@ -70,10 +70,9 @@ def run_in_frames(cfg: dict) -> int:
     ``classic.shape_smoothing`` a, ``mask.release`` r), the frames k after which a**k ≤ ``SETTLED``: where
     the two runs' states differed, they then agree to below float32 precision. Before both, the detector's
     keyframe interval (``detect.every``): the faces it carries agree from the segment's first keyframe on,
-    at most ``every - 1`` frames in.
-    They add up: with only the longer of them, a filter's state at the segment start still differed by tens
-    of float32 steps (the sharpness-matching blur on KatieHill, frame 133 of 200 in three parts), which now
-    and then moved a pixel of the owned frames.
+    at most ``every - 1`` frames in. They add up: with only the longer of them, a filter's state at the
+    segment start still differed by tens of float32 steps (the sharpness-matching blur on KatieHill, frame
+    133 of 200 in three parts), which now and then moved a pixel of the owned frames.
     """
     settle = [0]
     classic = cfg["classic"]

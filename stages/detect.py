@@ -117,7 +117,7 @@ class DetectStage:
             raise ValueError(f"detect.model={det['model']!r} is not supported here: use detect.model=mtcnn")
         torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
         self.min_score = float(det["min_score"])
-        self.every = int(det.get("every", 1))
+        self.every = int(det["every"])
         self.detector = MTCNN(
             min_face_size=float(det["min_face_size"]),
             thresholds=[float(t) for t in det["thresholds"]],
@@ -172,7 +172,10 @@ class DetectStage:
         return batch
 
     def flush(self) -> list[FrameBatch]:
-        """Nothing is held back."""
+        """Nothing is held back; the videos' carried faces and last frames are dropped (their end)."""
+        for video_id in self._videos:
+            self.scene.end_video(video_id)
+        self._videos.clear()
         return []
 
     def detect_image(self, image: np.ndarray) -> list[FaceRecord]:

@@ -75,6 +75,8 @@ class FrameBatch:
             self.faces = [[] for _ in range(len(self.indices))]
         if not (len(self.indices) == len(self.pts) == len(self.frames) == len(self.faces)):
             raise ValueError("FrameBatch fields disagree in length")
+        if self.cuts is not None and len(self.cuts) != len(self.indices):
+            raise ValueError("FrameBatch cuts disagree in length with its frames")
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -253,6 +253,10 @@ def test_state_is_per_video_and_a_later_start_agrees_from_its_first_keyframe(cfg
     assert stage.detected_frames == 1 + 4  # frame 7 (nothing to carry yet), then 10, 15, 20, 25
     for f in range(10, 30):
         assert same_faces(part[f - 7], whole[f]), f
+    assert stage.flush() == [] and not stage._videos  # the video's end: its last frame is not kept
+    again = FrameBatch("late", np.arange(11, 13), np.arange(11, 13) * 512, talking_head[11:13].copy())
+    stage(again)
+    assert stage.detected_frames == 5 + 1  # frame 11 starts afresh: nothing to carry
 
 
 def test_a_lost_face_is_detected_up_to_the_next_keyframe_in_one_batched_call(
