@@ -6,11 +6,10 @@ pixels whose warped mask is above zero are written: everything else keeps its ex
 
 from __future__ import annotations
 
-import kornia
 import numpy as np
 import torch
 
-from stages.geometry import footprint_box, invert_affine, shift_affine, tensor_of
+from stages.geometry import footprint_box, invert_affine, shift_affine, tensor_of, warp_affine_image
 from stages.types import FaceRecord, FrameBatch
 
 
@@ -46,17 +45,9 @@ def blend_face(
         return None
     x1, y1, x2, y2 = box
     # crop → window of the frame starting at (x1, y1); same pixel convention as geometry.warp_crops
-    mt = torch.from_numpy(shift_affine(m_inv, x1, y1, in_source=False))[None]
-    sw = tensor_of(face.swapped).permute(2, 0, 1).float().div_(255.0)
-    mk = tensor_of(np.asarray(face.mask, dtype=np.float32))[None]
-    warped = kornia.geometry.transform.warp_affine(
-        torch.cat([sw, mk])[None],
-        mt,
-        (y2 - y1, x2 - x1),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
-    )[0]
+    mt = shift_affine(m_inv, x1, y1, in_source=False)
+    rgba = np.dstack([face.swapped.astype(np.float32) / np.float32(255.0), np.asarray(face.mask, np.float32)])
+    warped = torch.from_numpy(warp_affine_image(rgba, mt, (y2 - y1, x2 - x1), "zeros")).permute(2, 0, 1)
     alpha = warped[3].clamp_(0.0, 1.0)
     write = (alpha > 0).numpy()
     if not write.any():
