@@ -1,6 +1,6 @@
 """Blend/paste stage: warp each swapped crop and its soft mask back into the frame and alpha-blend.
 
-Only the frame box the mask covers is warped (a 720p frame costs ~30 ms to warp, a face box ~2 ms), and only
+Only the frame box the mask covers is warped (OpenCV, :func:`stages.geometry.warp_affine_image`), and only
 pixels whose warped mask is above zero are written: everything else keeps its exact original value.
 """
 
