@@ -189,6 +189,9 @@ class CropMaker:
         # Faces below min_face are dropped anyway: a coarser pyramid start saves most of P-Net's work.
         # 0.8 keeps a margin, as MTCNN's boxes can come out a little smaller than its min_face_size.
         det_cfg["detect"]["min_face_size"] = max(float(cfg["detect"]["min_face_size"]), 0.8 * min_face)
+        # MTCNN on every frame read: they are every n-th frame of a video or separate photos, not the
+        # consecutive frames the keyframe carry needs, and training crops want detected points
+        det_cfg["detect"]["every"] = 1
         self.detector = DetectStage(det_cfg)
         entry = REGISTRY["aei_net"]
         self.align = {

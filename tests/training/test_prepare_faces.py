@@ -190,3 +190,12 @@ def test_main(tmp_path: Path, inputs: Path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert code == 0 and len(lines) == 1 and "2 faces kept" in lines[0]
     assert [int(NAME.match(n)["frame"]) for n in pngs(out)] == [0, 10]
+
+
+def test_crop_maker_runs_the_detector_on_every_frame_it_reads(tmp_path, base_cfg):
+    """Its frames are every n-th frame of a video or separate photos: nothing to carry faces across, and
+    a carried face would keep a stage state (a frame) per photo."""
+    from pipeline.training.extract import CropMaker
+
+    maker = CropMaker(base_cfg, tmp_path, 256, 40, warn=lambda message: None)
+    assert base_cfg["detect"]["every"] > 1 and maker.detector.every == 1
