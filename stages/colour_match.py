@@ -10,7 +10,6 @@ function says); weights ``(H, W)`` >= 0. Every function works on one face, so no
 from __future__ import annotations
 
 import cv2
-import kornia
 import numpy as np
 import torch
 
@@ -18,6 +17,23 @@ from stages.mask_geometry import hull_distance, hull_points
 from stages.occluders import inter_ocular, luma
 
 STD_RATIO = (0.5, 2.0)  # clamp of the per-channel std ratio in the colour transfer
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W) float32`` RGB in [0, 1] (sRGB) → ``(3, H, W) float32`` CIE Lab (D65), L in [0, 100].
+
+    OpenCV's conversion, the one :func:`shading_transfer` uses too, so the colour transfer's statistics
+    and the shading split are in one Lab. It is 6-7x faster than kornia's on a 256 px crop here; the two
+    differ by up to 0.5 in a and b (kornia's constants), far below a visible colour difference.
+    """
+    hwc = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy(), dtype=np.float32)
+    return torch.from_numpy(cv2.cvtColor(hwc, cv2.COLOR_RGB2Lab)).permute(2, 0, 1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W) float32`` CIE Lab (D65) → ``(3, H, W) float32`` sRGB (not clipped), OpenCV's conversion."""
+    hwc = np.ascontiguousarray(lab.permute(1, 2, 0).numpy(), dtype=np.float32)
+    return torch.from_numpy(cv2.cvtColor(hwc, cv2.COLOR_Lab2RGB)).permute(2, 0, 1)
 
 
 def lab_stats(
@@ -34,7 +50,7 @@ def lab_stats(
     total = w.sum()
     if float(total) < 1.0:
         return None
-    grid = kornia.color.rgb_to_lab(image[None, :, ::stride, ::stride].contiguous())[0]
+    grid = rgb_to_lab(image[:, ::stride, ::stride])
     lab = grid.reshape(3, -1)
     mu = (lab * w).sum(1) / total
     sd = torch.sqrt(((lab - mu[:, None]) ** 2 * w).sum(1) / total)
@@ -86,7 +102,7 @@ def lab_transfer(
         return src
     (mu_s, sd_s), (mu_d, sd_d) = s_stats, d_stats
     ratio = (sd_d / sd_s.clamp(min=1e-3)).clamp(*STD_RATIO)
-    lab = kornia.color.rgb_to_lab(src[None])[0]
+    lab = rgb_to_lab(src)
     lightness = (lab[:1] - mu_s[0]) * ratio[0] + mu_d[0]
     share = (lab[:1] / mu_s[0].clamp(min=1e-3)).clamp(0.0, 1.0)
     shift = (mu_d[1:] - mu_s[1:] * ratio[1:])[:, None, None]
@@ -94,7 +110,7 @@ def lab_transfer(
     if skin_tone is not None:
         ab = torch.lerp(ab, mu_d[1:, None, None].expand_as(ab), skin_tone[None])
     out = torch.cat([lightness, ab])
-    return kornia.color.lab_to_rgb(out[None])[0].clamp(0.0, 1.0)
+    return lab_to_rgb(out).clamp(0.0, 1.0)
 
 
 # not skin: (landmarks, grown by this share of the eye distance): eyes, brows, lips, nostrils
