@@ -125,6 +125,8 @@ class _Scene(_Section):
 
 class _Align(_Section):
     crop_size: Annotated[int, Field(ge=16, le=4096)]
+    min_crop_size: Annotated[int, Field(ge=16, le=4096)]
+    crop_step: Annotated[int, Field(ge=1, le=4096)]
     template: Literal["arcface", "ghost"]
     face_scale: Annotated[float, Field(gt=0, le=2)]
     centre_y: Unit

@@ -93,13 +93,17 @@ def _triangle_maps(src: np.ndarray, dst: np.ndarray, tri: np.ndarray) -> tuple[n
     return bary, warp, valid
 
 
-def piecewise_affine_grid(src: np.ndarray, dst: np.ndarray, tri: np.ndarray, size: int) -> torch.Tensor:
+def piecewise_affine_grid(
+    src: np.ndarray, dst: np.ndarray, tri: np.ndarray, size: int, src_size: int | None = None
+) -> torch.Tensor:
     """Source pixel coordinates of every destination pixel, ``(F, size, size, 2) float32`` (x, y).
 
-    src: ``(K, 2)`` control points in the source image. dst: ``(F, K, 2)`` the same points per destination.
-    tri: ``(T, 3)`` triangles over the points. Each destination pixel takes the affine map of the valid
-    triangle it lies in; where folded-over triangles (skipped) make valid ones overlap, the one it is
-    deepest inside. Pixels no valid triangle covers keep the identity. Rasterisation is one pass per
+    src: ``(K, 2)`` control points in the source image, a ``src_size`` square (default ``size``; a face cut
+    smaller than the source photo's crop samples that crop directly). dst: ``(F, K, 2)`` the same points per
+    destination. tri: ``(T, 3)`` triangles over the points. Each destination pixel takes the affine map of the
+    valid triangle it lies in; where folded-over triangles (skipped) make valid ones overlap, the one it is
+    deepest inside. Pixels no valid triangle covers keep the identity (scaled by ``src_size / size``); source
+    coordinates are clamped to ``[-1, src_size]``. Rasterisation is one pass per
     triangle over the union of its boxes in the batch, element-wise only, so every face's result is
     independent of the other faces in the batch.
     """
@@ -132,13 +136,15 @@ def piecewise_affine_grid(src: np.ndarray, dst: np.ndarray, tri: np.ndarray, siz
         better = score > view_best
         view_best.clamp_(min=score)
         label[:, y0 : y1 + 1, x0 : x1 + 1].masked_fill_(better, t)
-    identity = np.broadcast_to(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (n, 1, 2, 3))
+    src_size = size if src_size is None else int(src_size)
+    r = src_size / size
+    identity = np.broadcast_to(np.array([[r, 0.0, 0.0], [0.0, r, 0.0]]), (n, 1, 2, 3))
     coef = torch.from_numpy(np.concatenate([warp, identity], 1).astype(np.float32)).reshape(n, -1, 6)
     c = torch.gather(coef, 1, label.reshape(n, -1, 1).expand(-1, -1, 6))  # (F, S*S, 6)
     gx = coords.repeat(size)[None]  # x of pixel i*size + j is j
     gy = coords.repeat_interleave(size)[None]
-    sx = ((c[..., 0] * gx + c[..., 1] * gy) + c[..., 2]).clamp_(-1.0, float(size))
-    sy = ((c[..., 3] * gx + c[..., 4] * gy) + c[..., 5]).clamp_(-1.0, float(size))
+    sx = ((c[..., 0] * gx + c[..., 1] * gy) + c[..., 2]).clamp_(-1.0, float(src_size))
+    sy = ((c[..., 3] * gx + c[..., 4] * gy) + c[..., 5]).clamp_(-1.0, float(src_size))
     return torch.stack([sx, sy], -1).reshape(n, size, size, 2)
 
 

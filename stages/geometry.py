@@ -234,6 +234,19 @@ def warp_affine_image(image: np.ndarray, m: np.ndarray, size: tuple[int, int], b
     return out.reshape(int(size[0]), int(size[1]), -1)
 
 
+def rescale_crop(values: torch.Tensor, side: int) -> torch.Tensor:
+    """A map over an aligned crop ``(S, S) float32`` carried to the same cut at ``side`` px.
+
+    The align stage scales a face's whole transform with its crop side (crop pixel ``x`` at side S is
+    ``x * side / S`` at ``side``, pixel centres at integers), so this is that scale, bilinear, edge values
+    repeated. Returns ``(side, side) float32``.
+    """
+    k = side / values.shape[-1]
+    m = np.array([[k, 0.0, 0.0], [0.0, k, 0.0]])
+    out = warp_affine_image(values.numpy()[..., None], m, (side, side), "replicate")[..., 0]
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
 def warp_crops(
     frames: np.ndarray, frame_of_face: list[int], matrices: list[np.ndarray], size: int
 ) -> np.ndarray:

@@ -38,10 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stages.geometry import rescale_crop
 from stages.mask_geometry import hull_distance, hull_points, polygon_distance, smooth_ramp
 from stages.occluders import glasses_map, hair_map
 from stages.scene import SceneCuts, TrackMemory
-from stages.types import FaceRecord, FrameBatch, swap_inputs
+from stages.types import FaceRecord, FrameBatch, swap_groups
 
 MASK_TYPES = ("box", "landmarks", "occlusion", "region")
 
@@ -198,7 +199,6 @@ class MaskStage:
 
             raise ConfigError(f"mask.types={list(self.types)!r}: give one or more of {', '.join(MASK_TYPES)}")
         self.cfg = cfg
-        self.size = int(cfg["align"]["crop_size"])
         self.release = float(m["release"])
         self.scene = SceneCuts(cfg)
         self._previous = TrackMemory()  # (frame, (S, S) float32 occlusion mask) per track
@@ -228,11 +228,12 @@ class MaskStage:
         return class_mask(probs, self.region_ids)[:, 0].float().cpu()
 
     def masks(self, faces: list[FaceRecord], crops: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
-        """The per-frame masks ``(F, S, S) float32`` of the non-landmark types (1 when there are none)."""
-        n = len(faces)
-        out = torch.ones(n, self.size, self.size)
+        """The per-frame masks ``(F, S, S) float32`` of the non-landmark types (1 when there are none);
+        crops ``(F, S, S, 3) uint8`` RGB of one side S."""
+        n, size = len(faces), int(crops.shape[1])
+        out = torch.ones(n, size, size)
         if "box" in self.types:
-            out = out * box_masks(n, self.size, float(self.cfg["mask"]["box_blur"]))
+            out = out * box_masks(n, size, float(self.cfg["mask"]["box_blur"]))
         if "occlusion" in self.types:
             out = out * occlusion_masks(crops, landmarks, self.cfg)
         if "region" in self.types:
@@ -243,22 +244,25 @@ class MaskStage:
         if len(batch) == 0:
             return batch
         cuts = self.scene.of(batch)
-        faces, crops, landmarks = swap_inputs(batch, self.size)
-        keep = [i for i, f in enumerate(faces) if f.swapped is not None]
-        if not keep:
-            return batch
-        todo = [faces[i] for i in keep]
-        extra = self.masks(todo, crops[keep], landmarks[keep])
         frame_of = {id(f): int(batch.indices[i]) for i, fs in enumerate(batch.faces) for f in fs}
         cut_at = {int(batch.indices[i]) for i in np.flatnonzero(cuts)}
-        for face, m in zip(todo, extra):
-            frame = frame_of[id(face)]
-            prev = self._previous.previous(batch.video_id, face.track_id, frame, frame in cut_at)
-            if self.release > 0 and prev is not None:
-                m = torch.minimum(m, self.release * prev + (1.0 - self.release) * m)
-            self._previous.store(batch.video_id, face.track_id, frame, m)
-            base = face.mask if "landmarks" in self.types and face.mask is not None else 1.0
-            face.mask = np.ascontiguousarray(np.asarray(base, dtype=np.float32) * m.numpy(), dtype=np.float32)
+        for faces, crops, landmarks in swap_groups(batch):  # in the order that keeps tracks in frame order
+            keep = [i for i, f in enumerate(faces) if f.swapped is not None]
+            if not keep:
+                continue
+            todo = [faces[i] for i in keep]
+            extra = self.masks(todo, crops[keep], landmarks[keep])
+            for face, m in zip(todo, extra):
+                frame = frame_of[id(face)]
+                prev = self._previous.previous(batch.video_id, face.track_id, frame, frame in cut_at)
+                if self.release > 0 and prev is not None:
+                    if prev.shape != m.shape:  # the track's crop side changed: the same cut, scaled
+                        prev = rescale_crop(prev, m.shape[-1])
+                    m = torch.minimum(m, self.release * prev + (1.0 - self.release) * m)
+                self._previous.store(batch.video_id, face.track_id, frame, m)
+                base = face.mask if "landmarks" in self.types and face.mask is not None else 1.0
+                paste = np.asarray(base, dtype=np.float32) * m.numpy()
+                face.mask = np.ascontiguousarray(paste, dtype=np.float32)
         self._previous.forget_before(batch.video_id, int(batch.indices[0]))
         return batch
 

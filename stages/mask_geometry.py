@@ -150,12 +150,15 @@ def feather_profile(d: torch.Tensor, erode: float, sigma: float) -> torch.Tensor
     return ramp.clamp(0.0, 1.0)
 
 
-def face_masks(lm_crop: np.ndarray, cfg: dict, keep_inner_mouth: bool | None = None) -> torch.Tensor:
+def face_masks(
+    lm_crop: np.ndarray, cfg: dict, keep_inner_mouth: bool | None = None, size: int | None = None
+) -> torch.Tensor:
     """Paste masks ``(F, S, S) float32`` in [0, 1] from target landmarks ``(F, 68, 2)`` in crop pixels.
 
-    keep_inner_mouth: cut out the inner-lip area (default: ``classic.keep_inner_mouth``).
+    keep_inner_mouth: cut out the inner-lip area (default: ``classic.keep_inner_mouth``). size: the crops'
+    side S (default ``align.crop_size``); erosion and feather are shares of it.
     """
-    size = int(cfg["align"]["crop_size"])
+    size = int(cfg["align"]["crop_size"]) if size is None else int(size)
     erode = float(cfg["blend"]["erode"]) * size
     sigma = float(cfg["blend"]["feather"]) * size
     mask = feather_profile(hull_distance(hull_points(lm_crop), size), erode, sigma)

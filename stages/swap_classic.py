@@ -56,7 +56,7 @@ from stages.mask_geometry import face_masks, smooth_ramp
 from stages.occluders import luma
 from stages.scene import SceneCuts, TrackMemory
 from stages.source_face import SourceFace, close_source_mouth, source_layers
-from stages.types import FrameBatch, swap_inputs
+from stages.types import FrameBatch, swap_groups
 
 SHADING_DARK = 0.6  # target pixels darker than this share of its median skin luma are not skin (hair, frames)
 
@@ -154,9 +154,12 @@ class ClassicSwapStage:
         blur_filters: per face a callable ``sigma -> sigma`` smoothing the sharpness match along its track.
         shape_filters: per face a callable smoothing the source's shape offsets along its track
         (:func:`smooth_shape`).
-        Returns swapped ``(F, S, S, 3) uint8`` RGB and masks ``(F, S, S) float32`` in [0, 1].
+        Returns swapped ``(F, S, S, 3) uint8`` RGB and masks ``(F, S, S) float32`` in [0, 1]. S is the crops'
+        side, which may be below the source crop's (``align.min_crop_size``): the warp samples the source
+        crop directly, and every scale (mask feather, shading, sharpness) is a share of S.
         """
-        n, size = len(crops), self.size
+        n = len(crops)
+        size = self.size if n == 0 else int(crops.shape[1])
         if n == 0:
             return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32)
         lm = np.asarray(landmarks, dtype=np.float64)
@@ -165,12 +168,14 @@ class ClassicSwapStage:
         if shape_filters is not None:
             shaped = np.stack([smooth_shape(lm[i], shaped[i], shape_filters[i]) for i in range(n)])
         dst_points = control_points(shaped, size)
-        grid = piecewise_affine_grid(self.src_points, dst_points, self.triangles, size)
+        grid = piecewise_affine_grid(self.src_points, dst_points, self.triangles, size, self.size)
         warped = sample_pixels(self.src_layers, grid)  # RGB, visibility, frame zone
-        masks = face_masks(lm, self.cfg)  # the target's silhouette and its own inner mouth (never moved)
+        masks = face_masks(lm, self.cfg, size=size)  # the target's silhouette, own inner mouth (not moved)
         if self.mirror_share > 0:  # where the far half is stretched: from the near half, mirrored
             share = mirror_weight(grid, masks, far_half_weight(shaped, size, self.far_sign, MIRROR_BAND))
-            grid = piecewise_affine_grid(self.mirror_points, dst_points, self.mirror_triangles, size)
+            grid = piecewise_affine_grid(
+                self.mirror_points, dst_points, self.mirror_triangles, size, self.size
+            )
             mirrored = sample_pixels(self.mirror_layers, grid)
             warped = torch.lerp(warped, mirrored, (share * self.mirror_share)[:, None])
         warped, visible, frame_zone = warped[:, :3], warped[:, 3], warped[:, 4]
@@ -184,7 +189,7 @@ class ClassicSwapStage:
                     "target_stats": ts,
                     "src_weight": masks[i] * visible[i],
                     "skin_tone": frame_zone[i],
-                    "detail_sigma": self._detail_sigma(),
+                    "detail_sigma": self._detail_sigma(size),
                 }
                 out.append(lab_transfer(warped[i], target[i], masks[i], **kw))
             warped = torch.stack(out)
@@ -204,8 +209,8 @@ class ClassicSwapStage:
                 face = shading_transfer(warped_np[i], target_np[i], w_src, w_dst, self.shading_sigma * size)
                 if self.match_detail:  # the frame's sharpness: a sharp photo in a soft or blurred frame
                     blur = matching_blur(face, target_np[i], w_src, w_dst)
-                    if blur_filters is not None:
-                        blur = float(blur_filters[i](blur))
+                    if blur_filters is not None:  # smoothed as a share of the side: a track's side may change
+                        blur = float(blur_filters[i](blur / size)) * size
                     face = blur_image(face, blur)
                 done.append(face)
             warped = torch.from_numpy(np.stack(done)).permute(0, 3, 1, 2)
@@ -215,26 +220,30 @@ class ClassicSwapStage:
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
         cuts = self.scene.of(batch)
-        todo, crops, lm = swap_inputs(batch, self.size)
-        if not todo:
+        groups = swap_groups(batch)
+        if not groups:
             return batch
         frame_of = {id(f): int(batch.indices[i]) for i, fs in enumerate(batch.faces) for f in fs}
         cut_at = {int(batch.indices[i]) for i in np.flatnonzero(cuts)}
-        stats = [
-            self._smoothed_stats(batch.video_id, f, frame_of[id(f)], cut_at, c) for f, c in zip(todo, crops)
-        ]
-        blurs = [self._smoothed_blur(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
-        shapes = [self._smoothed_shape(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
-        swapped, masks = self.swap(
-            crops,
-            lm,
-            stats if self.color_smoothing > 0 else None,
-            blurs if self.color_smoothing > 0 else None,
-            shapes if self.shape_smoothing > 0 and self.shape_transfer > 0 else None,
-        )
-        for face, sw, m in zip(todo, swapped, masks):
-            face.swapped = sw
-            face.mask = m * np.float32(turn_weight(face.points5, self.turn_fade))
+        # one crop side at a time; every face's result is its own, so grouping changes nothing. Each face's
+        # track filters are called in frame order within a group, and a track has one face a frame
+        for todo, crops, lm in groups:
+            stats = [
+                self._smoothed_stats(batch.video_id, f, frame_of[id(f)], cut_at, c)
+                for f, c in zip(todo, crops)
+            ]
+            blurs = [self._smoothed_blur(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
+            shapes = [self._smoothed_shape(batch.video_id, f, frame_of[id(f)], cut_at) for f in todo]
+            swapped, masks = self.swap(
+                crops,
+                lm,
+                stats if self.color_smoothing > 0 else None,
+                blurs if self.color_smoothing > 0 else None,
+                shapes if self.shape_smoothing > 0 and self.shape_transfer > 0 else None,
+            )
+            for face, sw, m in zip(todo, swapped, masks):
+                face.swapped = sw
+                face.mask = m * np.float32(turn_weight(face.points5, self.turn_fade))
         self._colour.forget_before(batch.video_id, int(batch.indices[0]))
         self._detail.forget_before(batch.video_id, int(batch.indices[0]))
         self._shape.forget_before(batch.video_id, int(batch.indices[0]))
@@ -278,10 +287,11 @@ class ClassicSwapStage:
 
         return smooth
 
-    def _detail_sigma(self) -> float | None:
-        """Scale (px) below which the colour match measures lightness contrast: the shading transfer's,
-        when it is on (the source's light above it is replaced anyway); None: whole-band."""
-        return self.shading_sigma * self.size if self.color == "lab" and self.shading_sigma > 0 else None
+    def _detail_sigma(self, size: int) -> float | None:
+        """Scale (px of a ``size`` crop) below which the colour match measures lightness contrast: the
+        shading transfer's, when it is on (the source's light above it is replaced anyway); None:
+        whole-band."""
+        return self.shading_sigma * size if self.color == "lab" and self.shading_sigma > 0 else None
 
     def _smoothed_stats(self, video_id: str, face, frame: int, cut_at: set[int], crop: np.ndarray):
         """A callable ``mask -> (mean, std)``: the face's target Lab statistics, exponentially smoothed
@@ -289,7 +299,7 @@ class ClassicSwapStage:
         target = tensor_of(crop).permute(2, 0, 1).float().div(255.0)
 
         def stats(mask: torch.Tensor):
-            now = lab_stats(target, mask, detail_sigma=self._detail_sigma())
+            now = lab_stats(target, mask, detail_sigma=self._detail_sigma(crop.shape[0]))
             if now is None:
                 return None
             prev = self._colour.previous(video_id, face.track_id, frame, frame in cut_at)

@@ -88,28 +88,55 @@ class FrameBatch:
         return self
 
 
-def swap_inputs(batch: FrameBatch, size: int) -> tuple[list[FaceRecord], np.ndarray, np.ndarray]:
-    """What a swap stage works on: the selected faces the align stage prepared, in frame order.
+def swap_groups(batch: FrameBatch) -> list[tuple[list[FaceRecord], np.ndarray, np.ndarray]]:
+    """What a swap stage works on: the selected faces the align stage prepared, grouped by crop side.
 
-    Returns the faces, their crops ``(F, size, size, 3) uint8`` RGB and their 68 landmarks in crop
-    pixels ``(F, 68, 2) float32``. Raises ValueError when a crop has another size (mismatched configs).
+    The align stage cuts a face small in the frame to a smaller crop (``align.min_crop_size``), so a batch
+    can hold several sides. Returns groups of one side each: the faces (in frame order), their crops
+    ``(F, S, S, 3) uint8`` RGB and their 68 landmarks in crop pixels ``(F, 68, 2) float32``. Stages keep
+    state along tracks, face after face in frame order; so when a track's side changes, the frames from
+    there on start new groups: a stage that runs the groups in the order given meets every track's faces
+    in frame order.
     """
     from stages.geometry import transform_points
 
-    faces = [
-        f
-        for frame_faces in batch.faces
-        for f in frame_faces
-        if f.selected and f.crop is not None and f.landmarks68 is not None and f.affine is not None
-    ]
-    if not faces:
+    runs: list[dict[int, list[FaceRecord]]] = [{}]
+    side_of_track: dict[int, int] = {}
+    for frame_faces in batch.faces:
+        ready = [
+            f
+            for f in frame_faces
+            if f.selected and f.crop is not None and f.landmarks68 is not None and f.affine is not None
+        ]
+        sides = [int(f.crop.shape[0]) for f in ready]
+        if any(f.track_id >= 0 and side_of_track.get(f.track_id, s) != s for f, s in zip(ready, sides)):
+            runs.append({})
+            side_of_track = {}
+        for f, s in zip(ready, sides):
+            runs[-1].setdefault(s, []).append(f)
+            side_of_track[f.track_id] = s
+    groups = []
+    for run in runs:
+        for side in sorted(run):
+            faces = run[side]
+            crops = np.stack([f.crop for f in faces])
+            landmarks = np.stack([transform_points(f.landmarks68, f.affine) for f in faces])
+            groups.append((faces, crops, landmarks))
+    return groups
+
+
+def swap_inputs(batch: FrameBatch, size: int) -> tuple[list[FaceRecord], np.ndarray, np.ndarray]:
+    """:func:`swap_groups` for a stage that needs one crop side: the faces, their crops
+    ``(F, size, size, 3) uint8`` RGB and 68 landmarks in crop pixels ``(F, 68, 2) float32``. Raises
+    ValueError when a crop has another size (mismatched configs).
+    """
+    groups = swap_groups(batch)
+    if not groups:
         return [], np.zeros((0, size, size, 3), np.uint8), np.zeros((0, 68, 2), np.float32)
-    for f in faces:
-        if f.crop.shape != (size, size, 3):
+    for _, crops, _ in groups:
+        if crops.shape[1:] != (size, size, 3):
             raise ValueError(
-                f"aligned crop is {f.crop.shape} but align.crop_size is {size}: "
+                f"aligned crop is {crops.shape[1:]} but align.crop_size is {size}: "
                 "run the align stage with the same config as the swap stage"
             )
-    crops = np.stack([f.crop for f in faces])
-    landmarks = np.stack([transform_points(f.landmarks68, f.affine) for f in faces])
-    return faces, crops, landmarks
+    return groups[0]  # one side: one group (groups split only where a track's side changes)

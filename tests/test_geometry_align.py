@@ -73,11 +73,54 @@ def test_align_stage_crops_selected_faces_only(base_cfg):
     box = np.array([40, 20, 200, 200], np.float32)
     faces = [[FaceRecord(box, 0.99, pts)], [FaceRecord(box, 0.99, pts, selected=False)]]
     batch = FrameBatch("v", np.arange(2), np.arange(2), frames, faces)
-    out = AlignStage(base_cfg)(batch)
+    cfg = {**base_cfg, "align": {**base_cfg["align"], "min_crop_size": 256}}
+    out = AlignStage(cfg)(batch)
     f0, f1 = out.faces[0][0], out.faces[1][0]
     assert f0.crop.shape == (256, 256, 3) and f0.crop.dtype == np.uint8
     assert np.allclose(transform_points(pts, f0.affine), template, atol=1e-2)
     assert f1.crop is None and f1.affine is None
+
+
+def test_a_face_small_in_the_frame_gets_a_smaller_crop_of_the_same_cut(base_cfg):
+    """``align.min_crop_size``: the side at which a crop pixel spans a frame pixel, rounded up to
+    ``crop_step``, between ``min_crop_size`` and ``crop_size``; the transform is the full one scaled, so
+    the crop is the full crop resampled (the same cut, fewer pixels)."""
+    from scipy.ndimage import gaussian_filter
+
+    from stages.align import face_crop_size
+
+    rng = np.random.default_rng(6)
+    texture = gaussian_filter(rng.uniform(0, 255, (480, 640, 3)), sigma=(2, 2, 0))
+    frame = np.clip((texture - texture.mean()) / texture.std() * 40 + 128, 0, 255).astype(np.uint8)
+    align = {**base_cfg["align"], "min_crop_size": 96, "crop_step": 32}
+    template = crop_template(256, align["face_scale"], align["centre_y"])
+    faces, expected = [], []
+    for scale, side in ((0.3, 96), (0.55, 160), (0.62, 160), (0.7, 192), (1.0, 256), (1.6, 256)):
+        # a face that is the template at ``scale`` frame pixels per crop pixel: 1:1 at 256 * scale
+        pts = (template * scale + np.array([300 - 128 * scale, 240 - 128 * scale], np.float32)).astype(
+            np.float32
+        )
+        faces.append(FaceRecord(np.array([0, 0, 10, 10], np.float32), 0.99, pts))
+        expected.append(side)
+        m = estimate_similarity(pts, template)
+        assert face_crop_size(m, align) == side
+        assert face_crop_size(m, {**align, "min_crop_size": 256}) == 256
+        assert face_crop_size(m, {**align, "template": "ghost"}) == 256
+    batch = FrameBatch("v", np.zeros(len(faces)), np.zeros(len(faces)), np.stack([frame] * len(faces)))
+    batch.faces = [[f] for f in faces]
+    AlignStage({**base_cfg, "align": align})(batch)
+    full = {**base_cfg, "align": {**align, "min_crop_size": 256}}
+    for face, side in zip(faces, expected):
+        assert face.crop.shape == (side, side, 3)
+        small_template = crop_template(side, align["face_scale"], align["centre_y"])
+        assert np.allclose(transform_points(face.points5, face.affine), small_template, atol=1e-2)
+        big = FaceRecord(face.box, face.score, face.points5)
+        AlignStage(full)(FrameBatch("v", np.zeros(1), np.zeros(1), frame[None], [[big]]))
+        k = side / 256
+        resampled = warp_crops(big.crop[None], [0], [np.array([[k, 0, 0], [0, k, 0]], np.float32)], side)[0]
+        inner = slice(side // 8, side - side // 8)  # the crops agree where no frame edge is involved
+        diff = np.abs(resampled.astype(float) - face.crop)[inner, inner]
+        assert diff.mean() < 2.0, (side, diff.mean())
 
 
 def test_ghost_crop_pasted_back_unchanged_gives_the_frame(base_cfg):
@@ -139,3 +182,43 @@ def test_warp_affine_image_matches_kornia_with_pixel_centres_at_integers():
             assert np.abs(ours - theirs.numpy()).max() < 1e-4, border
     shifted = warp_affine_image(image, np.array([[1, 0, 2], [0, 1, 3]], np.float32), (70, 90), "zeros")
     assert np.array_equal(shifted[3:, 2:], image[:-3, :-2]) and not shifted[:3].any()
+
+
+def test_swap_groups_split_where_a_track_changes_side():
+    """A batch with several crop sides is worked side by side; where a track's side changes, later frames
+    start new groups, so a stage running the groups in order meets each track's faces in frame order."""
+    import pytest
+
+    from stages.types import swap_groups, swap_inputs
+
+    def face(track: int, side: int) -> FaceRecord:
+        rec = FaceRecord(np.zeros(4, np.float32), 1.0, np.zeros((5, 2), np.float32), track_id=track)
+        rec.crop = np.zeros((side, side, 3), np.uint8)
+        rec.landmarks68 = np.zeros((68, 2), np.float32)
+        rec.affine = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+        return rec
+
+    sides = [(128, 256), (128, 256), (160, 256), (160, 256)]  # track 0 grows in frame 2
+    faces = [[face(0, a), face(1, b)] for a, b in sides]
+    batch = FrameBatch("v", np.arange(4), np.arange(4), np.zeros((4, 8, 8, 3), np.uint8), faces)
+    groups = swap_groups(batch)
+    assert len(groups) == 4
+    expected = [
+        [faces[0][0], faces[1][0]],
+        [faces[0][1], faces[1][1]],
+        [faces[2][0], faces[3][0]],
+        [faces[2][1], faces[3][1]],
+    ]
+    for (members, crops, landmarks), want in zip(groups, expected):
+        assert [id(f) for f in members] == [id(f) for f in want]
+        assert crops.shape == (2, want[0].crop.shape[0], want[0].crop.shape[0], 3) and landmarks.shape == (
+            2,
+            68,
+            2,
+        )
+    with pytest.raises(ValueError, match="align.crop_size is 256"):
+        swap_inputs(batch, 256)
+    one_side = FrameBatch("v", np.arange(2), np.arange(2), np.zeros((2, 8, 8, 3), np.uint8))
+    one_side.faces = [[face(0, 256), face(1, 256)], [face(0, 256)]]
+    members, crops, _ = swap_inputs(one_side, 256)
+    assert [id(f) for f in members] == [id(f) for f in (one_side.faces[0] + one_side.faces[1])]

@@ -287,3 +287,37 @@ def test_turned_source_far_half_comes_from_its_near_half(cfg, landmarker, target
     bad = {**plain, "classic": {**plain["classic"], "mirror_turned_source": [0.2, 0.1]}}
     with pytest.raises(ValueError, match="mirror_turned_source"):
         ClassicSwapStage(bad, src)
+
+
+def test_a_small_face_swapped_at_its_own_size_pastes_the_same_face(cfg, source, targets):
+    """A face small in the frame is cut to a smaller crop (``align.min_crop_size``) and swapped there,
+    sampling the 256 px source crop directly: pasted back, it is the face the full crop gives, up to
+    resampling (the frame has no finer detail than the smaller crop)."""
+    import cv2
+
+    from stages.align import AlignStage
+    from stages.blend import BlendStage
+
+    k = 0.4  # liveportrait_d20 at 192 px: eyes about 35 px apart, a 160 px crop at 1:1
+    frame = cv2.resize(targets["frames"][0], None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    lm = (targets["lm"][0] + 0.5) * k - 0.5
+
+    def pasted(min_side: int) -> tuple[np.ndarray, int]:
+        run = copy.deepcopy(cfg)
+        run["align"]["min_crop_size"] = min_side
+        face = FaceRecord(np.zeros(4, np.float32), 1.0, points5_from_68(lm), landmarks68=lm, track_id=0)
+        batch = FrameBatch("small", np.arange(1), np.arange(1), frame[None].copy(), [[face]])
+        AlignStage(run)(batch)
+        side = face.crop.shape[0]
+        ClassicSwapStage(run, source)(batch)
+        BlendStage(run)(batch)
+        assert face.pasted
+        return batch.frames[0].astype(np.float64), side
+
+    small, small_side = pasted(128)
+    full, full_side = pasted(256)
+    assert (small_side, full_side) == (160, 256)
+    changed = np.abs(full - frame).max(-1) > 8  # where the swap changed the frame
+    assert changed.sum() > 2000
+    diff = np.abs(small - full).max(-1)[changed]
+    assert diff.mean() < 3.0 and np.percentile(diff, 99) < 16, (diff.mean(), np.percentile(diff, 99))
