@@ -16,7 +16,11 @@ A frame whose output has no HOG face overlapping the original's (IoU >= 0.3) is 
 
 Metrics (every ``every``-th frame, decoding original and output in lockstep, streaming):
 - identity: descriptor distance output→source photo and output→original frame (mean, median) and the
-  share of frames where the output face is nearer the source than the original face. With a
+  share of frames where the output face is nearer the source than the original face.
+- consistency (``pipeline.evaluation.consistency.within_video`` on the same per-frame identity embeddings):
+  how steady the swapped identity is (mean pairwise cosine of the output's per-frame embeddings, and the
+  original's for comparison), the spread of its per-frame cosine to the source, and how far it moved
+  towards the source from the original's face in the same frames. With a
   ``reference`` (``--reference``: another photo of the same person) the same share against it, which only
   the person's face earns, not what the pasted photo alone has (a hat, its light).
 - pose: yaw/pitch/roll (degrees) of output and original from ``cv2.solvePnP`` on 6 landmarks against
@@ -64,6 +68,7 @@ import numpy as np
 from models.errors import InputError, reason
 from models.files import write_json_atomic
 from pipeline.evaluation.artifacts import artifact_measures
+from pipeline.evaluation.consistency import within_video
 from pipeline.evaluation.expression import opening_errors
 from pipeline.evaluation.faces import MATCH_IOU, angle_difference, box_iou, detect_faces, source_face
 from pipeline.evaluation.integrity import (
@@ -142,6 +147,8 @@ def evaluate(
     nearer: list[bool] = []
     d_ref: list[float] = []
     nearer_ref: list[bool] = []
+    emb_out: list[np.ndarray] = []  # per frame with both faces: the output's and the original's embedding
+    emb_orig: list[np.ndarray] = []
     pose_err: dict[str, list[float]] = {"yaw": [], "pitch": [], "roll": []}
     pose_fail = 0
     expr: list[float] = []
@@ -204,8 +211,11 @@ def evaluate(
                 else:
                     face_b = max(matches, key=lambda f: box_iou(f.box, face_a.box))
                     emb_b = scorer.embedding(fb, face_b)
+                    emb_a = scorer.embedding(fa, face_a)
+                    emb_out.append(emb_b)
+                    emb_orig.append(emb_a)
                     ds = scorer.distance(emb_b, src)
-                    do = scorer.distance(emb_b, scorer.embedding(fa, face_a))
+                    do = scorer.distance(emb_b, emb_a)
                     d_src.append(ds)
                     d_orig.append(do)
                     nearer.append(ds < do)
@@ -289,6 +299,7 @@ def evaluate(
             "distance_to_reference": _stats(d_ref),
             "nearer_reference_share": float(np.mean(nearer_ref)) if nearer_ref else None,
         },
+        "consistency": within_video(np.array(emb_out), np.array(emb_orig), src),
         "pose_error_deg": {
             **pose_means,
             "mean": float(np.mean(all_pose)) if all_pose else None,
@@ -328,8 +339,19 @@ def _expression_text(result: dict) -> str:
     return f"expression {fmt(result['expression_error_iod']['mean'], '.3f')} IOD"
 
 
+def _consistency_text(result: dict) -> str:
+    cons = result.get("consistency")
+    if cons is None:  # a result written before the measure existed
+        return "steadiness n/a"
+    return (
+        f"steadiness {fmt(cons['steadiness'], '.3f')} (orig {fmt(cons['steadiness_original'], '.3f')}), "
+        f"cos(src) sd {fmt(cons['source_similarity']['std'], '.3f')}"
+    )
+
+
 def summary_line(result: dict) -> str:
-    """One line for people: frames scored, identity, pose, expression, flicker, jitter, integrity."""
+    """One line for people: frames scored, identity and its steadiness, pose, expression, flicker, jitter,
+    integrity."""
     fr, ident, integ = result["frames"], result["identity"], result["integrity"]
     pose = result["pose_error_deg"]
     problems = [
@@ -352,7 +374,7 @@ def summary_line(result: dict) -> str:
             else ""
         )
         + f"d(src) {fmt(ident['distance_to_source']['mean'], '.3f')}, "
-        f"d(orig) {fmt(ident['distance_to_original']['mean'], '.3f')}; "
+        f"d(orig) {fmt(ident['distance_to_original']['mean'], '.3f')}, {_consistency_text(result)}; "
         f"pose error {fmt(pose['mean'], '.1f')} deg; "
         f"{_expression_text(result)}; "
         f"flicker {fmt(result['flicker'], '.2f')}{'' if result['flicker'] is None else 'x'}; "
