@@ -31,6 +31,14 @@ The fixed rules (each written into results.json with the values used; settings u
   from :func:`pipeline.evaluation.evaluate.evaluate` over the whole video (every ``flicker_every``-th frame).
 - Totals per method: ID retrieval % and the pose and expression means pooled over the scored frames;
   flicker the mean over videos; wall time the sum of each video's swap and scoring seconds.
+- Identity consistency (:mod:`pipeline.evaluation.consistency`, cosine similarities of the identity
+  embeddings): per video, from the evaluator's whole-video pass, how steady the swapped identity is
+  (``steadiness``, with the original's ``steadiness_original``), the spread of its per-frame similarity to
+  the source and its ``source_shift``; totals: means over videos. Across targets: each video's mean
+  identity direction over its scored frames; for every source with two or more scored videos the mean
+  pairwise cosine of those directions, averaged over the sources (``cross_target``, N =
+  ``cross_target_sources``; ``cross_target_originals`` the same of the originals, how alike the targets
+  are to begin with).
 
 Swaps run through :func:`pipeline.batch.run_jobs` (``OUT/records.jsonl``: an interrupted run resumes, a
 finished video is not redone); scores are kept in ``OUT/scores.jsonl`` under a hash of everything they depend
@@ -97,6 +105,14 @@ RULES = {
     "flicker_every-th frame",
     "totals": "ID retrieval %, pose and expression pooled over scored frames; flicker the mean over videos; "
     "wall time the sum of each video's swap and scoring seconds",
+    "consistency": "cosine similarities of the evaluator's identity embeddings (pipeline.evaluation."
+    "consistency). Within a video, over the frames of flicker_integrity: steadiness = mean pairwise cosine "
+    "of the swapped face's per-frame embeddings (steadiness_original: of the original's), "
+    "source_similarity std/range = spread of the per-frame cosine to the source photo, source_shift = "
+    "mean per-frame cosine to the source of the swapped face minus the original face's; totals: means over "
+    "videos. Across targets: per video the unit mean of its scored frames' unit embeddings; per source "
+    "with >= 2 scored videos the mean pairwise cosine of those; cross_target = mean over those "
+    "cross_target_sources sources (cross_target_originals: the same of the original faces)",
 }
 
 
@@ -379,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"ffpp {name}: {t['videos']} videos, {t['frames']} frames, ID retrieval "
                 f"{fmt(t['id_retrieval_pct'], '.1f')} %, pose {fmt(t['pose_error_deg'], '.2f')} deg, "
                 f"expression {fmt(t[key], '.3f')} {unit}, flicker {fmt(t['flicker'], '.2f')}, "
+                f"steadiness {fmt(t.get('steadiness'), '.3f')}, "
+                f"cross-target {fmt(t.get('cross_target'), '.3f')} "
+                f"({t.get('cross_target_sources', 0)} sources), "
                 f"{t['errors']} skipped, {t['wall_time_s']:.1f} s"
             )
         out = Path(args.out)

@@ -56,18 +56,27 @@ def results_markdown(results: dict) -> str:
         f"{len(results['gallery'])} source identities of the split; dlib HOG detector and 68 landmarks; "
         f"identity: {nets['identity']}; pose: {nets['pose']}; expression: {nets['expression']} (evaluator "
         "networks, not the pipeline's); flicker = face-region frame difference, swapped over original "
-        "(1.0 = as steady). Rules and per-video values: results.json.",
+        "(1.0 = as steady). Identity consistency, cosine similarities of identity embeddings (1 = alike; "
+        "dlib's descriptors put different people at about 0.8): steadiness = mean over videos of the mean "
+        "pairwise cosine of a video's per-frame swapped faces (in brackets: of its original faces); "
+        "sd(cos src) = mean over videos of the standard deviation of the per-frame cosine to the source "
+        "photo; cross-target = for each source with 2 or more scored targets, the mean pairwise cosine of "
+        "its swapped videos' mean identities, averaged over the N sources (in brackets: the same of those "
+        "targets' original faces). Rules and per-video values: results.json.",
         "",
-        f"| method | ID retrieval % | pose (deg) | expression ({unit}) | flicker | videos | frames "
-        "| wall time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| method | ID retrieval % | pose (deg) | expression ({unit}) | flicker | steadiness (orig) "
+        "| sd(cos src) | cross-target (targets), N | videos | frames | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, method in results["methods"].items():
         t = method["totals"]
         lines.append(
             f"| {name} | {fmt(t['id_retrieval_pct'], '.1f')} | {fmt(t['pose_error_deg'], '.2f')} | "
-            f"{fmt(t[key], '.3f')} | {fmt(t['flicker'], '.2f')} | {t['videos']} | "
-            f"{t['frames']} | {t['wall_time_s']:.1f} |"
+            f"{fmt(t[key], '.3f')} | {fmt(t['flicker'], '.2f')} | "
+            f"{fmt(t.get('steadiness'), '.3f')} ({fmt(t.get('steadiness_original'), '.3f')}) | "
+            f"{fmt(t.get('source_similarity_std'), '.3f')} | "
+            f"{fmt(t.get('cross_target'), '.3f')} ({fmt(t.get('cross_target_originals'), '.3f')}), "
+            f"{t.get('cross_target_sources', 0)} | {t['videos']} | {t['frames']} | {t['wall_time_s']:.1f} |"
         )
     errors = [
         f"- {name} {video}: {entry['error']}"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.errors import InputError
+from pipeline.evaluation.consistency import cross_target, mean_direction
 from pipeline.evaluation.ffpp_layout import frame_indices, open_video, read_frames
 
 if TYPE_CHECKING:
@@ -31,7 +32,13 @@ def score_video(
     scorer: FaceScorer,
 ) -> dict:
     """Score ``swapped`` against its ``original`` (module doc) with ``scorer``'s networks; ``gallery`` holds
-    the embeddings of ``gallery_ids``. Raises InputError for unreadable videos."""
+    the embeddings of ``gallery_ids``. Raises InputError for unreadable videos.
+
+    ``identity_direction``: the unit mean direction (:func:`pipeline.evaluation.consistency.mean_direction`)
+    of the swapped face's and of the original face's embeddings over the scored frames, as lists of floats
+    (None when no frame was scored): what :func:`totals_of` compares across the targets of one source.
+    ``consistency``: the whole-video steadiness measures of :func:`evaluate` (every ``flicker_every``-th
+    frame)."""
     from pipeline.evaluation.evaluate import evaluate
     from pipeline.evaluation.faces import MATCH_IOU, angle_difference, box_iou, detect_faces
 
@@ -50,6 +57,8 @@ def score_video(
         )
     h, w = frames_a.shape[1:3]
     per_frame: list[dict] = []
+    emb_out: list[np.ndarray] = []  # per scored frame: the swapped face's and the original face's embedding
+    emb_orig: list[np.ndarray] = []
     for index, fa, fb in zip(indices, frames_a, frames_b):
         faces_a = detect_faces(fa, upsample)
         if not faces_a:
@@ -62,6 +71,8 @@ def score_video(
             continue
         face_b = max(matches, key=lambda f: box_iou(f.box, face_a.box))
         embedding = scorer.embedding(fb, face_b)
+        emb_out.append(embedding)
+        emb_orig.append(scorer.embedding(fa, face_a))
         distances = np.array([scorer.distance(embedding, g) for g in gallery])
         nearest = gallery_ids[int(np.argmin(distances))]
         pose_a, pose_b = scorer.pose_angles(fa, face_a, w, h), scorer.pose_angles(fb, face_b, w, h)
@@ -104,14 +115,61 @@ def score_video(
         "flicker": whole["flicker"],
         "flicker_pairs": whole["flicker_pairs"],
         "jitter_iod": whole["jitter_iod"],
+        "consistency": whole["consistency"],
+        "identity_direction": {
+            "output": _as_list(mean_direction(np.array(emb_out))),
+            "original": _as_list(mean_direction(np.array(emb_orig))),
+        },
         "integrity": whole["integrity"],
         "per_frame": per_frame,
     }
 
 
+def _as_list(vector: np.ndarray | None) -> list[float] | None:
+    return None if vector is None else [float(x) for x in vector]
+
+
+def consistency_totals(ok: list[dict]) -> dict:
+    """Identity consistency of one method over its scored videos ``ok`` (entries of results.json).
+
+    Within a video (means over the videos that have the value): ``steadiness``, ``steadiness_original``,
+    ``source_similarity_std`` and ``source_shift`` (:func:`pipeline.evaluation.consistency.within_video`).
+    Across targets (:func:`pipeline.evaluation.consistency.cross_target`, over sources with 2 or more
+    scored videos): ``cross_target`` of the swapped faces' mean directions, ``cross_target_originals`` of
+    the same videos' original faces (how alike those targets are anyway), ``cross_target_sources`` N and
+    ``cross_target_videos``. Entries scored before these measures existed lack them and are left out.
+    """
+
+    def mean_of(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    within = [v["consistency"] for v in ok if v.get("consistency")]
+    outputs: dict[str, list] = {}
+    originals: dict[str, list] = {}
+    for v in ok:
+        direction = v.get("identity_direction") or {}
+        if direction.get("output") is not None and direction.get("original") is not None:
+            outputs.setdefault(v["source"], []).append(np.array(direction["output"]))
+            originals.setdefault(v["source"], []).append(np.array(direction["original"]))
+    across, across_orig = cross_target(outputs), cross_target(originals)
+    return {
+        "steadiness": mean_of([c["steadiness"] for c in within]),
+        "steadiness_original": mean_of([c["steadiness_original"] for c in within]),
+        "source_similarity_std": mean_of([c["source_similarity"]["std"] for c in within]),
+        "source_shift": mean_of([c["source_shift"] for c in within]),
+        "cross_target": across["mean"],
+        "cross_target_originals": across_orig["mean"],
+        "cross_target_sources": across["sources"],
+        "cross_target_videos": across["outputs"],
+        "cross_target_per_source": across["per_source"],
+    }
+
+
 def totals_of(videos: dict[str, dict], expression_key: str = "expression_error_iod") -> dict:
     """Totals of one method: frame-pooled ID retrieval %, pose and expression (``expression_key``, see
-    :attr:`pipeline.evaluation.scorer.FaceScorer.expression_key`); flicker mean over videos."""
+    :attr:`pipeline.evaluation.scorer.FaceScorer.expression_key`); flicker mean over videos; identity
+    consistency (:func:`consistency_totals`)."""
     ok = [v for v in videos.values() if v.get("status") == "ok"]
     frames = [f for v in ok for f in v["per_frame"] if "retrieved" in f]
     poses = [f["pose_error_deg"] for f in frames if f["pose_error_deg"] is not None]
@@ -128,6 +186,7 @@ def totals_of(videos: dict[str, dict], expression_key: str = "expression_error_i
         "flicker": float(np.mean(flickers)) if flickers else None,
         "integrity_ok": sum(bool(v["integrity"]["all_ok"]) for v in ok),
         "wall_time_s": round(sum(v["seconds"]["total"] for v in ok), 3),
+        **consistency_totals(ok),
     }
 
 

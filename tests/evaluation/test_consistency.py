@@ -138,6 +138,87 @@ def test_cross_target_is_alike_for_one_identity_and_not_for_many():
     assert none == {"mean": None, "sources": 0, "outputs": 0, "per_source": {}}
 
 
+# ----------------------------------------------------------------------------------------- FF++ totals
+
+
+def scored_entry(source: str, output: np.ndarray | None, original: np.ndarray, steadiness: float) -> dict:
+    """A results.json video entry as ``ffpp.run_benchmark`` writes it, with the fields totals read."""
+    within = within_video(np.tile(original, (3, 1)), np.tile(original, (3, 1)), original)
+    within["steadiness"] = steadiness
+    return {
+        "status": "ok",
+        "source": source,
+        "per_frame": [{"index": 0, "correct": True, "pose_error_deg": 1.0, "expression_error_iod": 0.1}],
+        "frames": {"no_face_original": 0, "no_face_output": 0},
+        "flicker": 1.0,
+        "integrity": {"all_ok": True},
+        "seconds": {"total": 1.0},
+        "consistency": within,
+        "identity_direction": {
+            "output": None if output is None else [float(x) for x in unit_rows(output)],
+            "original": [float(x) for x in unit_rows(original)],
+        },
+    }
+
+
+def test_ffpp_totals_and_table_report_consistency():
+    """One source on three targets, swapped alike: cross-target near 1 over N = 1 source, its targets'
+    originals near 0; a source with one video, a failed video and one scored before the measure existed
+    (no ``identity_direction``) are left out. results.md shows the numbers, and n/a for a method scored
+    before them."""
+    from pipeline.evaluation.ffpp_report import results_markdown
+    from pipeline.evaluation.ffpp_score import totals_of
+
+    rng = np.random.default_rng(5)
+    face = identities(rng, 1)[0]
+    targets = identities(rng, 5)
+    old = scored_entry("009", face, targets[4], 0.5)
+    del old["identity_direction"], old["consistency"]
+    videos = {
+        "000_001": scored_entry("001", face + 0.1 * rng.standard_normal(D), targets[0], 0.95),
+        "002_001": scored_entry("001", face + 0.1 * rng.standard_normal(D), targets[1], 0.93),
+        "003_001": scored_entry("001", face + 0.1 * rng.standard_normal(D), targets[2], 0.91),
+        "001_000": scored_entry("000", face, targets[3], 0.90),
+        "004_009": old,
+        "005_009": {"status": "error", "source": "009", "error": "swap failed"},
+        "006_009": scored_entry("009", None, targets[4], 0.80),  # no frame scored: no direction
+    }
+    t = totals_of(videos)
+    assert t["videos"] == 6 and t["errors"] == 1
+    assert t["cross_target_sources"] == 1 and t["cross_target_videos"] == 3
+    assert t["cross_target"] > 0.95 and abs(t["cross_target_originals"]) < 0.3
+    assert set(t["cross_target_per_source"]) == {"001"}
+    assert t["steadiness"] == pytest.approx(np.mean([0.95, 0.93, 0.91, 0.90, 0.80]))
+    assert t["steadiness_original"] == pytest.approx(1.0)
+    assert t["source_shift"] == pytest.approx(0.0, abs=1e-12)
+
+    results = {
+        "split": "test",
+        "compression": "c23",
+        "ffpp": {"frames_per_video": 10},
+        "evaluate": {"expression": "landmarks"},
+        "evaluator": {"identity": "dlib", "pose": "pnp", "expression": "landmarks"},
+        "gallery": ["000", "001"],
+        "identities": {},
+        "methods": {
+            "new": {"totals": t, "videos": {}},
+            "before": {"totals": {k: v for k, v in t.items() if "steadi" not in k and "cross" not in k}},
+        },
+    }
+    results["methods"]["before"]["videos"] = {}
+    table = results_markdown(results)
+    row = next(line for line in table.splitlines() if line.startswith("| new |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = next(line for line in table.splitlines() if line.startswith("| method |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert len(cells) == len(columns)
+    assert cells[columns.index("steadiness (orig)")] == f"{t['steadiness']:.3f} (1.000)"
+    assert cells[columns.index("cross-target (targets), N")] == (
+        f"{t['cross_target']:.3f} ({t['cross_target_originals']:.3f}), 1"
+    )
+    assert "| before |" in table and "n/a (n/a)" in table
+
+
 # ----------------------------------------------------------------------------------------- evaluator
 
 

@@ -101,6 +101,8 @@ def test_benchmark_writes_results(swap_run, mini_root):
     assert totals["videos"] == 4 and totals["errors"] == 4 and totals["frames"] >= 32
     assert totals["id_retrieval_pct"] >= 50  # the swapped face is nearest its source among 4 identities
     assert totals["pose_error_deg"] < 10 and totals["expression_error_iod"] < 0.1
+    assert totals["source_shift"] > 0  # the swapped identity moved towards its source
+    assert totals["cross_target_sources"] == 0  # each source of the mini split has one scored target
     table = (swap_run / "results.md").read_text()
     assert f"| {SWAP_METHOD} | {totals['id_retrieval_pct']:.1f} |" in table and "005.mp4" in table
     with Image.open(swap_run / "contact_sheet.png") as sheet:
@@ -146,6 +148,10 @@ def test_score_only_copies_of_the_originals_are_not_swaps(swap_run, mini_root, c
         scored = [f for f in v["per_frame"] if "retrieved" in f]
         assert scored and all(f["retrieved"] == name[:3] for f in scored)  # nearest its own original
         assert v["seconds"]["swap"] is None
+        # a copy of the target: as steady as the target, not moved towards the source, the same identity
+        cons = v["consistency"]
+        assert cons["steadiness"] == cons["steadiness_original"] and cons["source_shift"] == 0.0
+        assert v["identity_direction"]["output"] == v["identity_direction"]["original"]
     assert "003_002.mp4: no such file" in method["videos"]["003_002"]["error"]
     totals = method["totals"]
     assert totals["id_retrieval_pct"] == 0.0 and totals["pose_error_deg"] < 0.5
