@@ -114,6 +114,25 @@ def face_recon_resnet50() -> FaceReconNet:
     return FaceReconNet()
 
 
+class TinyFaceRecon(nn.Module):
+    """A small stand-in with :class:`FaceReconNet`'s input and output (``(N, 3, H, W)`` RGB in [0, 1] →
+    ``(N, 257)``): four stride-2 convs, global average pooling, a linear map. For CPU training tests and
+    smoke runs (``train.tiny``), randomly initialised and frozen; never loaded from a file."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for k in range(4):
+            layers += [nn.Conv2d(c, width * 2**k, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c = width * 2**k
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(c, NUM_COEFFICIENTS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 def split_coefficients(coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
     """``(N, 257)`` → {id ``(N, 80)``, exp ``(N, 64)``, tex ``(N, 80)``, angle ``(N, 3)`` radians,
     gamma ``(N, 27)``, trans ``(N, 3)``} (views, Deep3DFaceRecon order)."""
@@ -158,6 +177,18 @@ def pos_fit(points_up: np.ndarray, template3d: np.ndarray) -> tuple[np.ndarray, 
     sol = np.linalg.lstsq(a, xp.reshape(-1), rcond=None)[0]
     s = (np.linalg.norm(sol[0:3]) + np.linalg.norm(sol[4:7])) / 2.0
     return np.array([sol[3], sol[7]]), float(s)
+
+
+def input_window(points5: np.ndarray, height: int) -> tuple[float, float, float]:
+    """Where :func:`align_face` cuts its 224 window, in the image's own pixels: ``(x0, y0, side)``, the
+    window's top-left corner and side (its ``int`` truncations left out, so sub-pixel exact for a crop taken
+    by resampling, e.g. a differentiable one of a training batch). points5 ``(5, 2)`` as :func:`align_face`
+    takes them, in an image ``height`` px tall."""
+    pts = np.asarray(points5, dtype=np.float64)
+    up = np.stack([pts[:, 0], height - 1 - pts[:, 1]], axis=1)
+    t, s = pos_fit(up, LM3D_5)
+    side = INPUT_SIZE * s / RESCALE_FACTOR
+    return float(t[0] - side / 2), float(height - t[1] - side / 2), float(side)
 
 
 def align_face(

@@ -8,15 +8,17 @@ not known to us it is printed on download, so a user can pin it with ``weights.s
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from models.checkpoints import checked_state_dict, load_state_dict_file
-from models.errors import ModelFileError
+from models.errors import ModelFileError, WeightFileError
 from models.files import sha256_of, write_atomic
 from models.pixels import IMAGENET, SIGNED, SIGNED_FROM_UNIT, UNIT, Normalisation
 
@@ -31,7 +33,9 @@ class WeightFile:
     :func:`stages.align.alignment`; other text: a description). normalisation: how RGB pixel values become
     the network's input (:mod:`models.pixels`; the code that feeds the network reads it from here).
     state_key: the file is a dict whose entry ``state_key`` is the state_dict (as its public training code
-    saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped.
+    saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped. layout: for a network
+    trained here at several sizes, the config section whose keys give its layout (the factory's keyword
+    arguments; the file must come from a run with the same ones); None: one fixed layout.
     """
 
     name: str
@@ -46,6 +50,7 @@ class WeightFile:
     normalisation: Normalisation = SIGNED_FROM_UNIT
     state_key: str | None = None
     legacy_batchnorm: bool = False  # saved before BatchNorm had num_batches_tracked (PyTorch < 0.4.1)
+    layout: str | None = None
 
 
 _GHOST = "https://github.com/sberbank-ai/sber-swap/releases/download"
@@ -128,6 +133,18 @@ REGISTRY: dict[str, WeightFile] = {
             normalisation=UNIT,
             state_key="net_recon",
         ),
+        WeightFile(
+            name="wsc_generator",
+            filename="wsc_generator.pth",
+            network="wsc_generator",
+            sha256=None,
+            url=None,
+            obtain="no public checkpoint: train one with `python -m pipeline train wsc` (make train-wsc)",
+            crop_size=256,
+            template="ghost",
+            normalisation=SIGNED,
+            layout="wsc",
+        ),
     ]
 }
 
@@ -195,15 +212,38 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "bisenet19": ("models.bisenet", "bisenet19"),
     "hopenet": ("models.hopenet", "hopenet"),
     "face_recon_resnet50": ("models.face_recon", "face_recon_resnet50"),
+    "wsc_generator": ("models.wsc_net", "wsc_generator"),
 }
 
 
-def build_network(network: str) -> torch.nn.Module:
-    """A freshly initialised network for a registry entry's ``network`` name (:data:`NETWORKS`)."""
+def build_network(network: str, layout: dict | None = None) -> torch.nn.Module:
+    """A freshly initialised network for a registry entry's ``network`` name (:data:`NETWORKS`), of
+    ``layout`` (the factory's keyword arguments) when given."""
     import importlib
 
     module, factory = NETWORKS[network]
-    return getattr(importlib.import_module(module), factory)()
+    return getattr(importlib.import_module(module), factory)(**(layout or {}))
+
+
+@contextlib.contextmanager
+def _layout_hint(entry: WeightFile) -> Iterator[None]:
+    """A file that does not fit an entry with a configured layout: say where the layout comes from."""
+    try:
+        yield
+    except WeightFileError as exc:
+        if entry.layout is None:
+            raise
+        raise WeightFileError(
+            f"{exc}; the layout comes from the config's {entry.layout}: section, which must be that of the "
+            "training run that exported the file"
+        ) from None
+
+
+def layout_of(name: str, cfg: dict) -> dict | None:
+    """The layout registry entry ``name``'s network is built with under ``cfg``: its ``layout`` config
+    section (a copy), or None for a fixed-layout network."""
+    section = REGISTRY[name].layout
+    return dict(cfg[section]) if section else None
 
 
 def load_network(
@@ -212,16 +252,19 @@ def load_network(
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
     expected_sha256: str | None = None,
+    layout: dict | None = None,
 ) -> torch.nn.Module:
-    """Build registry entry ``name``'s network and load its checkpoint from ``weights_dir`` strictly.
+    """Build registry entry ``name``'s network (of ``layout``, for an entry that has one) and load its
+    checkpoint from ``weights_dir`` strictly.
 
     Returns the network in eval mode, gradients off, on ``device`` in ``dtype``. A missing or damaged
     file raises ModelFileError; a file of another layout raises ValueError naming the first bad key.
     """
     path = locate(name, weights_dir, expected_sha256)
     entry = REGISTRY[name]
-    net = build_network(entry.network)
-    load_state_dict_file(net, path, state_key=entry.state_key, legacy_batchnorm=entry.legacy_batchnorm)
+    net = build_network(entry.network, layout)
+    with _layout_hint(entry):
+        load_state_dict_file(net, path, state_key=entry.state_key, legacy_batchnorm=entry.legacy_batchnorm)
     net.eval().requires_grad_(False)
     return net.to(device=device, dtype=dtype)
 
@@ -243,13 +286,16 @@ def verify_configured(name: str, cfg: dict) -> Path:
     path = locate_configured(name, cfg)
     entry = REGISTRY[name]
     with torch.device("meta"):
-        net = build_network(entry.network)
-    checked_state_dict(net, path, entry.state_key, entry.legacy_batchnorm, mmap=True)
+        net = build_network(entry.network, layout_of(name, cfg))
+    with _layout_hint(entry):
+        checked_state_dict(net, path, entry.state_key, entry.legacy_batchnorm, mmap=True)
     return path
 
 
 def load_configured(
     name: str, cfg: dict, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
-    """:func:`load_network` with ``weights.dir`` and any pinned hash from the config."""
-    return load_network(name, cfg["weights"]["dir"], device, dtype, pinned_sha256(name, cfg))
+    """:func:`load_network` with ``weights.dir``, any pinned hash and the layout from the config."""
+    return load_network(
+        name, cfg["weights"]["dir"], device, dtype, pinned_sha256(name, cfg), layout_of(name, cfg)
+    )

@@ -170,3 +170,15 @@ def face_masks(
         hole = 1.0 - smooth_ramp(-d / width)
         mask = mask * (1.0 - hole)
     return torch.where(mask < 1e-3, torch.zeros_like(mask), mask)
+
+
+FACE_REGION_EDGE = 0.02  # share of the crop side over which a face region mask goes from 0 to 1
+
+
+def face_region_masks(lm_crop: np.ndarray, size: int) -> torch.Tensor:
+    """The face region ``(F, 1, S, S) float32`` in [0, 1]: inside the 68 points' outline (jaw and lifted
+    brows, :func:`hull_points`), a smooth edge :data:`FACE_REGION_EDGE` of the side wide centred on it.
+    What splits a target between WSC-swap's two encoders (:mod:`models.wsc_net`)."""
+    depth = hull_distance(hull_points(np.asarray(lm_crop, dtype=np.float64)), size)
+    width = max(FACE_REGION_EDGE * size, 1.0)
+    return smooth_ramp(depth / width + 0.5)[:, None].float()
