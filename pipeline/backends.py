@@ -72,11 +72,28 @@ def _faceshifter_weights(cfg: dict) -> list[str]:
     return names
 
 
+def _wsc_source(image: np.ndarray, face: Any, path: str | Path, cfg: dict) -> np.ndarray:
+    """The source's raw ArcFace embedding ``(512,) float32`` by ``wsc.arcface`` (as the faceshifter
+    backend embeds it)."""
+    from stages.swap_faceshifter import source_identity
+
+    return source_identity(image, face.points5, cfg, cfg["wsc"]["arcface"])
+
+
+def _wsc_weights(cfg: dict) -> list[str]:
+    """The WSC-swap generator, the configured ArcFace, and the face parser with ``wsc.regions=parsing``."""
+    names = ["wsc_generator", cfg["wsc"]["arcface"]]
+    if cfg["wsc"]["regions"] == "parsing":
+        names.append("face_parser_bisenet")
+    return names
+
+
 BACKENDS: dict[str, Backend] = {
     "classic": Backend(("stages.swap_classic", "ClassicSwapStage"), _classic_source, lambda cfg: []),
     "faceshifter": Backend(
         ("stages.swap_faceshifter", "FaceShifterSwapStage"), _faceshifter_source, _faceshifter_weights
     ),
+    "wsc": Backend(("stages.swap_wsc", "WSCSwapStage"), _wsc_source, _wsc_weights),
 }
 
 

@@ -133,7 +133,7 @@ class _Align(_Section):
 
 
 class _Swap(_Section):
-    backend: Literal["classic", "faceshifter"]
+    backend: Literal["classic", "faceshifter", "wsc"]
     target: Literal["all", "largest"]
     source_face: Any
 
@@ -168,6 +168,18 @@ class _FaceShifter(_Section):
     half: bool
 
 
+class _Wsc(_Section):
+    size: Annotated[int, Field(ge=32)]
+    base: Count
+    max_width: Count
+    code_size: Annotated[int, Field(ge=1)]
+    code_channels: Count
+    arcface: Literal["arcface_iresnet100", "arcface_iresnet50"]
+    regions: Literal["landmarks", "parsing"]
+    batch_size: Count
+    half: bool
+
+
 class _Sha256(_Section):
     arcface_iresnet100: Sha256
     arcface_iresnet50: Sha256
@@ -176,6 +188,7 @@ class _Sha256(_Section):
     face_parser_bisenet: Sha256
     hopenet: Sha256
     face_recon: Sha256
+    wsc_generator: Sha256
 
 
 class _Weights(_Section):
@@ -271,6 +284,11 @@ class _Train(_Section):
     lambda_rec: NonNegative
     hear_lambda_chg: NonNegative
     hear_lambda_rec: NonNegative
+    wsc_lambda_id: NonNegative
+    wsc_lambda_rec: NonNegative
+    wsc_lambda_outside: NonNegative
+    wsc_lambda_3dmm: NonNegative
+    wsc_lambda_removal: NonNegative
     checkpoint_every: Count
     sample_every: Count
     log_every: Count
@@ -306,6 +324,7 @@ class ConfigSchema(_Section):
     swap: _Swap
     classic: _Classic
     faceshifter: _FaceShifter
+    wsc: _Wsc
     weights: _Weights
     mask: _Mask
     blend: _Blend

@@ -60,12 +60,38 @@ def ghost_identity_input(image: np.ndarray, points5: np.ndarray) -> torch.Tensor
     return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=True)
 
 
-def source_identity(image: np.ndarray, points5: np.ndarray, cfg: dict) -> np.ndarray:
+def source_identity(
+    image: np.ndarray, points5: np.ndarray, cfg: dict, arcface_name: str | None = None
+) -> np.ndarray:
     """Raw ArcFace embedding ``(512,) float32`` of the face at ``points5`` in ``image`` (uint8 RGB), from
-    :func:`ghost_identity_input`."""
-    arcface = load_configured(cfg["faceshifter"]["arcface"], cfg, "cpu")
+    :func:`ghost_identity_input`; by ArcFace ``arcface_name`` (registry name; default
+    ``faceshifter.arcface``)."""
+    arcface = load_configured(arcface_name or cfg["faceshifter"]["arcface"], cfg, "cpu")
     with torch.inference_mode():
         return arcface(ghost_identity_input(image, points5))[0].numpy().astype(np.float32)
+
+
+def runtime_of(cfg: dict, half: bool) -> tuple[str, torch.dtype]:
+    """A learned backend's device (``runtime.device``) and dtype: float16 on CUDA when ``half``, else
+    float32; torch's thread count set from ``runtime.torch_threads``."""
+    torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
+    device = resolve_device(cfg["runtime"]["device"])
+    return device, torch.float16 if (device == "cuda" and half) else torch.float32
+
+
+def fill_swaps(batch: FrameBatch, size: int, cfg: dict, swap) -> FrameBatch:
+    """A learned backend's stage call: the selected faces' ``(F, size, size, 3) uint8`` crops and their
+    ``(F, 68, 2)`` crop landmarks through ``swap(crops, landmarks) -> (F, size, size, 3) uint8``, each face's
+    ``swapped`` set, and its ``mask`` the landmark hull's (the generator draws the inner mouth itself)."""
+    todo, crops, lm = swap_inputs(batch, size)
+    if not todo:
+        return batch
+    swapped = swap(crops, lm)
+    masks = face_masks(lm, cfg, keep_inner_mouth=False).numpy()
+    for face, sw, m in zip(todo, swapped, masks):
+        face.swapped = sw
+        face.mask = m
+    return batch
 
 
 class FaceShifterSwapStage:
@@ -79,7 +105,6 @@ class FaceShifterSwapStage:
 
     def __init__(self, cfg: dict, identity: np.ndarray) -> None:
         fs = cfg["faceshifter"]
-        torch.set_num_threads(int(cfg["runtime"]["torch_threads"]))
         self.cfg = cfg
         self.size = int(cfg["align"]["crop_size"])
         trained_on = REGISTRY["aei_net"].template  # the crop the generator was trained on
@@ -89,8 +114,7 @@ class FaceShifterSwapStage:
                 f"{REGISTRY['aei_net'].crop_size} (the crop its generator was trained on): "
                 "use --config configs/faceshifter.yaml"
             )
-        self.device = resolve_device(cfg["runtime"]["device"])
-        self.dtype = torch.float16 if (self.device == "cuda" and fs["half"]) else torch.float32
+        self.device, self.dtype = runtime_of(cfg, fs["half"])
         self.batch_size = int(fs["batch_size"])
         self.generator = load_configured("aei_net", cfg, self.device, self.dtype)
         self.hear = None
@@ -121,15 +145,7 @@ class FaceShifterSwapStage:
         return np.concatenate(out)
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        todo, crops, lm = swap_inputs(batch, self.size)
-        if not todo:
-            return batch
-        swapped = self.swap(crops)
-        masks = face_masks(lm, self.cfg, keep_inner_mouth=False).numpy()
-        for face, sw, m in zip(todo, swapped, masks):
-            face.swapped = sw
-            face.mask = m
-        return batch
+        return fill_swaps(batch, self.size, self.cfg, lambda crops, _: self.swap(crops))
 
     def flush(self) -> list[FrameBatch]:
         return []

@@ -34,3 +34,15 @@ def write_crops(folder: Path, n: int, side: int, seed: int = 0) -> Path:
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / f"c{i:02d}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def face_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """256² aligned crops of the shared photos (one per face prepare-faces keeps: 41 from 35 photos), made
+    by prepare-faces (MTCNN + GHOST's crop); made once for every training test module."""
+    from pipeline.training.prepare_faces import prepare_faces
+
+    out = tmp_path_factory.mktemp("crops")
+    summary = prepare_faces([data_dir / "faces"], out, load_config(), size=256, progress=False)
+    assert summary["crops_written"] >= 10, summary
+    return out

@@ -63,18 +63,6 @@ def test_config_errors_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 @pytest.fixture(scope="module")
-def face_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """256² aligned crops of the shared photos (15 photos, 9 people), made by prepare-faces (MTCNN + the
-    ArcFace template spanning the crop)."""
-    from pipeline.training.prepare_faces import prepare_faces
-
-    out = tmp_path_factory.mktemp("crops")
-    summary = prepare_faces([data_dir / "faces"], out, load_config(), size=256, progress=False)
-    assert summary["crops_written"] >= 10, summary
-    return out
-
-
-@pytest.fixture(scope="module")
 def aei_run(face_crops: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     """A tiny AEI-Net run: AEI_STEPS steps, half of the samples reconstruction pairs."""
     before = torch.get_num_threads()

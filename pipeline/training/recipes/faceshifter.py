@@ -79,7 +79,8 @@ def identity_encoder(arch: dict[str, Any], cfg: dict, device: str) -> nn.Module:
     """The frozen identity network (eval mode, no gradients) on ``device``.
 
     Tiny: ``IResNet((1, 1, 1, 1))`` with a fixed random init (the same in every tiny run). Otherwise the
-    registry's ArcFace (``faceshifter.arcface``) from ``weights.dir``; ModelFileError if missing.
+    registry's ArcFace ``arch["identity"]["name"]`` (the recipe's setting, e.g. ``faceshifter.arcface``)
+    from ``weights.dir``; ModelFileError if missing. Shared by the recipes that use ArcFace.
     """
     if arch["identity"]["tiny"]:
         with torch.random.fork_rng(devices=[]):
@@ -87,7 +88,7 @@ def identity_encoder(arch: dict[str, Any], cfg: dict, device: str) -> nn.Module:
             net: nn.Module = IResNet(TINY_IDENTITY_LAYERS)
     else:
         try:
-            net = load_configured(cfg["faceshifter"]["arcface"], cfg, "cpu")
+            net = load_configured(arch["identity"]["name"], cfg, "cpu")
         except ModelFileError as exc:
             raise ModelFileError(
                 f"training needs the frozen identity encoder: {exc} (or use train.tiny=true for a smoke run)"
@@ -114,7 +115,8 @@ def frozen_aei(arch: dict[str, Any], cfg: dict, device: str) -> AEINet:
     return net.eval().requires_grad_(False).to(device)
 
 
-def _adam(cfg: dict) -> dict[str, Any]:
+def adam_options(cfg: dict) -> dict[str, Any]:
+    """Adam's learning rate and betas from ``train`` (every recipe's optimisers)."""
     t = cfg["train"]
     return {"lr": float(t["lr"]), "betas": (float(t["beta1"]), float(t["beta2"]))}
 
@@ -136,7 +138,7 @@ class _FaceShifter(Recipe):
             from models.weights import locate_configured
 
             try:
-                locate_configured(cfg["faceshifter"]["arcface"], cfg)
+                locate_configured(arch["identity"]["name"], cfg)
             except ModelFileError as exc:
                 raise ModelFileError(
                     f"training needs the frozen identity encoder: {exc} "
@@ -162,11 +164,11 @@ class AEIRecipe(_FaceShifter):
         self.identity = identity_encoder(arch, cfg, device)
         self.model = prepare(AEINet(**arch["aei"]).train())
         self.disc = prepare(MultiscaleDiscriminator(**arch["disc"]).train())
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), **_adam(cfg))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), **adam_options(cfg))
         self.weights = AEILossWeights(
             att=float(t["lambda_att"]), id=float(t["lambda_id"]), rec=float(t["lambda_rec"])
         )
-        self.opt = torch.optim.Adam(self.model.parameters(), **_adam(cfg))
+        self.opt = torch.optim.Adam(self.model.parameters(), **adam_options(cfg))
         self.networks = {"model": self.model, "discriminator": self.disc}
         self.optimizers = {"optimizer": self.opt, "disc_optimizer": self.opt_d}
 
@@ -236,7 +238,7 @@ class HEARRecipe(_FaceShifter):
         self.aei = frozen_aei(arch, cfg, device)
         self.model = prepare(HEARNet(**arch["hear"]).train())
         self.weights = HEARLossWeights(chg=float(t["hear_lambda_chg"]), rec=float(t["hear_lambda_rec"]))
-        self.opt = torch.optim.Adam(self.model.parameters(), **_adam(cfg))
+        self.opt = torch.optim.Adam(self.model.parameters(), **adam_options(cfg))
         self.networks = {"model": self.model}
         self.optimizers = {"optimizer": self.opt}
 
