@@ -159,3 +159,20 @@ def test_recon_window_is_deep3dfacerecons_crop(data_dir):
     for dy, dx in ((0, 3), (3, 0), (0, -3), (-3, 0)):  # three pixels off is clearly worse
         moved = np.abs(np.roll(ours, (dy, dx), axis=(0, 1)) - theirs)[inner]
         assert moved.mean() > diff.mean() + 1.0, (dy, dx, moved.mean(), diff.mean())
+
+
+def test_3dmm_loss_compares_the_non_identity_coefficients():
+    """L_3dmm is 0 for the target itself, positive for another face, and gives the swap a gradient; the
+    identity and texture coefficients are left out (a swap must change them)."""
+    from models.face_recon import split_coefficients
+    from pipeline.training.recipes.wsc import RECON_GROUPS, recon_coefficients, recon_loss, tiny_recon
+
+    net = tiny_recon("cpu")
+    x, _, _ = _inputs(4, size=64)
+    y = torch.roll(x, 1, dims=0).requires_grad_()
+    assert float(recon_loss(net, x, x)) == 0.0
+    loss = recon_loss(net, y, x)
+    loss.backward()
+    assert float(loss) > 0 and float(y.grad.abs().sum()) > 0
+    assert set(RECON_GROUPS) == {"exp", "angle", "gamma", "trans"}
+    assert set(recon_coefficients(net, x)) == set(split_coefficients(torch.zeros(1, 257)))
