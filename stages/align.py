@@ -67,9 +67,9 @@ def crop_faces(
     ``align.crop_size``.
 
     frames ``(N, H, W, 3) uint8``; frame_of_face and warps (from :func:`alignment`) per face. ``arcface``:
-    one bilinear torch warp, edge pixels repeated outside the frame. ``ghost``: GHOST's two OpenCV steps,
-    a warp to 224 (black outside the frame) and a bilinear resize, pixel for pixel what GHOST feeds its
-    generator.
+    one bilinear OpenCV warp (:func:`stages.geometry.warp_crops`), edge pixels repeated outside the frame.
+    ``ghost``: GHOST's two OpenCV steps, a warp to 224 (black outside the frame) and a bilinear resize,
+    pixel for pixel what GHOST feeds its generator.
     """
     size = int(align["crop_size"]) if size is None else int(size)
     if align["template"] == "ghost":

@@ -176,3 +176,18 @@ def test_3dmm_loss_compares_the_non_identity_coefficients():
     assert float(loss) > 0 and float(y.grad.abs().sum()) > 0
     assert set(RECON_GROUPS) == {"exp", "angle", "gamma", "trans"}
     assert set(recon_coefficients(net, x)) == set(split_coefficients(torch.zeros(1, 257)))
+
+
+def test_face_region_from_the_face_parser_is_a_soft_mask():
+    """``wsc.regions=parsing``: the parser's face classes summed, one channel at the crop's size (a random
+    BiSeNet here: the wiring, not the parse)."""
+    from models.bisenet import bisenet19
+    from stages.swap_wsc import REGION_CLASSES, region_masks
+
+    torch.manual_seed(0)
+    parser = bisenet19().eval()
+    x, _, _ = _inputs(5, n=1, size=64)
+    masks = region_masks(x, parser=parser)
+    assert masks.shape == (1, 1, 64, 64) and masks.dtype == torch.float32
+    assert 0.0 <= float(masks.min()) and float(masks.max()) <= 1.0 + 1e-6
+    assert "skin" in REGION_CLASSES and "hair" not in REGION_CLASSES and "background" not in REGION_CLASSES
