@@ -134,6 +134,20 @@ REGISTRY: dict[str, WeightFile] = {
             state_key="net_recon",
         ),
         WeightFile(
+            name="stylegan2_ffhq",
+            filename="stylegan2-ffhq-config-f.pt",
+            network="stylegan2_ffhq_1024",
+            sha256=None,
+            url=None,
+            obtain="rosinality/stylegan2-pytorch README: the converted FFHQ config-f checkpoint "
+            "(stylegan2-ffhq-config-f.pt), or NVIDIA's stylegan2-ffhq-config-f.pkl through its "
+            "convert_weight.py",
+            crop_size=1024,
+            template="FFHQ alignment (the generator's output, not an input)",
+            normalisation=SIGNED,
+            state_key="g_ema",
+        ),
+        WeightFile(
             name="wsc_generator",
             filename="wsc_generator.pth",
             network="wsc_generator",
@@ -213,6 +227,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "hopenet": ("models.hopenet", "hopenet"),
     "face_recon_resnet50": ("models.face_recon", "face_recon_resnet50"),
     "wsc_generator": ("models.wsc_net", "wsc_generator"),
+    "stylegan2_ffhq_1024": ("models.stylegan2", "stylegan2_ffhq_1024"),
 }
 
 

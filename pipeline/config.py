@@ -189,6 +189,7 @@ class _Sha256(_Section):
     hopenet: Sha256
     face_recon: Sha256
     wsc_generator: Sha256
+    stylegan2_ffhq: Sha256
 
 
 class _Weights(_Section):

@@ -41,8 +41,16 @@ MIN_PSNR_DB = 30.0
 # Vector files of networks we have not written yet (StyleGAN2, e4e and MaskFaceGAN's classifier and parser
 # come with the MaskFaceGAN issue, whose tests check them). A file in neither set fails
 # test_every_vector_file_is_checked.
-PENDING = {"stylegan2_1024", "stylegan2_256", "e4e_encoder", "maskfacegan_classifier", "maskfacegan_parser"}
-CHECKED = {"aei_net", "arcface_iresnet100", "arcface_iresnet50", "bisenet", "ghost_preprocess"}
+PENDING = {"e4e_encoder", "maskfacegan_classifier", "maskfacegan_parser"}
+CHECKED = {
+    "aei_net",
+    "arcface_iresnet100",
+    "arcface_iresnet50",
+    "bisenet",
+    "ghost_preprocess",
+    "stylegan2_1024",
+    "stylegan2_256",
+}
 
 
 def rel_error(ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
@@ -118,6 +126,47 @@ def test_arcface_matches_reference(name: str, factory) -> None:
     with torch.no_grad():
         emb = net(torch.from_numpy(ref["x"]))
     assert rel_error(emb, ref["emb"]) <= TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "table"),
+    [("stylegan2_256", "stylegan2_256_g.tsv"), ("stylegan2_1024", "stylegan2_ffhq_1024_g_ema.tsv")],
+)
+def test_stylegan2_matches_reference(name: str, table: str) -> None:
+    """rosinality's Generator (``g_ema`` layout): the mapping's w, and the image from z (mapped) and from a
+    W+ latent with the stored noise; the 1024 file stores the image area-averaged to 256 and every 16th
+    pixel, the 256 file the image itself."""
+    import torch.nn.functional as F
+
+    from models.stylegan2 import Generator
+
+    ref, meta = interop_vectors(name)
+    net = Generator(int(meta["size"])).eval()
+    net.load_state_dict(recipe_weights(table, meta), strict=True)
+    assert net.n_latent == meta["n_latent"] and net.num_layers == meta["num_layers"]
+    errors = {}
+    with torch.no_grad():
+        errors["style"] = rel_error(net.mapping(torch.from_numpy(ref["z"])), ref["style"])
+        images = {
+            "img_z": net(torch.from_numpy(ref["z"]), input_is_latent=False),
+            "img_wplus": net(torch.from_numpy(ref["wplus"])),
+        }
+    for key, img in images.items():
+        if f"{key}_area256" in ref:
+            errors[f"{key}_area256"] = rel_error(
+                F.interpolate(img, (256, 256), mode="area"), ref[f"{key}_area256"]
+            )
+            errors[f"{key}_s16"] = rel_error(img[:, :, ::16, ::16], ref[f"{key}_s16"])
+        else:
+            errors[key] = rel_error(img, ref[key])
+        a = img.double().numpy()
+        stats = np.array([a.mean(), a.std(ddof=1), a.min(), a.max(), np.abs(a).max()])
+        errors[f"{key}_stats"] = rel_error(stats, ref[f"{key}_stats"])
+    print(name, {k: f"{v:.1e}" for k, v in errors.items()})
+    bad = {k: e for k, e in errors.items() if e > TOLERANCE}
+    assert not bad, bad
+    del net
 
 
 @pytest.mark.slow
