@@ -148,6 +148,19 @@ REGISTRY: dict[str, WeightFile] = {
             state_key="g_ema",
         ),
         WeightFile(
+            name="e4e_encoder",
+            filename="e4e_state.pt",
+            network="e4e_encoder",
+            sha256=None,
+            url=None,
+            obtain="MaskFaceGAN (MartinPernus) download script: models/e4e/state.pt, renamed to e4e_state.pt "
+            "(e4e's FFHQ encoder repacked without the pSp prefix)",
+            crop_size=256,
+            template="FFHQ alignment (dlib 68 points), resized to 256",
+            normalisation=SIGNED_FROM_UNIT,
+            state_key="encoder_state_dict",
+        ),
+        WeightFile(
             name="wsc_generator",
             filename="wsc_generator.pth",
             network="wsc_generator",
@@ -228,6 +241,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "face_recon_resnet50": ("models.face_recon", "face_recon_resnet50"),
     "wsc_generator": ("models.wsc_net", "wsc_generator"),
     "stylegan2_ffhq_1024": ("models.stylegan2", "stylegan2_ffhq_1024"),
+    "e4e_encoder": ("models.e4e", "e4e_encoder"),
 }
 
 

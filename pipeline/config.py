@@ -190,6 +190,7 @@ class _Sha256(_Section):
     face_recon: Sha256
     wsc_generator: Sha256
     stylegan2_ffhq: Sha256
+    e4e_encoder: Sha256
 
 
 class _Weights(_Section):

@@ -41,12 +41,13 @@ MIN_PSNR_DB = 30.0
 # Vector files of networks we have not written yet (StyleGAN2, e4e and MaskFaceGAN's classifier and parser
 # come with the MaskFaceGAN issue, whose tests check them). A file in neither set fails
 # test_every_vector_file_is_checked.
-PENDING = {"e4e_encoder", "maskfacegan_classifier", "maskfacegan_parser"}
+PENDING = {"maskfacegan_classifier", "maskfacegan_parser"}
 CHECKED = {
     "aei_net",
     "arcface_iresnet100",
     "arcface_iresnet50",
     "bisenet",
+    "e4e_encoder",
     "ghost_preprocess",
     "stylegan2_1024",
     "stylegan2_256",
@@ -166,6 +167,25 @@ def test_stylegan2_matches_reference(name: str, table: str) -> None:
     print(name, {k: f"{v:.1e}" for k, v in errors.items()})
     bad = {k: e for k, e in errors.items() if e > TOLERANCE}
     assert not bad, bad
+    del net
+
+
+@pytest.mark.slow
+def test_e4e_encoder_matches_reference() -> None:
+    """e4e's encoder (IR-SE50 and the map-to-style blocks): the W+ codes before ``latent_avg``."""
+    from models.e4e import Encoder4Editing
+
+    ref, meta = interop_vectors("e4e_encoder")
+    net = Encoder4Editing().eval()
+    net.load_state_dict(recipe_weights("e4e_ir_se50_encoder.tsv", meta), strict=True)
+    x = REGISTRY["e4e_encoder"].normalisation.to_network(
+        torch.from_numpy(ref["img"]).permute(0, 3, 1, 2).float()
+    )
+    with torch.no_grad():
+        codes = net(x)
+    a = codes.double().numpy()
+    stats = np.array([a.mean(), a.std(ddof=1), a.min(), a.max(), np.abs(a).max()])  # as stored
+    assert rel_error(codes, ref["codes"]) <= TOLERANCE and rel_error(stats, ref["codes_stats"]) <= TOLERANCE
     del net
 
 
