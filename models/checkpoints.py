@@ -69,19 +69,25 @@ def add_missing_batch_counters(
 
 
 def load_state_dict_file(
-    model: nn.Module, path: str | Path, state_key: str | None = None, legacy_batchnorm: bool = False
+    model: nn.Module,
+    path: str | Path,
+    state_key: str | None = None,
+    legacy_batchnorm: bool = False,
+    drop_keys: tuple[str, ...] = (),
 ) -> nn.Module:
     """Read the plain state_dict at ``path`` with ``weights_only=True`` and load it into ``model`` strictly.
 
     state_key: the file is a dict whose entry ``state_key`` holds the state_dict (a format the registry
     names for that file); the entry must exist. legacy_batchnorm: the file predates BatchNorm's
     ``num_batches_tracked`` counter (PyTorch < 0.4.1); zero counters are added before the strict check.
+    drop_keys: entries the public loader deletes before its strict load (e.g. a training loss's weights
+    saved beside the network); they must be in the file.
 
     Returns ``model`` (training mode and ``requires_grad`` unchanged). Raises ModelFileError if the file
     does not exist, WeightFileError (a ValueError; one line, naming the file and the first offending key)
     otherwise.
     """
-    obj = checked_state_dict(model, path, state_key, legacy_batchnorm)
+    obj = checked_state_dict(model, path, state_key, legacy_batchnorm, drop_keys=drop_keys)
     model.load_state_dict(obj, strict=True)
     return model
 
@@ -92,6 +98,7 @@ def checked_state_dict(
     state_key: str | None = None,
     legacy_batchnorm: bool = False,
     mmap: bool = False,
+    drop_keys: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """The state_dict in ``path``, checked to fit ``model`` key for key and shape for shape (see
     :func:`load_state_dict_file`; same errors). mmap: map a zip-format file instead of reading its tensors
@@ -124,6 +131,12 @@ def checked_state_dict(
             f"{path}: expected a plain state_dict of tensors, but entry {not_tensors[0]!r} is {kind} "
             f"(a wrapper dict? its keys start {keys}; save the inner state_dict)"
         )
+    absent = [k for k in drop_keys if k not in obj]
+    if absent:
+        raise WeightFileError(
+            f"{path}: expected an entry {absent[0]!r} beside the network's; not the file named"
+        )
+    obj = {k: v for k, v in obj.items() if k not in drop_keys}
     if legacy_batchnorm:
         obj = add_missing_batch_counters(obj, model)
     check_state_dict(model, obj, str(path))

@@ -62,20 +62,23 @@ RESNET50_LAYERS = (3, 4, 6, 3)
 class Bottleneck(nn.Module):
     """torchvision ResNet Bottleneck: 1x1 (planes) → 3x3 with the stride (planes) → 1x1 (4·planes), each
     followed by BN, ReLU after the first two and after the residual sum. The shortcut is
-    ``downsample`` = 1x1 conv with the stride + BN when the shape changes, else the identity.
+    ``downsample`` = 1x1 conv with the stride + BN when the shape changes, else the identity. ``dilation``:
+    the 3x3 conv's dilation (and padding), for a trunk that trades strides for dilation (DeepLabV3).
 
     forward: ``(N, in_ch, H, W)`` → ``(N, 4·planes, H / stride, W / stride)`` float.
     """
 
     expansion = 4
 
-    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         out_ch = planes * self.expansion
         # Registration order fixes the state_dict order: conv1, bn1, conv2, bn2, conv3, bn3, downsample.
         self.conv1 = nn.Conv2d(in_ch, planes, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            planes, planes, kernel_size=3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_ch, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch)
@@ -99,23 +102,31 @@ class ResNet50Trunk(nn.Module):
     entries, 23,508,032 parameters).
 
     pool: the global pooling module (``nn.AvgPool2d(7)`` in Hopenet, ``nn.AdaptiveAvgPool2d(1)`` in
-    Deep3DFaceRecon; identical for a 224 input, whose last feature map is 7x7).
+    Deep3DFaceRecon; identical for a 224 input, whose last feature map is 7x7). dilate: per layer 2-4, trade
+    its stride for dilation as torchvision's ``replace_stride_with_dilation`` does (DeepLabV3: layers 3 and
+    4, output stride 8): that layer's first block keeps the dilation before it, the others take the doubled
+    one.
 
     ``features``: ``(N, 3, 224, 224)`` normalised image → ``(N, 2048, 1, 1)`` float.
     """
 
-    def __init__(self, pool: nn.Module | None = None) -> None:
+    def __init__(
+        self, pool: nn.Module | None = None, dilate: tuple[bool, bool, bool] = (False, False, False)
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_ch = 64
+        in_ch, dilation = 64, 1
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), RESNET50_LAYERS), start=1):
             stride = 1 if i == 1 else 2
-            stage = [Bottleneck(in_ch, planes, stride)]
+            previous = dilation
+            if i > 1 and dilate[i - 2]:
+                dilation, stride = dilation * stride, 1
+            stage = [Bottleneck(in_ch, planes, stride, previous)]
             in_ch = planes * Bottleneck.expansion
-            stage += [Bottleneck(in_ch, planes) for _ in range(blocks - 1)]
+            stage += [Bottleneck(in_ch, planes, dilation=dilation) for _ in range(blocks - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*stage))
         self.avgpool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
 

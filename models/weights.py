@@ -51,6 +51,7 @@ class WeightFile:
     state_key: str | None = None
     legacy_batchnorm: bool = False  # saved before BatchNorm had num_batches_tracked (PyTorch < 0.4.1)
     layout: str | None = None
+    drop_keys: tuple[str, ...] = ()  # entries the public loader deletes before its strict load
 
 
 _GHOST = "https://github.com/sberbank-ai/sber-swap/releases/download"
@@ -161,6 +162,19 @@ REGISTRY: dict[str, WeightFile] = {
             state_key="encoder_state_dict",
         ),
         WeightFile(
+            name="maskfacegan_parser",
+            filename="maskfacegan_face_parser.pt",
+            network="maskfacegan_parser",
+            sha256=None,
+            url=None,
+            obtain="MaskFaceGAN (MartinPernus) download script: models/face_parser/state.pt, renamed to "
+            "maskfacegan_face_parser.pt",
+            crop_size=512,
+            template="FFHQ-aligned face, area-resized to 512",
+            normalisation=SIGNED_FROM_UNIT,
+            drop_keys=("loss.weight",),
+        ),
+        WeightFile(
             name="wsc_generator",
             filename="wsc_generator.pth",
             network="wsc_generator",
@@ -242,6 +256,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "wsc_generator": ("models.wsc_net", "wsc_generator"),
     "stylegan2_ffhq_1024": ("models.stylegan2", "stylegan2_ffhq_1024"),
     "e4e_encoder": ("models.e4e", "e4e_encoder"),
+    "maskfacegan_parser": ("models.deeplab_parser", "maskfacegan_parser"),
 }
 
 
@@ -293,7 +308,7 @@ def load_network(
     entry = REGISTRY[name]
     net = build_network(entry.network, layout)
     with _layout_hint(entry):
-        load_state_dict_file(net, path, state_key=entry.state_key, legacy_batchnorm=entry.legacy_batchnorm)
+        load_state_dict_file(net, path, entry.state_key, entry.legacy_batchnorm, entry.drop_keys)
     net.eval().requires_grad_(False)
     return net.to(device=device, dtype=dtype)
 
@@ -317,7 +332,9 @@ def verify_configured(name: str, cfg: dict) -> Path:
     with torch.device("meta"):
         net = build_network(entry.network, layout_of(name, cfg))
     with _layout_hint(entry):
-        checked_state_dict(net, path, entry.state_key, entry.legacy_batchnorm, mmap=True)
+        checked_state_dict(
+            net, path, entry.state_key, entry.legacy_batchnorm, mmap=True, drop_keys=entry.drop_keys
+        )
     return path
 
 

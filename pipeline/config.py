@@ -191,6 +191,7 @@ class _Sha256(_Section):
     wsc_generator: Sha256
     stylegan2_ffhq: Sha256
     e4e_encoder: Sha256
+    maskfacegan_parser: Sha256
 
 
 class _Weights(_Section):

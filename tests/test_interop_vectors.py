@@ -41,7 +41,7 @@ MIN_PSNR_DB = 30.0
 # Vector files of networks we have not written yet (StyleGAN2, e4e and MaskFaceGAN's classifier and parser
 # come with the MaskFaceGAN issue, whose tests check them). A file in neither set fails
 # test_every_vector_file_is_checked.
-PENDING = {"maskfacegan_classifier", "maskfacegan_parser"}
+PENDING = {"maskfacegan_classifier"}
 CHECKED = {
     "aei_net",
     "arcface_iresnet100",
@@ -49,6 +49,7 @@ CHECKED = {
     "bisenet",
     "e4e_encoder",
     "ghost_preprocess",
+    "maskfacegan_parser",
     "stylegan2_1024",
     "stylegan2_256",
 }
@@ -186,6 +187,33 @@ def test_e4e_encoder_matches_reference() -> None:
     a = codes.double().numpy()
     stats = np.array([a.mean(), a.std(ddof=1), a.min(), a.max(), np.abs(a).max()])  # as stored
     assert rel_error(codes, ref["codes"]) <= TOLERANCE and rel_error(stats, ref["codes_stats"]) <= TOLERANCE
+    del net
+
+
+@pytest.mark.slow
+def test_maskfacegan_parser_matches_reference() -> None:
+    """MaskFaceGAN's DeepLabV3-ResNet50 parser: logits, their argmax and softmax, and the skin ("recon")
+    mask MaskFaceGAN makes from them (bilinear to 1024)."""
+    from models.deeplab_parser import MaskFaceGANParser, region_mask
+
+    ref, meta = interop_vectors("maskfacegan_parser")
+    net = MaskFaceGANParser().eval()
+    net.load_state_dict(recipe_weights("maskfacegan_faceparser_deeplabv3_r50.tsv", meta), strict=True)
+    x01 = torch.from_numpy(ref["img"]).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        logits = net(REGISTRY["maskfacegan_parser"].normalisation.to_network(x01 * 255.0))
+        recon = region_mask(net.probabilities(x01), ("skin",))
+    step = int(meta["logits_stride"])
+    errors = {
+        "logits": rel_error(logits[:, :, ::step, ::step], ref["logits_s4"]),
+        "prob": rel_error(torch.softmax(logits, 1)[:, :, ::step, ::step], ref["prob_s4"]),
+        "recon": rel_error(
+            recon[:, :, :: int(meta["recon_mask_stride"]), :: int(meta["recon_mask_stride"])],
+            ref["recon_mask_s8"],
+        ),
+    }
+    assert not {k: e for k, e in errors.items() if e > TOLERANCE}, errors
+    assert (logits.argmax(1).numpy() == ref["argmax"]).mean() > 0.9999
     del net
 
 

@@ -83,3 +83,24 @@ def test_state_key_unwraps_only_the_named_entry(tmp_path):
         load_state_dict_file(torch.nn.Linear(3, 2), path)
     with pytest.raises(ValueError, match="'model' state_dict entry"):
         load_state_dict_file(torch.nn.Linear(3, 2), path, state_key="model")
+
+
+def test_drop_keys_remove_only_the_named_entries(tmp_path):
+    """MaskFaceGAN's parser file keeps its loss's class weights beside the network (``loss.weight``); the
+    registry drops exactly that entry before the strict load, and a file without it is not the one named."""
+    import torch
+    from torch import nn
+
+    from models.checkpoints import load_state_dict_file
+    from models.errors import WeightFileError
+
+    net = nn.Linear(2, 3)
+    path = tmp_path / "state.pt"
+    torch.save({**net.state_dict(), "loss.weight": torch.ones(9)}, path)
+    load_state_dict_file(nn.Linear(2, 3), path, drop_keys=("loss.weight",))
+    with pytest.raises(WeightFileError, match="not in the model"):
+        load_state_dict_file(nn.Linear(2, 3), path)
+    torch.save(net.state_dict(), path)
+    with pytest.raises(WeightFileError, match="'loss.weight'"):
+        load_state_dict_file(nn.Linear(2, 3), path, drop_keys=("loss.weight",))
+    assert REGISTRY["maskfacegan_parser"].drop_keys == ("loss.weight",)
