@@ -175,6 +175,18 @@ REGISTRY: dict[str, WeightFile] = {
             drop_keys=("loss.weight",),
         ),
         WeightFile(
+            name="maskfacegan_classifier",
+            filename="maskfacegan_attribute_classifier.pt",
+            network="branched_tiny",
+            sha256=None,
+            url=None,
+            obtain="MaskFaceGAN (MartinPernus) download script: models/attribute_classifier/state.pt, "
+            "renamed to maskfacegan_attribute_classifier.pt",
+            crop_size=224,
+            template="FFHQ-aligned face, area-resized to 224",
+            normalisation=UNIT,
+        ),
+        WeightFile(
             name="wsc_generator",
             filename="wsc_generator.pth",
             network="wsc_generator",
@@ -257,6 +269,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "stylegan2_ffhq_1024": ("models.stylegan2", "stylegan2_ffhq_1024"),
     "e4e_encoder": ("models.e4e", "e4e_encoder"),
     "maskfacegan_parser": ("models.deeplab_parser", "maskfacegan_parser"),
+    "branched_tiny": ("models.attribute_classifier", "branched_tiny"),
 }
 
 

@@ -192,6 +192,7 @@ class _Sha256(_Section):
     stylegan2_ffhq: Sha256
     e4e_encoder: Sha256
     maskfacegan_parser: Sha256
+    maskfacegan_classifier: Sha256
 
 
 class _Weights(_Section):

@@ -41,7 +41,7 @@ MIN_PSNR_DB = 30.0
 # Vector files of networks we have not written yet (StyleGAN2, e4e and MaskFaceGAN's classifier and parser
 # come with the MaskFaceGAN issue, whose tests check them). A file in neither set fails
 # test_every_vector_file_is_checked.
-PENDING = {"maskfacegan_classifier"}
+PENDING: set[str] = set()
 CHECKED = {
     "aei_net",
     "arcface_iresnet100",
@@ -49,6 +49,7 @@ CHECKED = {
     "bisenet",
     "e4e_encoder",
     "ghost_preprocess",
+    "maskfacegan_classifier",
     "maskfacegan_parser",
     "stylegan2_1024",
     "stylegan2_256",
@@ -188,6 +189,21 @@ def test_e4e_encoder_matches_reference() -> None:
     stats = np.array([a.mean(), a.std(ddof=1), a.min(), a.max(), np.abs(a).max()])  # as stored
     assert rel_error(codes, ref["codes"]) <= TOLERANCE and rel_error(stats, ref["codes_stats"]) <= TOLERANCE
     del net
+
+
+def test_maskfacegan_classifier_matches_reference() -> None:
+    """MaskFaceGAN's BranchedTiny: the 40 attribute logits, in the reference's attribute order."""
+    from models.attribute_classifier import ATTRIBUTES, BranchedTiny
+
+    ref, meta = interop_vectors("maskfacegan_classifier")
+    assert list(ATTRIBUTES) == meta["attributes"]
+    net = BranchedTiny().eval()
+    net.load_state_dict(recipe_weights("maskfacegan_branchedtiny.tsv", meta), strict=True)
+    x01 = REGISTRY["maskfacegan_classifier"].normalisation.to_network(
+        torch.from_numpy(ref["img"]).permute(0, 3, 1, 2).float()
+    )
+    with torch.no_grad():
+        assert rel_error(net(x01), ref["logits"]) <= TOLERANCE
 
 
 @pytest.mark.slow
