@@ -127,7 +127,7 @@ class _Align(_Section):
     crop_size: Annotated[int, Field(ge=16, le=4096)]
     min_crop_size: Annotated[int, Field(ge=16, le=4096)]
     crop_step: Annotated[int, Field(ge=1, le=4096)]
-    template: Literal["arcface", "ghost"]
+    template: Literal["arcface", "ghost", "ffhq"]
     face_scale: Annotated[float, Field(gt=0, le=2)]
     centre_y: Unit
 

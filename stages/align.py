@@ -8,6 +8,7 @@ from stages.geometry import (
     GHOST_CROP_SIZE,
     crop_template,
     estimate_similarity,
+    ffhq_alignment,
     ghost_alignment,
     ghost_crops,
     resize_affine,
@@ -22,7 +23,9 @@ def alignment(points5: np.ndarray, align: dict) -> tuple[np.ndarray, np.ndarray]
     ``template: arcface``: the ArcFace 5-point layout scaled by ``face_scale`` and centred at
     ``(0.5, centre_y)`` of a ``crop_size`` crop, one warp. ``ghost``: GHOST's crop, the best of
     insightface's five pose templates at 224 px (:func:`stages.geometry.ghost_alignment`), then that crop
-    resized to ``crop_size`` (face_scale and centre_y unused).
+    resized to ``crop_size`` (face_scale and centre_y unused). ``ffhq``: the FFHQ dataset's square around
+    eyes and mouth at ``crop_size`` (:func:`stages.geometry.ffhq_alignment`; StyleGAN2's FFHQ generator, e4e
+    and MaskFaceGAN work on it).
     points5: ``(5, 2)`` frame pixels. Returns the frame → crop transform ``(2, 3) float32`` (what later
     stages use to map points and to paste back) and the matrix :func:`crop_faces` warps with (the same
     transform, or for ``ghost`` the frame → 224 one in float64).
@@ -31,6 +34,9 @@ def alignment(points5: np.ndarray, align: dict) -> tuple[np.ndarray, np.ndarray]
     if align["template"] == "ghost":
         m224 = ghost_alignment(points5)[0]
         return resize_affine(m224, GHOST_CROP_SIZE, size).astype(np.float32), m224
+    if align["template"] == "ffhq":
+        m = ffhq_alignment(points5, size).astype(np.float32)
+        return m, m
     template = crop_template(size, float(align["face_scale"]), float(align["centre_y"]))
     m = estimate_similarity(points5, template)
     return m, m

@@ -54,6 +54,32 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return umeyama(np.asarray(src, np.float64), np.asarray(dst, np.float64)).astype(np.float32)
 
 
+def ffhq_alignment(points5: np.ndarray, size: int) -> np.ndarray:
+    """The FFHQ dataset's crop of a face (NVIDIA's ``ffhq-dataset`` alignment, which StyleGAN2's FFHQ
+    generator, e4e and MaskFaceGAN expect): frame → ``size`` crop, ``(2, 3) float64``.
+
+    From the eye centres e_l, e_r and the mouth corners (``points5`` rows 0, 1, 3, 4; FFHQ takes the means
+    of dlib's eye points and points 48 and 54): with d = e_r - e_l and m the eyes' midpoint to the mouth's,
+    the crop is the square whose half-side x is d turned toward the perpendicular of m (``x = d - (-m_y,
+    m_x)``, normalised, of length ``max(2 |d|, 1.8 |m|)``), centred 0.1 m below the eyes' midpoint. The
+    square's edges map to the crop's pixel edges (pixel centres at integers), as FFHQ's PIL ``QUAD``
+    transform of ``quad + 0.5`` does. Not reproduced: FFHQ's shrinking of large faces before the warp and its
+    reflected, blurred padding; our warp is one bilinear resampling with edge pixels repeated.
+    """
+    p = np.asarray(points5, dtype=np.float64)
+    eye_avg = (p[0] + p[1]) / 2.0
+    eye_to_eye = p[1] - p[0]
+    eye_to_mouth = (p[3] + p[4]) / 2.0 - eye_avg
+    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    x = x / max(float(np.hypot(*x)), 1e-12)
+    x = x * max(float(np.hypot(*eye_to_eye)) * 2.0, float(np.hypot(*eye_to_mouth)) * 1.8)
+    y = np.array([-x[1], x[0]])
+    corner = eye_avg + 0.1 * eye_to_mouth - x - y  # the square's corner that lands on the crop's (0, 0)
+    axes = np.stack([2.0 * x / size, 2.0 * y / size], axis=1)  # crop pixel edges -> frame, per crop axis
+    inv = np.linalg.inv(axes)
+    return np.concatenate([inv, (-inv @ corner - 0.5)[:, None]], axis=1)
+
+
 def ghost_alignment(points5: np.ndarray, size: int = GHOST_CROP_SIZE) -> tuple[np.ndarray, int]:
     """GHOST's crop transform: the pose template that fits ``points5`` best, and the fit.
 

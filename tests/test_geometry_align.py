@@ -222,3 +222,42 @@ def test_swap_groups_split_where_a_track_changes_side():
     one_side.faces = [[face(0, 256), face(1, 256)], [face(0, 256)]]
     members, crops, _ = swap_inputs(one_side, 256)
     assert [id(f) for f in members] == [id(f) for f in (one_side.faces[0] + one_side.faces[1])]
+
+
+def test_ffhq_alignment_is_the_ffhq_square_and_follows_the_face():
+    """``align.template=ffhq``: the square FFHQ's alignment cuts (edges on the crop's pixel edges), the eyes
+    level and centred, 1/4 of the side apart for FFHQ's usual proportions, and the same crop whatever the
+    face's position, size and roll."""
+    from stages.geometry import ffhq_alignment
+
+    size = 1024
+    # an upright face: eyes 100 px apart, mouth 100 px below their midpoint
+    pts = np.array([[300, 400], [400, 400], [350, 450], [320, 500], [380, 500]], np.float64)
+    m = ffhq_alignment(pts, size)
+    eyes = transform_points(pts[:2].astype(np.float32), m.astype(np.float32))
+    assert (
+        abs(eyes[0, 1] - eyes[1, 1]) < 1e-3 and abs((eyes[0, 0] + eyes[1, 0]) / 2 - (size / 2 - 0.5)) < 1e-3
+    )
+    assert (
+        abs((eyes[1, 0] - eyes[0, 0]) - size / 4) < 1e-3
+    )  # |x| = max(2 * 100, 1.8 * 100): side 4 eye distances
+    # the square: centred 0.1 of the eye-to-mouth vector below the eyes' midpoint (350, 410), half-side 200;
+    # its corner (150, 210) (pixel centres at integers) lands on the crop's pixel edge corner (-0.5, -0.5)
+    corner = np.array([[150.0, 210.0]], np.float32)
+    assert np.allclose(transform_points(corner, m.astype(np.float32)), [[-0.5, -0.5]], atol=1e-3)
+    # position, scale and roll of the face do not change where its points land
+    moved = transform_points(pts.astype(np.float32), similarity(1.7, 23.0, 40.0, -12.0)).astype(np.float64)
+    a = transform_points(pts.astype(np.float32), m.astype(np.float32))
+    b = transform_points(moved.astype(np.float32), ffhq_alignment(moved, size).astype(np.float32))
+    assert np.abs(a - b).max() < 1e-2
+
+
+def test_align_stage_cuts_ffhq_crops(base_cfg):
+    frames = np.random.default_rng(7).integers(0, 256, size=(1, 600, 700, 3), dtype=np.uint8)
+    pts = np.array([[300, 300], [380, 300], [340, 340], [315, 380], [365, 380]], np.float32)
+    face = FaceRecord(np.array([250, 220, 430, 420], np.float32), 0.99, pts)
+    cfg = {**base_cfg, "align": {**base_cfg["align"], "template": "ffhq", "crop_size": 256}}
+    AlignStage(cfg)(FrameBatch("v", np.arange(1), np.arange(1), frames, [[face]]))
+    assert face.crop.shape == (256, 256, 3)
+    eyes = transform_points(pts[:2], face.affine)
+    assert abs((eyes[1, 0] - eyes[0, 0]) - 64) < 1e-2
