@@ -134,6 +134,27 @@ class Upsample(nn.Module):
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
 
 
+def modulated_weight(weight: torch.Tensor, style: torch.Tensor, demodulate: bool = True) -> torch.Tensor:
+    """StyleGAN2's per-sample weight: ``weight`` ``(out, in, k, k)`` or ``(1, out, in, k, k)`` (any run-time
+    scale already applied) times ``style`` ``(N, in)`` per input channel, then, with ``demodulate``, each
+    output filter scaled to unit norm (``rsqrt(sum w² + 1e-8)``). Returns ``(N, out, in, k, k)``."""
+    w = weight.reshape(1, *weight.shape[-4:]) * style[:, None, :, None, None]
+    if demodulate:
+        w = w * torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+    return w
+
+
+def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """Each sample of ``x`` ``(N, in, H, W)`` convolved with its own ``weight`` ``(N, out, in, k, k)`` (one
+    grouped conv for the batch). Returns ``(N, out, H', W')``."""
+    n, c_in, h, w = x.shape
+    c_out, k = weight.shape[1], weight.shape[-1]
+    out = F.conv2d(
+        x.reshape(1, n * c_in, h, w), weight.reshape(n * c_out, c_in, k, k), padding=padding, groups=n
+    )
+    return out.view(n, c_out, out.shape[-2], out.shape[-1])
+
+
 class ModulatedConv2d(nn.Module):
     """Modulated convolution: weight ``(1, out, in, k, k)`` × ``1/√(in k²)`` × the style (per input channel,
     from ``modulation``), demodulated per output filter unless ``demodulate=False``; ``upsample``: a
@@ -162,23 +183,13 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(((p + 1) // 2 + factor - 1, p // 2 + 1), factor)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        weight = modulated_weight(self.scale * self.weight, self.modulation(style), self.demodulate)
+        if not self.upsample:
+            return grouped_conv2d(x, weight, self.padding)
         n, _, h, w = x.shape
-        s = self.modulation(style).view(n, 1, self.c_in, 1, 1)
-        weight = self.scale * self.weight * s  # (N, out, in, k, k)
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4)) + 1e-8).view(
-                n, self.c_out, 1, 1, 1
-            )
-        x = x.reshape(1, n * self.c_in, h, w)
-        if self.upsample:
-            weight = weight.transpose(1, 2).reshape(n * self.c_in, self.c_out, self.k, self.k)
-            out = F.conv_transpose2d(x, weight, stride=2, padding=0, groups=n)
-            out = out.view(n, self.c_out, out.shape[-2], out.shape[-1])
-            return self.blur(out)
-        out = F.conv2d(
-            x, weight.reshape(n * self.c_out, self.c_in, self.k, self.k), padding=self.padding, groups=n
-        )
-        return out.view(n, self.c_out, out.shape[-2], out.shape[-1])
+        weight = weight.transpose(1, 2).reshape(n * self.c_in, self.c_out, self.k, self.k)
+        out = F.conv_transpose2d(x.reshape(1, n * self.c_in, h, w), weight, stride=2, padding=0, groups=n)
+        return self.blur(out.view(n, self.c_out, out.shape[-2], out.shape[-1]))
 
 
 class NoiseInjection(nn.Module):

@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.stylegan2 import grouped_conv2d, modulated_weight
+
 WSC_CONFIG: dict[str, int] = {"size": 256, "base": 48, "max_width": 512, "code_size": 8, "code_channels": 256}
 """The full layout, the one ``configs/default.yaml``'s ``wsc:`` section names."""
 
@@ -78,8 +80,9 @@ def _down(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class ModulatedConv2d(nn.Module):
-    """StyleGAN2's modulated convolution: the weight scaled per input channel by a style from the identity,
-    then demodulated (each output filter to unit norm), one grouped conv for the batch.
+    """StyleGAN2's modulated convolution (:func:`models.stylegan2.modulated_weight`): the weight scaled per
+    input channel by a style from the identity, then demodulated (each output filter to unit norm), one
+    grouped conv for the batch; plus a bias. Plain init, not StyleGAN2's equalised learning rate.
 
     forward: x ``(N, c_in, H, W)``, identity ``(N, c_id)`` (L2-normalised) → ``(N, c_out, H, W)``.
     """
@@ -96,18 +99,8 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel // 2
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        n, c_in, h, w = x.shape
-        style = self.style(identity)  # (N, c_in)
-        weight = self.weight[None] * style[:, None, :, None, None]  # (N, c_out, c_in, k, k)
-        weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-        c_out, k = weight.shape[1], weight.shape[-1]
-        out = F.conv2d(
-            x.reshape(1, n * c_in, h, w),
-            weight.reshape(n * c_out, c_in, k, k),
-            padding=self.padding,
-            groups=n,
-        )
-        return out.reshape(n, c_out, h, w) + self.bias[None, :, None, None]
+        weight = modulated_weight(self.weight, self.style(identity))  # (N, c_out, c_in, k, k)
+        return grouped_conv2d(x, weight, self.padding) + self.bias[None, :, None, None]
 
 
 class DecoderBlock(nn.Module):
