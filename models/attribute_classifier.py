@@ -44,7 +44,7 @@ ATTRIBUTES = (
 
 # Stage layouts: "C" a conv (3x3, ReLU, BatchNorm), "M" a 2x2 max pool.
 CONV_STAGES = (("01-06", "CCMCCMCC"), ("06-11", "CMCCCMC"), ("11-12", "C"), ("12-13", "CM"))
-FC_STAGES = (("13-14", 2 * WIDTH, True), ("14-15", 2 * WIDTH, True), ("15-16", 1, False))
+FC_STAGES = (("13-14", True), ("14-15", True), ("15-16", False))  # (stage, hidden: 2w outputs; else a logit)
 
 # For every stage after the first, each branch's parent (an index into the branches of the stage before).
 PARENTS: dict[str, tuple[int, ...]] = {
@@ -96,8 +96,10 @@ class BranchedTiny(nn.Module):
         fc_in = {"13-14": flat, "14-15": 2 * width, "15-16": 2 * width}
         self.fc_layers = nn.ModuleDict(
             {
-                stage: nn.ModuleList(_fc_branch(fc_in[stage], c_out, hidden) for _ in range(counts[stage]))
-                for stage, c_out, hidden in FC_STAGES
+                stage: nn.ModuleList(
+                    _fc_branch(fc_in[stage], 2 * width if hidden else 1, hidden) for _ in range(counts[stage])
+                )
+                for stage, hidden in FC_STAGES
             }
         )
         self.register_buffer("celeba_mean", torch.tensor(CELEBA_MEAN).view(1, 3, 1, 1))
@@ -110,11 +112,11 @@ class BranchedTiny(nn.Module):
         for stage, _ in CONV_STAGES[1:]:
             outputs = [branch(outputs[p]) for branch, p in zip(self.conv_layers[stage], PARENTS[stage])]
         outputs = [o.flatten(1) for o in outputs]
-        for stage, _, _ in FC_STAGES:
+        for stage, _ in FC_STAGES:
             outputs = [branch(outputs[p]) for branch, p in zip(self.fc_layers[stage], PARENTS[stage])]
         return torch.cat(outputs, dim=1)
 
 
-def branched_tiny() -> BranchedTiny:
-    """The registry's factory."""
-    return BranchedTiny()
+def branched_tiny(**layout) -> BranchedTiny:
+    """The registry's factory; ``layout`` (``width``) builds a narrower one, e.g. the tests' tiny one."""
+    return BranchedTiny(**layout)

@@ -13,6 +13,9 @@ Layout: ``model.backbone`` a ResNet-50 trunk whose layers 3 and 4 trade their st
 projected 1280→256, dropout in training) then a 3x3 conv, BatchNorm, ReLU and a 1x1 conv to the classes. The
 logits are upsampled bilinearly (``align_corners=False``) to the input's size.
 
+Smaller layouts (trunk ``width`` below 64, ``aspp_width`` below 256, ``input_size`` below 512) exist only for
+the tests' tiny parsers; the public file has the defaults.
+
 Conventions: input ``(N, 3, 512, 512)`` RGB in [-1, 1] (MaskFaceGAN: ``x01 * 2 - 1`` after an area resize to
 512); output logits ``(N, 9, 512, 512)``; classes :data:`CLASSES`.
 """
@@ -68,12 +71,14 @@ class ASPP(nn.Module):
 class DeepLabV3(nn.Module):
     """torchvision's ``deeplabv3_resnet50`` without the auxiliary head: ``backbone`` and ``classifier``."""
 
-    def __init__(self, num_classes: int = len(CLASSES)) -> None:
+    def __init__(self, num_classes: int = len(CLASSES), width: int = 64, aspp_width: int = 256) -> None:
         super().__init__()
-        self.backbone = ResNet50Trunk(dilate=(False, True, True))
+        self.backbone = ResNet50Trunk(dilate=(False, True, True), width=width)
         del self.backbone.avgpool  # torchvision keeps only conv1 .. layer4 of the trunk
         self.classifier = nn.Sequential(
-            ASPP(2048), *_conv_bn_relu(256, 256, 3), nn.Conv2d(256, num_classes, 1)
+            ASPP(32 * width, c_out=aspp_width),
+            *_conv_bn_relu(aspp_width, aspp_width, 3),
+            nn.Conv2d(aspp_width, num_classes, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,18 +92,20 @@ class MaskFaceGANParser(nn.Module):
     """MaskFaceGAN's ``FaceParser`` network (keys ``model.*``): ``(N, 3, H, W)`` RGB in [-1, 1] → logits
     ``(N, 9, H, W)`` (:data:`CLASSES`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 64, aspp_width: int = 256, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
-        self.model = DeepLabV3()
+        self.model = DeepLabV3(width=width, aspp_width=aspp_width)
+        self.input_size = input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def probabilities(self, image01: torch.Tensor) -> torch.Tensor:
         """MaskFaceGAN's parse of images ``(N, 3, H, W)`` RGB in [0, 1]: area-resized to 512 when they are
-        not, mapped to [-1, 1], class probabilities (softmax) ``(N, 9, 512, 512)``."""
-        if image01.shape[-1] != INPUT_SIZE:
-            image01 = F.interpolate(image01, size=(INPUT_SIZE, INPUT_SIZE), mode="area")
+        not, mapped to [-1, 1], class probabilities (softmax) ``(N, 9, 512, 512)`` (``input_size``)."""
+        if image01.shape[-1] != self.input_size:
+            size = (self.input_size, self.input_size)
+            image01 = F.interpolate(image01, size=size, mode="area")
         return torch.softmax(self(image01 * 2.0 - 1.0), dim=1)
 
 
@@ -112,6 +119,7 @@ def region_mask(probs: torch.Tensor, classes: tuple[str, ...], size: int | None 
     return mask
 
 
-def maskfacegan_parser() -> MaskFaceGANParser:
-    """The registry's factory."""
-    return MaskFaceGANParser()
+def maskfacegan_parser(**layout) -> MaskFaceGANParser:
+    """The registry's factory; ``layout`` (keyword arguments of :class:`MaskFaceGANParser`: trunk
+    ``width``, ``aspp_width``, ``input_size``) builds a smaller one, e.g. the tests' tiny one."""
+    return MaskFaceGANParser(**layout)

@@ -24,6 +24,10 @@ last stage's 16x16 map, copied to every row; rows 1-2 add their block on that ma
 pyramid level (the 16x16 map upsampled bilinearly, ``align_corners=True``, plus ``latlayer1`` of unit 20's
 output), rows 7-17 on the 64x64 level (that upsampled plus ``latlayer2`` of unit 6's output). The generator's
 ``latent_avg`` is **not** added (the caller adds it, as pSp and MaskFaceGAN do).
+
+Other layouts (``Encoder4Editing(stages, n_styles, input_size)``, for the tests' tiny encoders): the same
+wiring with the given (width, units) stages, the style width the last stage's, taps at the last unit of
+stages 2-4, and the three pyramid levels at ``input_size`` / 16, / 8 and / 4.
 """
 
 from __future__ import annotations
@@ -99,23 +103,35 @@ class GradualStyleBlock(nn.Module):
 class Encoder4Editing(nn.Module):
     """e4e's encoder (module docstring): ``(N, 3, 256, 256)`` RGB in [-1, 1] → ``(N, 18, 512)`` W+ offsets."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, stages: tuple[tuple[int, int], ...] = STAGES, n_styles: int = N_STYLES, input_size: int = 256
+    ) -> None:
         super().__init__()
+        if len(stages) != 4 or n_styles <= MIDDLE:
+            raise ValueError(f"e4e needs four trunk stages and more than {MIDDLE} styles")
+        self.input_size, self.n_styles = input_size, n_styles
         self.input_layer = nn.Sequential(
-            nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
+            nn.Conv2d(3, stages[0][0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stages[0][0]),
+            nn.PReLU(stages[0][0]),
         )
         units: list[nn.Module] = []
-        c_in = 64
-        for width, count in STAGES:
+        c_in = stages[0][0]
+        for width, count in stages:
             units.append(BottleneckIRSE(c_in, width, 2))
             units += [BottleneckIRSE(width, width, 1) for _ in range(count - 1)]
             c_in = width
         self.body = nn.Sequential(*units)
+        ends = [sum(count for _, count in stages[: k + 1]) - 1 for k in range(4)]
+        self.taps = (ends[1], ends[2], ends[3])  # the last unit of stages 2, 3 and 4 (6, 20, 23 in IR-SE50)
+        width = stages[3][0]
+        spatial = (input_size // 16, input_size // 8, input_size // 4)  # 16, 32, 64 at 256 px
         self.styles = nn.ModuleList(
-            GradualStyleBlock(512, 16 if i < COARSE else 32 if i < MIDDLE else 64) for i in range(N_STYLES)
+            GradualStyleBlock(width, spatial[0] if i < COARSE else spatial[1] if i < MIDDLE else spatial[2])
+            for i in range(n_styles)
         )
-        self.latlayer1 = nn.Conv2d(256, 512, 1)
-        self.latlayer2 = nn.Conv2d(128, 512, 1)
+        self.latlayer1 = nn.Conv2d(stages[2][0], width, 1)
+        self.latlayer2 = nn.Conv2d(stages[1][0], width, 1)
 
     @staticmethod
     def _upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,14 +142,14 @@ class Encoder4Editing(nn.Module):
         taps = {}
         for i, unit in enumerate(self.body):
             x = unit(x)
-            if i in (6, 20, 23):
+            if i in self.taps:
                 taps[i] = x
-        c1, c2, c3 = taps[6], taps[20], taps[23]
+        c1, c2, c3 = (taps[i] for i in self.taps)
         w0 = self.styles[0](c3)
         rows = [w0]
         features = c3
         p2 = None
-        for i in range(1, N_STYLES):
+        for i in range(1, self.n_styles):
             if i == COARSE:
                 p2 = self._upsample_add(c3, self.latlayer1(c2))
                 features = p2
@@ -143,6 +159,27 @@ class Encoder4Editing(nn.Module):
         return torch.stack(rows, dim=1)
 
 
-def e4e_encoder() -> Encoder4Editing:
-    """The registry's factory: e4e's FFHQ encoder (18 rows for the 1024 px generator)."""
-    return Encoder4Editing()
+def e4e_encoder(**layout) -> Encoder4Editing:
+    """The registry's factory: e4e's FFHQ encoder (18 rows for the 1024 px generator); ``layout``
+    (keyword arguments of :class:`Encoder4Editing`) builds a smaller one, e.g. the tests' tiny one."""
+    return Encoder4Editing(**layout)
+
+
+def latent_avg_of(path, n_latent: int = N_STYLES) -> torch.Tensor:
+    """The generator's ``latent_avg`` stored beside the encoder in an e4e file (``path``; MaskFaceGAN's
+    ``state.pt`` keeps it under ``latent_avg``), as ``(n_latent, 512)`` float32 (a stored ``(512,)`` or
+    ``(1, 512)`` row is repeated). WeightFileError naming the file when it is missing or misshapen."""
+    from models.errors import WeightFileError
+
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    avg = obj.get("latent_avg") if isinstance(obj, dict) else None
+    if not isinstance(avg, torch.Tensor):
+        raise WeightFileError(
+            f"{path}: no latent_avg entry beside the encoder; use MaskFaceGAN's e4e state.pt"
+        )
+    avg = avg.float().reshape(-1, avg.shape[-1])
+    if avg.shape[0] == 1:
+        avg = avg.expand(n_latent, -1)
+    if avg.shape[0] != n_latent:
+        raise WeightFileError(f"{path}: latent_avg has {avg.shape[0]} rows, the generator takes {n_latent}")
+    return avg.clone()

@@ -105,21 +105,26 @@ class ResNet50Trunk(nn.Module):
     Deep3DFaceRecon; identical for a 224 input, whose last feature map is 7x7). dilate: per layer 2-4, trade
     its stride for dilation as torchvision's ``replace_stride_with_dilation`` does (DeepLabV3: layers 3 and
     4, output stride 8): that layer's first block keeps the dilation before it, the others take the doubled
-    one.
+    one. width: the stem's width and layer 1's planes (64; the layers double it), smaller only for tiny test
+    networks.
 
     ``features``: ``(N, 3, 224, 224)`` normalised image → ``(N, 2048, 1, 1)`` float.
     """
 
     def __init__(
-        self, pool: nn.Module | None = None, dilate: tuple[bool, bool, bool] = (False, False, False)
+        self,
+        pool: nn.Module | None = None,
+        dilate: tuple[bool, bool, bool] = (False, False, False),
+        width: int = 64,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_ch, dilation = 64, 1
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), RESNET50_LAYERS), start=1):
+        in_ch, dilation = width, 1
+        planes_of = (width, 2 * width, 4 * width, 8 * width)
+        for i, (planes, blocks) in enumerate(zip(planes_of, RESNET50_LAYERS), start=1):
             stride = 1 if i == 1 else 2
             previous = dilation
             if i > 1 and dilate[i - 2]:

@@ -7,7 +7,8 @@ used for editing is ``g_ema`` (``shared/interop/stylegan2_ffhq_1024_g_ema.tsv``:
 Checked in ``make test`` against the reference code's outputs on the recipe's weights
 (``shared/interop/VECTORS.md``: ``stylegan2_1024`` and ``stylegan2_256``).
 
-Layout (``size`` S, ``style_dim`` 512, ``n_mlp`` 8, channel multiplier 2, blur kernel (1, 3, 3, 1)):
+Layout (``size`` S, ``style_dim`` 512, ``n_mlp`` 8, channel multiplier 2, blur kernel (1, 3, 3, 1);
+``max_channels`` caps every width, 512 = none, smaller only for the tests' tiny generators):
 
 - ``style``: PixelNorm, then ``n_mlp`` equalised-lr linear layers (learning-rate multiplier 0.01) with the
   fused leaky ReLU (slope 0.2, gain √2); keys ``style.1`` .. ``style.8``.
@@ -268,6 +269,7 @@ class Generator(nn.Module):
         n_mlp: int = 8,
         channel_multiplier: int = 2,
         lr_mlp: float = 0.01,
+        max_channels: int = 512,
     ) -> None:
         super().__init__()
         if size < 8 or size & (size - 1):
@@ -277,7 +279,7 @@ class Generator(nn.Module):
             PixelNorm(),
             *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)],
         )
-        widths = channel_widths(channel_multiplier)
+        widths = {r: min(w, max_channels) for r, w in channel_widths(channel_multiplier).items()}
         self.log_size = int(math.log2(size))
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.n_latent = self.log_size * 2 - 2
@@ -302,16 +304,26 @@ class Generator(nn.Module):
         """The stored noise maps, one per StyledConv (what ``randomize_noise=False`` uses)."""
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
 
+    def noise_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Shapes ``(1, 1, r, r)`` of the noise maps :meth:`forward` takes, one per StyledConv."""
+        return [tuple(n.shape) for n in self.fixed_noise()]
+
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` ``(N, 512)`` → W ``(N, 512)``."""
         return self.style(z)
 
     def forward(
-        self, latent: torch.Tensor, input_is_latent: bool = True, randomize_noise: bool = False
+        self,
+        latent: torch.Tensor,
+        input_is_latent: bool = True,
+        randomize_noise: bool = False,
+        noise: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """RGB ``(N, 3, S, S)`` from ``latent``: z ``(N, 512)`` (``input_is_latent=False``: mapped first), W
-        ``(N, 512)`` (used for every layer) or W+ ``(N, n_latent, 512)``. Noise: the stored maps, or fresh
-        noise with ``randomize_noise``. Truncation and style mixing are the caller's (mix W+ rows)."""
+        ``(N, 512)`` (used for every layer) or W+ ``(N, n_latent, 512)``. Noise: ``noise`` (one map
+        ``(N or 1, 1, r, r)`` per StyledConv, :meth:`noise_shapes`; e.g. optimised ones), else the stored
+        maps, or fresh noise with ``randomize_noise``. Truncation and style mixing are the caller's (mix W+
+        rows)."""
         if not input_is_latent:
             latent = self.mapping(latent)
         if latent.ndim == 2:
@@ -320,7 +332,10 @@ class Generator(nn.Module):
             raise ValueError(
                 f"expected {self.n_latent} latents for a {self.size} px generator, got {latent.shape[1]}"
             )
-        noise = [None] * self.num_layers if randomize_noise else self.fixed_noise()
+        if noise is None:
+            noise = [None] * self.num_layers if randomize_noise else self.fixed_noise()
+        elif len(noise) != self.num_layers:
+            raise ValueError(f"expected {self.num_layers} noise maps, got {len(noise)}")
         out = self.conv1(self.input(latent.shape[0]), latent[:, 0], noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1
@@ -332,7 +347,8 @@ class Generator(nn.Module):
         return skip
 
 
-def stylegan2_ffhq_1024() -> Generator:
+def stylegan2_ffhq_1024(**layout) -> Generator:
     """The registry's factory: the 1024 px FFHQ config-f generator (``g_ema`` of
-    ``stylegan2-ffhq-config-f.pt``)."""
-    return Generator(1024)
+    ``stylegan2-ffhq-config-f.pt``); ``layout`` (keyword arguments of :class:`Generator`) builds another
+    size or width, e.g. the tests' tiny one."""
+    return Generator(**{"size": 1024, **layout})

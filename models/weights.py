@@ -35,7 +35,8 @@ class WeightFile:
     state_key: the file is a dict whose entry ``state_key`` is the state_dict (as its public training code
     saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped. layout: for a network
     trained here at several sizes, the config section whose keys give its layout (the factory's keyword
-    arguments; the file must come from a run with the same ones); None: one fixed layout.
+    arguments, a dotted path such as ``edit.stylegan2``; the file must come from a run with the same ones; a
+    public file's layout is the section's default); None: one fixed layout.
     """
 
     name: str
@@ -147,6 +148,7 @@ REGISTRY: dict[str, WeightFile] = {
             template="FFHQ alignment (the generator's output, not an input)",
             normalisation=SIGNED,
             state_key="g_ema",
+            layout="edit.stylegan2",
         ),
         WeightFile(
             name="e4e_encoder",
@@ -160,6 +162,7 @@ REGISTRY: dict[str, WeightFile] = {
             template="FFHQ alignment (dlib 68 points), resized to 256",
             normalisation=SIGNED_FROM_UNIT,
             state_key="encoder_state_dict",
+            layout="edit.e4e",
         ),
         WeightFile(
             name="maskfacegan_parser",
@@ -173,6 +176,7 @@ REGISTRY: dict[str, WeightFile] = {
             template="FFHQ-aligned face, area-resized to 512",
             normalisation=SIGNED_FROM_UNIT,
             drop_keys=("loss.weight",),
+            layout="edit.parser",
         ),
         WeightFile(
             name="maskfacegan_classifier",
@@ -185,6 +189,7 @@ REGISTRY: dict[str, WeightFile] = {
             crop_size=224,
             template="FFHQ-aligned face, area-resized to 224",
             normalisation=UNIT,
+            layout="edit.classifier",
         ),
         WeightFile(
             name="wsc_generator",
@@ -292,7 +297,7 @@ def _layout_hint(entry: WeightFile) -> Iterator[None]:
             raise
         raise WeightFileError(
             f"{exc}; the layout comes from the config's {entry.layout}: section, which must be that of the "
-            "training run that exported the file"
+            "run that made the file (the defaults: the public file's)"
         ) from None
 
 
@@ -300,7 +305,12 @@ def layout_of(name: str, cfg: dict) -> dict | None:
     """The layout registry entry ``name``'s network is built with under ``cfg``: its ``layout`` config
     section (a copy), or None for a fixed-layout network."""
     section = REGISTRY[name].layout
-    return dict(cfg[section]) if section else None
+    if not section:
+        return None
+    node = cfg
+    for key in section.split("."):
+        node = node[key]
+    return dict(node)
 
 
 def load_network(

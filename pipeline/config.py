@@ -180,6 +180,61 @@ class _Wsc(_Section):
     half: bool
 
 
+class _EditWeights(_Section):
+    classifier: NonNegative
+    mse: NonNegative
+    lpips: NonNegative
+    seg: NonNegative
+    noise: NonNegative
+
+
+class _StyleGAN2Layout(_Section):
+    size: Annotated[int, Field(ge=8)]
+    style_dim: Count
+    n_mlp: Count
+    channel_multiplier: Count
+    max_channels: Count
+
+
+class _E4eLayout(_Section):
+    stages: Annotated[
+        list[Annotated[list[Count], Field(min_length=2, max_length=2)]], Field(min_length=4, max_length=4)
+    ]
+    n_styles: Annotated[int, Field(ge=8)]
+    input_size: Annotated[int, Field(ge=16)]
+
+
+class _ParserLayout(_Section):
+    width: Count
+    aspp_width: Count
+    input_size: Annotated[int, Field(ge=16)]
+
+
+class _ClassifierLayout(_Section):
+    width: Count
+
+
+class _Edit(_Section):
+    steps_latent: Index
+    steps_noise: Index
+    lr_latent: Positive
+    lr_noise: Positive
+    classifier_from: Index
+    dynamic_steps: Index
+    e4e_start: Index
+    reinit: bool
+    smoothing: Annotated[float, Field(ge=0, lt=0.5)]
+    mask_floor: Unit
+    code_smoothing: Decay
+    mean_samples: Count
+    seed: Index
+    weights: _EditWeights
+    stylegan2: _StyleGAN2Layout
+    e4e: _E4eLayout
+    parser: _ParserLayout
+    classifier: _ClassifierLayout
+
+
 class _Sha256(_Section):
     arcface_iresnet100: Sha256
     arcface_iresnet50: Sha256
@@ -329,6 +384,7 @@ class ConfigSchema(_Section):
     classic: _Classic
     faceshifter: _FaceShifter
     wsc: _Wsc
+    edit: _Edit
     weights: _Weights
     mask: _Mask
     blend: _Blend
