@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
+LPIPS := lpips==0.1.4
 
 .PHONY: help swap-video test test-fast lint bench weights crops prepare-faces train-aei train-hear train-wsc ffpp clean-venv \
 	cluster-up cluster-down swap-batch quality
@@ -29,7 +30,7 @@ $(STAMP): requirements.txt pyproject.toml
 	# torch first and exactly: the local CPU wheel; nothing later may replace it.
 	$(VENV)/bin/pip install --quiet torch==2.13.0
 	$(VENV)/bin/pip install --quiet -r requirements.txt
-	$(VENV)/bin/pip install --quiet --no-deps $(FACENET)
+	$(VENV)/bin/pip install --quiet --no-deps $(FACENET) $(LPIPS)
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch was changed: ' + torch.__version__)"
 	touch $@
 
