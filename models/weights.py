@@ -192,6 +192,22 @@ REGISTRY: dict[str, WeightFile] = {
             layout="edit.classifier",
         ),
         WeightFile(
+            name="vgg16_imagenet",
+            filename="vgg16-397923af.pth",
+            network="vgg16_features",
+            sha256=None,
+            url=None,
+            obtain="torchvision's ImageNet VGG16 weights, e.g. from the torch hub cache "
+            "(~/.cache/torch/hub/checkpoints/) after torchvision.models.vgg16(weights='IMAGENET1K_V1'); "
+            "the trunk of LPIPS (models/lpips.py)",
+            crop_size=224,
+            template="any RGB image: LPIPS compares whole images (MaskFaceGAN: its 1024 px FFHQ crops)",
+            # what the trunk was trained on; LPIPS's scaling layer is the same map written as
+            # (x/127.5 - 1 - (2 mean - 1)) / (2 std) with the constants to three decimals
+            normalisation=IMAGENET,
+            drop_keys=tuple(f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")),
+        ),
+        WeightFile(
             name="wsc_generator",
             filename="wsc_generator.pth",
             network="wsc_generator",
@@ -275,6 +291,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "e4e_encoder": ("models.e4e", "e4e_encoder"),
     "maskfacegan_parser": ("models.deeplab_parser", "maskfacegan_parser"),
     "branched_tiny": ("models.attribute_classifier", "branched_tiny"),
+    "vgg16_features": ("models.lpips", "VGG16Features"),
 }
 
 

@@ -248,6 +248,7 @@ class _Sha256(_Section):
     e4e_encoder: Sha256
     maskfacegan_parser: Sha256
     maskfacegan_classifier: Sha256
+    vgg16_imagenet: Sha256
 
 
 class _Weights(_Section):
