@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 LPIPS := lpips==0.1.4
 
-.PHONY: help swap-video test test-fast lint bench weights crops prepare-faces train-aei train-hear train-wsc ffpp clean-venv \
+.PHONY: help swap-video edit test test-fast lint bench weights crops prepare-faces train-aei train-hear train-wsc ffpp clean-venv \
 	cluster-up cluster-down swap-batch quality
 
 help:
 	@echo "make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [OVERWRITE=1] [ARGS=\"key=value ...\"]"
+	@echo "make edit IN=photo_or_clip ATTR=\"smiling=1 [male=0 ...]\" [OUT=...] [OVERWRITE=1] [ARGS=...]   MaskFaceGAN attribute editing (user-supplied networks)"
 	@echo "make test       run the test suite"
 	@echo "make lint       ruff"
 	@echo "make bench [ARGS=\"--clips d12\"]  speed and peak memory of the swap against a plain decode+encode"
@@ -38,6 +39,11 @@ swap-video: $(STAMP)
 	@if [ -z "$(IN)" ] || [ -z "$(SRC)" ]; then \
 		echo "usage: make swap-video IN=clip.mp4 SRC=face.png [OUT=out.mp4] [OVERWRITE=1] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
 	$(PY) -m pipeline swap --input "$(IN)" --source "$(SRC)" $(if $(OUT),--output "$(OUT)") $(if $(filter 1,$(OVERWRITE)),--overwrite) $(ARGS)
+
+edit: $(STAMP)
+	@if [ -z "$(IN)" ] || [ -z "$(ATTR)" ]; then \
+		echo "usage: make edit IN=photo_or_clip ATTR=\"smiling=1 [male=0 ...]\" [OUT=...] [OVERWRITE=1] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
+	$(PY) -m pipeline edit --input "$(IN)" $(foreach a,$(ATTR),--attribute "$(a)") $(if $(OUT),--output "$(OUT)") $(if $(filter 1,$(OVERWRITE)),--overwrite) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -3,6 +3,7 @@
 python -m pipeline swap --input IN --source SRC [--output OUT] [--config FILE] [key=value ...]
 python -m pipeline weights [--dir weights]
 python -m pipeline prepare-faces INPUT... --out DIR [...]
+python -m pipeline edit --input PHOTO_OR_VIDEO --attribute smiling=1 [--output OUT] [key=value ...]
 python -m pipeline crops --input PHOTO_OR_VIDEO --out DIR [--config FILE] [key=value ...]
 python -m pipeline train aei|hear --data DIR --out DIR [--config FILE] [key=value ...]
 """
@@ -22,6 +23,7 @@ DELEGATED = {
         "pipeline.training.prepare_faces",
         "align faces from videos or photos into 256 px training crops",
     ),
+    "edit": ("pipeline.edit", "change face attributes (smiling, hair colour, ...) in a photo or video"),
     "crops": ("pipeline.crops", "write the aligned crops the configured swap backend receives (PNGs)"),
     "train": ("pipeline.training.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
     "evaluate": (

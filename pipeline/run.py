@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ class Summary:
     frames_digest: str | None = None  # of the frames handed to the encoder, when asked for (FrameDigest)
     frames_expected: int | None = None  # what the container promised (None: unknown)
     note: str | None = None  # a one-line warning about the result (frames lost to a damaged input)
+    verb: str = "swapped"  # what was done to the faces: swapped | edited
 
     @property
     def fps(self) -> float:
@@ -52,7 +54,7 @@ class Summary:
     def line(self) -> str:
         return (
             f"swapstream: {self.frames} frames, {self.frames_with_face} with a face, "
-            f"{self.faces_swapped} faces swapped, {self.seconds:.1f} s ({self.fps:.1f} frames/s) "
+            f"{self.faces_swapped} faces {self.verb}, {self.seconds:.1f} s ({self.fps:.1f} frames/s) "
             f"-> {self.output}"
         )
 
@@ -203,7 +205,12 @@ def default_output(input_path: str | Path) -> Path:
     return Path.cwd() / name if read_only else p.with_name(name)
 
 
-def check_paths(input_path: Path, output: Path, overwrite: bool = True) -> None:
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def check_paths(
+    input_path: Path, output: Path, overwrite: bool = True, suffixes: tuple[str, ...] = VIDEO_SUFFIXES
+) -> None:
     """Refuse an output that would overwrite the input or that cannot be written; an existing output too
     unless ``overwrite`` (the command line's ``--overwrite``, as ffmpeg's ``-y``)."""
     if output.resolve() == input_path.resolve() or (output.exists() and os.path.samefile(output, input_path)):
@@ -218,8 +225,9 @@ def check_paths(input_path: Path, output: Path, overwrite: bool = True) -> None:
         raise InputError(f"{output}: is a folder; give the output video's file name")
     if not os.access(output.parent, os.W_OK):
         raise InputError(f"{output}: cannot write to {output.parent}; choose another OUT")
-    if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise InputError(f"{output}: output must end in .mp4, .mov or .mkv")
+    if output.suffix.lower() not in suffixes:
+        endings = " or ".join([", ".join(suffixes[:-1]), suffixes[-1]] if len(suffixes) > 1 else suffixes)
+        raise InputError(f"{output}: output must end in {endings}")
 
 
 def swap_video(
@@ -245,9 +253,41 @@ def swap_video(
     times (stages keep per-video state, so a half-done run cannot resume); a closed pool means the run is
     stopping, and the error is raised at once.
     """
-    started = time.perf_counter()
     input_path = Path(input_path)
-    output = Path(output) if output else default_output(input_path)
+    return run_video(
+        input_path,
+        Path(output) if output else default_output(input_path),
+        cfg,
+        lambda c: check_source(source_path, c),
+        lambda c, image: build_specs(c, prepare_source(source_path, c, image)),
+        lambda c: build_specs(c, None),
+        progress,
+        digest,
+        pool,
+        overwrite,
+    )
+
+
+def run_video(
+    input_path: Path,
+    output: Path,
+    cfg: dict,
+    check: Callable[[dict], Any],
+    chain: Callable[[dict, Any], list[StageSpec]],
+    warm_chain: Callable[[dict], list[StageSpec]],
+    progress: bool = True,
+    digest: bool = False,
+    pool=None,
+    overwrite: bool = True,
+    verb: str = "swapped",
+) -> Summary:
+    """The body of a job on one video that the swap and the edit command share: the video probed,
+    ``executor=auto`` made concrete, the output path and encoder checked, ``check(cfg)`` (the job's own
+    cheap checks: weight files, the source photo; its result is handed to ``chain``), stale partial outputs
+    removed, Ray's actors started and warmed with ``warm_chain(cfg)``'s stages (no per-video state), then
+    the stage chain ``chain(cfg, checked)`` run over the video (:func:`run_chain`). verb: what the summary
+    line says was done to the faces."""
+    started = time.perf_counter()
     info = probe(input_path)
     if cfg["executor"] == "auto":
         cfg = with_overrides(cfg, [f"executor={choose_executor(cfg, info)}"])
@@ -255,26 +295,48 @@ def swap_video(
     check_encoder(cfg["encode"])
     remove_stale_partials(output.parent)
     announce("folder", str(output.parent.resolve()))  # a supervising parent cleans up if this process dies
-    image = check_source(source_path, cfg)
+    checked = check(cfg)
     own_pool = None
     if cfg["executor"] == "ray":
         if pool is None:  # this video's own actors, restarted by Ray like a shared pool's
             pool = own_pool = StagePool.from_config(cfg)
-        pool.warm(group_specs(build_specs(cfg, None), cfg["ray"]["actor_groups"]))
+        pool.warm(group_specs(warm_chain(cfg), cfg["ray"]["actor_groups"]))
     try:
-        return _swap(
-            input_path, source_path, image, output, info, cfg, progress, digest, pool, own_pool, started
+        return run_chain(
+            input_path,
+            lambda: chain(cfg, checked),
+            output,
+            info,
+            cfg,
+            progress,
+            digest,
+            pool,
+            own_pool,
+            started,
+            verb,
         )
     finally:
         if own_pool is not None:
             own_pool.close()
 
 
-def _swap(
-    input_path, source_path, image, output, info, cfg, progress, digest, pool, own_pool, started
+def run_chain(
+    input_path: Path,
+    make_specs: Callable[[], list[StageSpec]],
+    output: Path,
+    info: VideoInfo,
+    cfg: dict,
+    progress: bool,
+    digest: bool,
+    pool,
+    own_pool,
+    started: float,
+    verb: str = "swapped",
 ) -> Summary:
-    source = prepare_source(source_path, cfg, image)
-    specs = build_specs(cfg, source)
+    """Run the stage chain ``make_specs()`` builds (after the inputs were checked) over the video, in
+    segments when planned, into ``output``; the swap's and the edit command's common body. verb: what the
+    summary line says was done to the faces."""
+    specs = make_specs()
     segments, table = _segments_for(input_path, info, cfg)
     hasher = FrameDigest() if digest else None
     bar = _progress(len(table) if table is not None else info.frames, progress, output.name)
@@ -316,7 +378,7 @@ def _swap(
     note = lost_frames_note(input_path, len(per_frame), expected, info)
     if note:
         print(f"swapstream: note: {note}", file=sys.stderr)
-    return Summary(len(per_frame), with_face, swapped, elapsed, output, frames_digest, expected, note)
+    return Summary(len(per_frame), with_face, swapped, elapsed, output, frames_digest, expected, note, verb)
 
 
 def choose_executor(cfg: dict, info: VideoInfo | None = None, videos: int = 1) -> str:

@@ -76,11 +76,11 @@ def psnr_outside(original: np.ndarray, output: np.ndarray, boxes: list[np.ndarra
     return float("inf") if not mse else 10 * np.log10(255.0**2 / mse)
 
 
-def check_learned_swap(clip: Path, out: Path, summary, every: int = 4) -> None:
-    """A learned backend's swap of ``clip`` into ``out`` (its :class:`pipeline.run.Summary`): every frame
-    swapped and kept with its timestamp, the audio packets and the synthetic tag kept, and on every
-    ``every``-th frame the face changed while the background (outside MTCNN's boxes grown by a quarter)
-    stays within 30 dB PSNR."""
+def check_learned_swap(clip: Path, out: Path, summary, every: int = 4, grow: float = 0.25) -> None:
+    """A learned backend's swap (or edit) of ``clip`` into ``out`` (its :class:`pipeline.run.Summary`):
+    every frame swapped and kept with its timestamp, the audio packets and the synthetic tag kept, and on
+    every ``every``-th frame the face changed while the background (outside MTCNN's boxes grown by
+    ``grow`` of their size on each side) stays within 30 dB PSNR."""
     from pipeline.config import load_config
     from stages.detect import DetectStage
 
@@ -94,5 +94,5 @@ def check_learned_swap(clip: Path, out: Path, summary, every: int = 4) -> None:
     for orig, new in zip(decode_all(clip, every), decode_all(out, every)):
         boxes = [f.box for f in detector.detect_image(orig)]
         assert boxes
-        assert psnr_outside(orig, new, boxes, grow=0.25) >= 30.0
+        assert psnr_outside(orig, new, boxes, grow=grow) >= 30.0
         assert abs(orig.astype(int) - new.astype(int)).mean() > 0.5  # the face region did change
