@@ -28,14 +28,15 @@ EDIT_STAGES = ("detect", "landmarks", "track", "smooth", "align", "swap", "blend
 
 
 def edit_config(cfg: dict) -> dict:
-    """``cfg`` with the crop the edit's networks take: FFHQ alignment at the generator's size (every face,
-    however small in the frame)."""
+    """``cfg`` with the crop the edit's networks take (FFHQ alignment at the generator's size, every face
+    however small in the frame), and the video in one part."""
     from pipeline.config import with_overrides
 
     size = int(cfg["edit"]["stylegan2"]["size"])
-    return with_overrides(
-        cfg, ["align.template=ffhq", f"align.crop_size={size}", f"align.min_crop_size={size}"]
-    )
+    crop = ["align.template=ffhq", f"align.crop_size={size}", f"align.min_crop_size={size}"]
+    # One part only: segments run apart would each edit their own keyframe, and the edit could change at
+    # a seam; a track's edit must come from one keyframe.
+    return with_overrides(cfg, [*crop, "segments.parts=1"])
 
 
 def build_edit_specs(cfg: dict, request) -> list:

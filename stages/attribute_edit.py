@@ -201,8 +201,8 @@ class EditNetworks:
     generator: StyleGAN2 (:class:`models.stylegan2.Generator`), W+ ``(N, n_latent, D)`` → RGB in [-1, 1].
     classifier: BranchedTiny, ``(N, 3, H, W)`` RGB in [0, 1] → ``(N, 40)`` logits. parser: MaskFaceGAN's
     parser (``probabilities(image01)`` → ``(N, 9, P, P)``). encoder: e4e, ``(N, 3, E, E)`` RGB in [-1, 1]
-    → W+ offsets; latent_avg ``(n_latent, D)`` is added to them. latent_mean ``(D,)``: the mapping
-    network's mean output. lpips: the masked LPIPS (global edits only; None otherwise).
+    → W+ offsets; latent_avg ``(n_latent, D)`` is added to them. lpips: the masked LPIPS (global edits
+    only; None otherwise). mean_samples: z samples of the mapping network's mean (:meth:`mean_latent`).
     """
 
     generator: torch.nn.Module
@@ -210,8 +210,15 @@ class EditNetworks:
     parser: torch.nn.Module
     encoder: torch.nn.Module
     latent_avg: torch.Tensor
-    latent_mean: torch.Tensor
     lpips: torch.nn.Module | None = None
+    mean_samples: int = 50_000
+    latent_mean: torch.Tensor | None = None  # computed when a local edit first needs it
+
+    def mean_latent(self) -> torch.Tensor:
+        """The mapping network's mean W ``(D,)`` (:func:`mapping_mean`), computed once."""
+        if self.latent_mean is None:
+            self.latent_mean = mapping_mean(self.generator, self.mean_samples)
+        return self.latent_mean
 
     @property
     def size(self) -> int:
@@ -349,7 +356,7 @@ def edit_face(
         with torch.no_grad():
             start = nets.invert(image01)
     if start is None:
-        wplus = nets.latent_mean.expand(1, nets.generator.n_latent, -1).clone()
+        wplus = nets.mean_latent().expand(1, nets.generator.n_latent, -1).clone()
         first = 0
     else:
         wplus = start.detach().clone()
@@ -437,7 +444,7 @@ def _row(stage: str, step: int, terms: dict[str, torch.Tensor], total: torch.Ten
 
 def load_edit_networks(cfg: dict, plan: EditPlan, device: str) -> EditNetworks:
     """The registry's files for an edit (``weights.dir``; layouts from ``edit.stylegan2`` and friends):
-    one-line ModelFileError for a missing one. The mapping mean is computed here (``edit.mean_samples``)."""
+    one-line ModelFileError for a missing one."""
     from models.e4e import latent_avg_of
     from models.weights import load_configured, locate_configured, pinned_sha256
 
@@ -455,8 +462,8 @@ def load_edit_networks(cfg: dict, plan: EditPlan, device: str) -> EditNetworks:
         parser=load_configured("maskfacegan_parser", cfg, device),
         encoder=encoder,
         latent_avg=latent_avg,
-        latent_mean=mapping_mean(generator, int(cfg["edit"]["mean_samples"])),
         lpips=lpips,
+        mean_samples=int(cfg["edit"]["mean_samples"]),
     )
 
 

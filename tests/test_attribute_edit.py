@@ -120,7 +120,7 @@ def tiny_networks(cfg: dict, parser: torch.nn.Module | None = None) -> EditNetwo
         parser=parser if parser is not None else nets["maskfacegan_parser"],
         encoder=nets["e4e_encoder"],
         latent_avg=torch.zeros(8, 32),
-        latent_mean=mapping_mean(generator, 2000),
+        mean_samples=2000,
     )
 
 
@@ -163,6 +163,11 @@ def test_kl_and_noise_regulariser_match_their_definitions() -> None:
     assert noise_regularize(flat).item() == pytest.approx(4.0)
     white = [torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))]
     assert noise_regularize(white).item() < 0.01
+    generator = tiny_network("stylegan2_ffhq", tiny_cfg())
+    mean = mapping_mean(generator, 2000)
+    assert torch.equal(mean, mapping_mean(generator, 2000))  # seeded: the same start every run
+    fresh = generator.mapping(torch.randn(2000, 32, generator=torch.Generator().manual_seed(9))).mean(0)
+    assert (mean - fresh).abs().max() < 0.1 * fresh.abs().max()
 
 
 def test_local_edit_lowers_its_loss_and_leaves_pixels_outside_the_blend_mask_exact() -> None:
