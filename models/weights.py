@@ -35,7 +35,7 @@ class WeightFile:
     state_key: the file is a dict whose entry ``state_key`` is the state_dict (as its public training code
     saves it); None: the file is the plain state_dict. Nothing else is ever unwrapped. layout: for a network
     trained here at several sizes, the config section whose keys give its layout (the factory's keyword
-    arguments, a dotted path such as ``edit.stylegan2``; the file must come from a run with the same ones; a
+    arguments, a dotted path such as ``edit.e4e``; the file must come from a run with the same ones; a
     public file's layout is the section's default); None: one fixed layout.
     """
 
@@ -148,7 +148,7 @@ REGISTRY: dict[str, WeightFile] = {
             template="FFHQ alignment (the generator's output, not an input)",
             normalisation=SIGNED,
             state_key="g_ema",
-            layout="edit.stylegan2",
+            layout="stylegan2",
         ),
         WeightFile(
             name="e4e_encoder",

@@ -229,7 +229,6 @@ class _Edit(_Section):
     mean_samples: Count
     seed: Index
     weights: _EditWeights
-    stylegan2: _StyleGAN2Layout
     e4e: _E4eLayout
     parser: _ParserLayout
     classifier: _ClassifierLayout
@@ -385,6 +384,7 @@ class ConfigSchema(_Section):
     classic: _Classic
     faceshifter: _FaceShifter
     wsc: _Wsc
+    stylegan2: _StyleGAN2Layout
     edit: _Edit
     weights: _Weights
     mask: _Mask

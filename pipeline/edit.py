@@ -32,7 +32,7 @@ def edit_config(cfg: dict) -> dict:
     however small in the frame), and the video in one part."""
     from pipeline.config import with_overrides
 
-    size = int(cfg["edit"]["stylegan2"]["size"])
+    size = int(cfg["stylegan2"]["size"])
     crop = ["align.template=ffhq", f"align.crop_size={size}", f"align.min_crop_size={size}"]
     # One part only: segments run apart would each edit their own keyframe, and the edit could change at
     # a seam; a track's edit must come from one keyframe.

@@ -443,8 +443,8 @@ def _row(stage: str, step: int, terms: dict[str, torch.Tensor], total: torch.Ten
 
 
 def load_edit_networks(cfg: dict, plan: EditPlan, device: str) -> EditNetworks:
-    """The registry's files for an edit (``weights.dir``; layouts from ``edit.stylegan2`` and friends):
-    one-line ModelFileError for a missing one."""
+    """The registry's files for an edit (``weights.dir``; layouts from the config's ``stylegan2``,
+    ``edit.e4e``, ``edit.parser`` and ``edit.classifier``): one-line ModelFileError for a missing one."""
     from models.e4e import latent_avg_of
     from models.weights import load_configured, locate_configured, pinned_sha256
 
@@ -512,7 +512,7 @@ class AttributeEditStage:
         if int(cfg["align"]["crop_size"]) != self.nets.size or cfg["align"]["template"] != "ffhq":
             raise ValueError(
                 f"the edit needs FFHQ crops of the generator's {self.nets.size} px: "
-                "align.template=ffhq and align.crop_size must match edit.stylegan2.size"
+                "align.template=ffhq and align.crop_size must match stylegan2.size"
             )
         self.tracks: dict[tuple[str, int], _TrackEdit] = {}
         self.keyframe_results: dict[int, EditResult] = {}

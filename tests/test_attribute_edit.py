@@ -26,10 +26,10 @@ from stages.attribute_edit import (
 )
 
 TINY = [
-    "edit.stylegan2.size=32",
-    "edit.stylegan2.style_dim=32",
-    "edit.stylegan2.n_mlp=2",
-    "edit.stylegan2.max_channels=32",
+    "stylegan2.size=32",
+    "stylegan2.style_dim=32",
+    "stylegan2.n_mlp=2",
+    "stylegan2.max_channels=32",
     "edit.e4e.stages=[[16,1],[16,1],[32,1],[32,1]]",
     "edit.e4e.n_styles=8",
     "edit.e4e.input_size=64",
