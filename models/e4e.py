@@ -138,6 +138,11 @@ class Encoder4Editing(nn.Module):
         return F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=True) + y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[0]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W+ offsets ``(N, n_styles, D)`` and the pyramid's finest level ``(N, D, S/4, S/4)`` (the map rows
+        7 and on are read from; other networks build on it, e.g. a mask head)."""
         x = self.input_layer(x)
         taps = {}
         for i, unit in enumerate(self.body):
@@ -147,16 +152,12 @@ class Encoder4Editing(nn.Module):
         c1, c2, c3 = (taps[i] for i in self.taps)
         w0 = self.styles[0](c3)
         rows = [w0]
-        features = c3
-        p2 = None
+        p2 = self._upsample_add(c3, self.latlayer1(c2))
+        p3 = self._upsample_add(p2, self.latlayer2(c1))
         for i in range(1, self.n_styles):
-            if i == COARSE:
-                p2 = self._upsample_add(c3, self.latlayer1(c2))
-                features = p2
-            elif i == MIDDLE:
-                features = self._upsample_add(p2, self.latlayer2(c1))
+            features = c3 if i < COARSE else p2 if i < MIDDLE else p3
             rows.append(w0 + self.styles[i](features))
-        return torch.stack(rows, dim=1)
+        return torch.stack(rows, dim=1), p3
 
 
 def e4e_encoder(**layout) -> Encoder4Editing:

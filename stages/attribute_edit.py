@@ -38,7 +38,8 @@ Choices the public code leaves open (recorded in the README's "Attribute editing
 **Video** (:class:`AttributeEditStage`, which the public code does not do): per track, its first face is the
 keyframe and gets the whole procedure from its e4e inversion; the edit is kept as the offset ``Δ = W+_edit
 − W+_e4e`` and the keyframe's optimised noise. Every face of the track is inverted by e4e, the codes are
-smoothed along the track (``code_smoothing``: ``w ← a w_prev + (1 − a) w_now``, restarted at scene cuts),
+smoothed along the track (``code_smoothing``: ``w ← a w_prev + (1 − a) w_now``, restarted at scene cuts and
+gaps, :class:`stages.scene.TrackMemory`; an untracked face is its own keyframe),
 and the face is drawn as ``G(w + Δ, keyframe noise)`` and blended by the blend mask of its own parse. The
 blend stage pastes it back (pixels where the mask is zero are never written).
 """
@@ -56,6 +57,7 @@ import torch.nn.functional as F
 from models.attribute_classifier import ATTRIBUTES
 from models.deeplab_parser import CLASSES, region_mask
 from stages.geometry import to_tensor, to_uint8
+from stages.scene import SceneCuts, TrackMemory
 from stages.types import FrameBatch
 
 # MaskFaceGAN's local attributes and the parser classes each edits (``attr2regions``).
@@ -486,7 +488,6 @@ class EditRequest:
 class _TrackEdit:
     offset: torch.Tensor  # (1, n_latent, D) W+ edit − W+ e4e of the keyframe
     noise: list[torch.Tensor]
-    code: torch.Tensor | None = None  # the smoothed e4e code of the track's last face
 
 
 class AttributeEditStage:
@@ -516,6 +517,8 @@ class AttributeEditStage:
             )
         self.tracks: dict[tuple[str, int], _TrackEdit] = {}
         self.keyframe_results: dict[int, EditResult] = {}
+        self.scene = SceneCuts(cfg)
+        self.codes = TrackMemory()  # each track's smoothed e4e code
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
         todo = [
@@ -529,27 +532,31 @@ class AttributeEditStage:
         crops = to_tensor(np.stack([face.crop for _, face in todo])).to(self.device)
         with torch.no_grad():
             codes = torch.cat([self.nets.invert(crops[k : k + 4]) for k in range(0, len(todo), 4)])
-        cuts = batch.cuts if batch.cuts is not None else np.zeros(len(batch.indices), bool)
+        cuts = self.scene.of(batch)
         for k, (fi, face) in enumerate(todo):
             key = (batch.video_id, int(face.track_id))
-            code = codes[k : k + 1]
             state = self.tracks.get(key)
-            if state is None:
-                result = edit_face(crops[k : k + 1], self.plan, self.nets, self.settings, start=code)
-                state = self.tracks[key] = _TrackEdit(result.wplus - result.start, result.noise)
+            if state is None or face.track_id < 0:
+                result = edit_face(
+                    crops[k : k + 1], self.plan, self.nets, self.settings, start=codes[k : k + 1]
+                )
+                state = _TrackEdit(result.wplus - result.start, result.noise)
+                if face.track_id >= 0:
+                    self.tracks[key] = state
                 self.keyframe_results[int(face.track_id)] = result
-            if state.code is None or bool(cuts[fi]):
-                state.code = code
-            else:
-                state.code = self.smoothing * state.code + (1.0 - self.smoothing) * code
+            frame = int(batch.indices[fi])
+            code = self.codes.smooth(
+                batch.video_id, face.track_id, frame, bool(cuts[fi]), codes[k : k + 1], self.smoothing
+            )
             with torch.no_grad():
-                image = self.nets.draw(state.code + state.offset, state.noise)
+                image = self.nets.draw(code + state.offset, state.noise)
                 probs = self.nets.parse(crops[k : k + 1])
                 blend = floor_mask(
                     image_masks(probs, self.plan, self.nets.size)["blend"], self.settings.mask_floor
                 )
             face.swapped = to_uint8(image.clamp(0.0, 1.0).float().cpu())[0]
             face.mask = blend[0, 0].float().cpu().numpy()
+        self.codes.forget_before(batch.video_id, int(batch.indices[0]))
         return batch
 
     def flush(self) -> list[FrameBatch]:

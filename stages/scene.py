@@ -145,6 +145,14 @@ class TrackMemory:
         if track_id >= 0:
             self._last[(video_id, int(track_id))] = (int(frame), value)
 
+    def smooth(self, video_id: str, track_id: int, frame: int, cut: bool, value: Any, a: float) -> Any:
+        """An exponential filter along the track: ``a * previous + (1 - a) * value`` where :meth:`previous`
+        has one, else ``value``; the result is stored for the next frame and returned."""
+        prev = self.previous(video_id, track_id, frame, cut)
+        out = value if prev is None else a * prev + (1.0 - a) * value
+        self.store(video_id, track_id, frame, out)
+        return out
+
     def forget_before(self, video_id: str, frame: int) -> None:
         """Drop the video's tracks last seen before ``frame - 1``: they can only start afresh."""
         for key in [k for k, (f, _) in self._last.items() if k[0] == video_id and f < frame - 1]:
