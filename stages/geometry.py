@@ -80,6 +80,20 @@ def ffhq_alignment(points5: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([inv, (-inv @ corner - 0.5)[:, None]], axis=1)
 
 
+def frontal_points(template: str, size: int) -> np.ndarray:
+    """Where a frontal face's 5 points lie in a ``size`` crop cut by ``template`` (``(5, 2) float64``, crop
+    pixels): ``ghost``, GHOST's frontal pose template (its 224 crop resized, half-pixel centres); ``ffhq``,
+    the ArcFace template's points carried by their own FFHQ alignment. For seeding a landmark predictor on
+    training crops, whose own points are not at hand."""
+    if template == "ghost":
+        return (GHOST_POSE_TEMPLATES[2].astype(np.float64) * 2.0 + 0.5) * size / GHOST_CROP_SIZE - 0.5
+    if template == "ffhq":
+        face = ARCFACE_TEMPLATE.astype(np.float64) * 112.0
+        m = ffhq_alignment(face, size)
+        return face @ m[:, :2].T + m[:, 2]
+    raise ValueError(f"no frontal points for template {template!r}")
+
+
 def ghost_alignment(points5: np.ndarray, size: int = GHOST_CROP_SIZE) -> tuple[np.ndarray, int]:
     """GHOST's crop transform: the pose template that fits ``points5`` best, and the fit.
 

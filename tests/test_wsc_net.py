@@ -131,7 +131,8 @@ def test_recon_window_is_deep3dfacerecons_crop(data_dir):
     from PIL import Image
 
     from models.face_recon import align_face, input_window
-    from pipeline.training.recipes.wsc import frontal_points, recon_grid
+    from pipeline.training.recipes.wsc import recon_grid
+    from stages.geometry import frontal_points
 
     size = 256
     photo = Image.open(data_dir / "faces" / "obama_a.jpg").convert("RGB").resize((size, size))
@@ -139,7 +140,7 @@ def test_recon_window_is_deep3dfacerecons_crop(data_dir):
 
     # smoothed: PIL's bicubic and our bilinear sampling agree on smooth images, so what is left is the window
     image = gaussian_filter(np.asarray(photo), sigma=(2, 2, 0))
-    points = frontal_points(size)
+    points = frontal_points("ghost", size)
     theirs, params = align_face(image, points)
     x = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     ours = torch.nn.functional.grid_sample(

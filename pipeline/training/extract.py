@@ -2,7 +2,9 @@
 
 Each face is cut as the ``aei_net`` registry entry's template says (``ghost``: GHOST's crop, the best of five
 pose templates at 224 px from its 5 MTCNN points, resized to ``size``; :func:`stages.align.alignment`), so
-a generator trained on these crops sees at run time the crop ``configs/faceshifter.yaml`` gives it.
+a generator trained on these crops sees at run time the crop ``configs/faceshifter.yaml`` gives it; or, with
+``template="ffhq"``, FFHQ's crop (what StyleGAN2's FFHQ generator draws: the latent swap's training crops).
+A folder holds crops of one size and one template.
 Crop names are deterministic (:func:`crop_name`) and ``index.jsonl`` (:class:`CropIndex`) holds one line
 per crop. The command around it: :mod:`pipeline.training.prepare_faces`.
 """
@@ -181,7 +183,9 @@ def skip_reason(exc: BaseException, path: Path) -> str:
 class CropMaker:
     """Detects, filters, aligns and writes; keeps the counts of one ``prepare_faces`` call."""
 
-    def __init__(self, cfg: dict, out_dir: Path, size: int, min_face: int, warn) -> None:
+    def __init__(
+        self, cfg: dict, out_dir: Path, size: int, min_face: int, warn, template: str | None = None
+    ) -> None:
         from models.weights import REGISTRY
         from stages.detect import DetectStage
 
@@ -194,9 +198,10 @@ class CropMaker:
         det_cfg["detect"]["every"] = 1
         self.detector = DetectStage(det_cfg)
         entry = REGISTRY["aei_net"]
+        self.template = template or entry.template
         self.align = {
             "crop_size": size,
-            "template": entry.template,
+            "template": self.template,
             "face_scale": entry.face_scale,
             "centre_y": 0.5,
         }
@@ -207,6 +212,13 @@ class CropMaker:
             raise InputError(
                 f"{out_dir} holds crops of another size ({', '.join(map(str, sorted(sizes, key=str)))} px): "
                 f"use another --out or --size {next(iter(sizes))}"
+            )
+        # index lines from before templates were recorded are GHOST crops
+        templates = {e.get("template", "ghost") for e in self.index.entries.values()} - {self.template}
+        if templates:
+            raise InputError(
+                f"{out_dir} holds crops of another template ({', '.join(sorted(templates))}): "
+                f"use another --out or --template {next(iter(templates))}"
             )
         self.bar = None
         self.counts = {
@@ -273,6 +285,7 @@ class CropMaker:
             "points5": [[round(float(x), 2), round(float(y), 2)] for x, y in face.points5],
             "affine": [[round(float(v), 6) for v in row] for row in affine],
             "size": self.size,
+            "template": self.template,
         }
 
 

@@ -36,6 +36,7 @@ def prepare_faces(
     max_per_input: int | None = None,
     min_face: int = 64,
     progress: bool = True,
+    template: str = "ghost",
 ) -> dict:
     """Cut aligned ``size``² face crops out of photos, videos and folders of them into ``out_dir``.
 
@@ -44,7 +45,8 @@ def prepare_faces(
     is searched for faces. Faces whose MTCNN box is under ``min_face`` px on its shorter side are dropped;
     at most ``max_per_input`` crops come from one file (None: all). Crops are ``(size, size, 3) uint8`` RGB
     PNGs named ``<stem>_<8 hex>_f<frame:06d>_<k>.png`` (photos are frame 0); ``out_dir/index.jsonl`` holds
-    one line per crop (file, source, frame, box, score, points5, affine frame → crop, size).
+    one line per crop (file, source, frame, box, score, points5, affine frame → crop, size, template).
+    template: ``ghost`` (GHOST's crop, the learned swaps' default) or ``ffhq`` (the latent swap's).
 
     Crops already in ``out_dir`` are not rewritten and their index lines not repeated; inputs are only read.
     Missing or unreadable inputs are skipped with a one-line warning on stderr. Raises InputError when
@@ -107,7 +109,7 @@ def prepare_faces(
         total += info.frames
 
     batch_size = int(cfg["batch_size"])
-    maker = CropMaker(cfg, out, size, min_face, warn)
+    maker = CropMaker(cfg, out, size, min_face, warn, template)
     bar = tqdm(total=total or None, unit="frame", desc=PROG, disable=not progress, dynamic_ncols=True)
     maker.bar = bar
     used = 0
@@ -176,6 +178,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, videos or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNG crops and index.jsonl")
     parser.add_argument("--size", type=int, default=256, help="crop side in px (default 256)")
+    parser.add_argument(
+        "--template",
+        choices=("ghost", "ffhq"),
+        default="ghost",
+        help="ghost: GHOST's crop (FaceShifter, WSC-swap; default) | ffhq: FFHQ's (the latent swap)",
+    )
     parser.add_argument("--every", type=int, default=5, help="use every N-th video frame (default 5)")
     parser.add_argument("--max-per-input", type=int, default=None, help="at most N crops from one file")
     parser.add_argument("--min-face", type=int, default=64, help="smallest face box side kept, px (64)")
@@ -211,6 +219,7 @@ def main(argv: list[str]) -> int:
             max_per_input=args.max_per_input,
             min_face=args.min_face,
             progress=not args.quiet,
+            template=args.template,
         )
         return summary_line(summary)
 
