@@ -31,6 +31,19 @@ def core(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def require_files(method: str, needed: list[tuple[str, str]], cfg: dict) -> None:
+    """Each ``(registry name, what it is for)`` of ``needed`` present in ``weights.dir`` (its pinned hash
+    checked); else ModelFileError ``train METHOD needs WHAT: <the file's own one-line error>``."""
+    from models.errors import ModelFileError
+    from models.weights import locate_configured
+
+    for name, why in needed:
+        try:
+            locate_configured(name, cfg)
+        except ModelFileError as exc:
+            raise ModelFileError(f"train {method} needs {why}: {exc}") from None
+
+
 class Recipe(ABC):
     """One training method. Built once per worker, after the loop seeded torch with ``train.seed``.
 

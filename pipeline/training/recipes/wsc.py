@@ -47,14 +47,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.discriminator import MultiscaleDiscriminator, g_hinge_loss
-from models.errors import ConfigError, ModelFileError
+from models.errors import ConfigError
 from models.face_recon import TinyFaceRecon, input_window, split_coefficients
 from models.losses import discriminator_loss, identity_loss, reconstruction_loss
 from models.weights import load_configured
 from models.wsc_net import LAYOUT_KEYS, IdentityProbe, WSCGenerator
 from pipeline.training.data import PairBatch
-from pipeline.training.recipe import Recipe, core
+from pipeline.training.recipe import Recipe, core, require_files
 from pipeline.training.recipes.faceshifter import TINY_IDENTITY_LAYERS, adam_options, identity_encoder
+from stages.geometry import frontal_points
 from stages.swap_faceshifter import arcface_input, to_uint8
 from stages.swap_wsc import region_masks
 
@@ -63,20 +64,12 @@ TINY_RECON_SEED = 20230000  # fixed, so every tiny run sees the same random 3DMM
 RECON_GROUPS = ("exp", "angle", "gamma", "trans")  # the non-identity 3DMM coefficients L_3dmm compares
 
 
-def frontal_points(size: int) -> np.ndarray:
-    """The 5 points ``(5, 2) float64`` (eyes, nose, mouth corners) of GHOST's frontal pose template in a
-    ``size`` crop (its 224 crop resized, half-pixel centres): where prepare-faces puts a frontal face."""
-    from stages.geometry import GHOST_POSE_TEMPLATES
-
-    return (GHOST_POSE_TEMPLATES[2].astype(np.float64) * 2.0 + 0.5) * size / 224.0 - 0.5
-
-
-def recon_grid(size: int, n: int, device: str) -> torch.Tensor:
+def recon_grid(size: int, n: int, device: str, template: str = "ghost") -> torch.Tensor:
     """The sampling grid ``(n, 224, 224, 2)`` that cuts Deep3DFaceRecon's input window
     (:func:`models.face_recon.input_window` of :func:`frontal_points`) out of ``size`` crops."""
     from models.face_recon import INPUT_SIZE
 
-    x0, y0, side = input_window(frontal_points(size), size)
+    x0, y0, side = input_window(frontal_points(template, size), size)
     # normalised coordinates (align_corners=False): pixel x -> (2 x + 1) / size - 1
     theta = torch.tensor(
         [[side / size, 0.0, (2 * x0 + side) / size - 1.0], [0.0, side / size, (2 * y0 + side) / size - 1.0]],
@@ -87,23 +80,44 @@ def recon_grid(size: int, n: int, device: str) -> torch.Tensor:
     )
 
 
-def recon_coefficients(net: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def recon_coefficients(
+    net: nn.Module, images: torch.Tensor, template: str = "ghost"
+) -> dict[str, torch.Tensor]:
     """The 3DMM coefficients (:func:`models.face_recon.split_coefficients`) of crops ``images``
     ``(N, 3, S, S)`` RGB in [-1, 1]: the network's window cut bilinearly (differentiable), in [0, 1]."""
-    grid = recon_grid(images.shape[-1], len(images), str(images.device))
+    grid = recon_grid(images.shape[-1], len(images), str(images.device), template)
     window = F.grid_sample(
         (images + 1.0) / 2.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
     return split_coefficients(net(window))
 
 
-def recon_loss(net: nn.Module, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def recon_loss(
+    net: nn.Module, output: torch.Tensor, target: torch.Tensor, template: str = "ghost"
+) -> torch.Tensor:
     """``L_3dmm``: the mean absolute difference of :data:`RECON_GROUPS` between ``output`` and ``target``
     (``(N, 3, S, S)`` in [-1, 1]; the target's side without gradients), each group's mean weighted 1."""
-    mine = recon_coefficients(net, output)
+    mine = recon_coefficients(net, output, template)
     with torch.no_grad():
-        theirs = recon_coefficients(net, target)
+        theirs = recon_coefficients(net, target, template)
     return sum((mine[g] - theirs[g]).abs().mean() for g in RECON_GROUPS)
+
+
+def crop_regions(images: torch.Tensor, template: str, landmarker=None, parser=None) -> torch.Tensor:
+    """Face regions ``(B, 1, S, S)`` in [0, 1] of training crops ``(B, 3, S, S)`` RGB in [-1, 1]: the face
+    parser's classes (``parser``, a BiSeNet), else the outline of dlib's 68 landmarks predicted by
+    ``landmarker`` (a :class:`stages.landmarks.LandmarkStage`) from where a frontal face's 5 points lie in a
+    crop of ``template`` (:func:`stages.geometry.frontal_points`; the crops' own points are not at hand)."""
+    if parser is not None:
+        return region_masks(images, parser=parser)
+    from stages.types import FaceRecord
+
+    points = frontal_points(template, images.shape[-1]).astype(np.float32)
+    landmarks = []
+    for crop in to_uint8(images.detach()):
+        face = FaceRecord(np.zeros(4, np.float32), 1.0, points.copy())
+        landmarks.append(landmarker.landmarks_for(np.ascontiguousarray(crop), [face])[0])
+    return region_masks(images, np.stack(landmarks))
 
 
 def probe_logits(predicted: torch.Tensor, identities: torch.Tensor) -> torch.Tensor:
@@ -161,7 +175,6 @@ class WSCRecipe(Recipe):
     def check_files(cls, arch: dict[str, Any], cfg: dict) -> None:
         """The identity encoder, the 3DMM regressor (when its loss is on) and the face parser (with
         ``wsc.regions=parsing``) must be in ``weights.dir``."""
-        from models.weights import locate_configured
 
         needed = []
         if not arch["identity"]["tiny"]:
@@ -170,11 +183,7 @@ class WSCRecipe(Recipe):
             needed.append(("face_recon", "the 3DMM loss (or train.wsc_lambda_3dmm=0)"))
         if arch["regions"] == "parsing":
             needed.append(("face_parser_bisenet", "wsc.regions=parsing (or wsc.regions=landmarks)"))
-        for name, why in needed:
-            try:
-                locate_configured(name, cfg)
-            except ModelFileError as exc:
-                raise ModelFileError(f"train wsc needs {why}: {exc}") from None
+        require_files("wsc", needed, cfg)
 
     def __init__(
         self, arch: dict[str, Any], cfg: dict, device: str, prepare: Callable[[nn.Module], nn.Module]
@@ -220,16 +229,7 @@ class WSCRecipe(Recipe):
 
     def regions(self, images: torch.Tensor) -> torch.Tensor:
         """Face regions ``(B, 1, S, S)`` of crops ``(B, 3, S, S)`` in [-1, 1] (step 1 of the docstring)."""
-        if self.parser is not None:
-            return region_masks(images, parser=self.parser)
-        from stages.types import FaceRecord
-
-        points = frontal_points(images.shape[-1]).astype(np.float32)
-        landmarks = []
-        for crop in to_uint8(images.detach()):
-            face = FaceRecord(np.zeros(4, np.float32), 1.0, points.copy())
-            landmarks.append(self.landmarker.landmarks_for(np.ascontiguousarray(crop), [face])[0])
-        return region_masks(images, np.stack(landmarks))
+        return crop_regions(images, "ghost", self.landmarker, self.parser)
 
     def _identity(self, images: torch.Tensor) -> torch.Tensor:
         return self.identity(arcface_input(images))
