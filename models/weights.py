@@ -208,6 +208,19 @@ REGISTRY: dict[str, WeightFile] = {
             drop_keys=tuple(f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")),
         ),
         WeightFile(
+            name="latent_swap",
+            filename="latent_swap.pth",
+            network="latent_swap",
+            sha256=None,
+            url=None,
+            obtain="no public checkpoint: train one with `python -m pipeline train latent` "
+            "(make train-latent)",
+            crop_size=256,
+            template="ffhq",
+            normalisation=SIGNED,
+            layout="latent.layout",
+        ),
+        WeightFile(
             name="wsc_generator",
             filename="wsc_generator.pth",
             network="wsc_generator",
@@ -287,6 +300,7 @@ NETWORKS: dict[str, tuple[str, str]] = {
     "hopenet": ("models.hopenet", "hopenet"),
     "face_recon_resnet50": ("models.face_recon", "face_recon_resnet50"),
     "wsc_generator": ("models.wsc_net", "wsc_generator"),
+    "latent_swap": ("models.latent_swap", "latent_swap"),
     "stylegan2_ffhq_1024": ("models.stylegan2", "stylegan2_ffhq_1024"),
     "e4e_encoder": ("models.e4e", "e4e_encoder"),
     "maskfacegan_parser": ("models.deeplab_parser", "maskfacegan_parser"),

@@ -88,12 +88,24 @@ def _wsc_weights(cfg: dict) -> list[str]:
     return names
 
 
+def _latent_source(image: np.ndarray, face: Any, path: str | Path, cfg: dict) -> np.ndarray:
+    """The source's FFHQ-aligned crop ``(S, S, 3) uint8`` (the stage encodes it once)."""
+    from stages.swap_latent import latent_source_crop
+
+    return latent_source_crop(image, face.points5, cfg)
+
+
 BACKENDS: dict[str, Backend] = {
     "classic": Backend(("stages.swap_classic", "ClassicSwapStage"), _classic_source, lambda cfg: []),
     "faceshifter": Backend(
         ("stages.swap_faceshifter", "FaceShifterSwapStage"), _faceshifter_source, _faceshifter_weights
     ),
     "wsc": Backend(("stages.swap_wsc", "WSCSwapStage"), _wsc_source, _wsc_weights),
+    "latent": Backend(
+        ("stages.swap_latent", "LatentSwapStage"),
+        _latent_source,
+        lambda cfg: ["stylegan2_ffhq", "latent_swap"],
+    ),
 }
 
 

@@ -133,7 +133,7 @@ class _Align(_Section):
 
 
 class _Swap(_Section):
-    backend: Literal["classic", "faceshifter", "wsc"]
+    backend: Literal["classic", "faceshifter", "wsc", "latent"]
     target: Literal["all", "largest"]
     source_face: Any
 
@@ -204,6 +204,11 @@ class _E4eLayout(_Section):
     input_size: Annotated[int, Field(ge=16)]
 
 
+class _LatentLayout(_E4eLayout):  # e4e's trunk and style heads, plus the mask head and the gates
+    mask_width: Count
+    gate_hidden: Count
+
+
 class _ParserLayout(_Section):
     width: Count
     aspp_width: Count
@@ -212,6 +217,14 @@ class _ParserLayout(_Section):
 
 class _ClassifierLayout(_Section):
     width: Count
+
+
+class _Latent(_Section):
+    layout: _LatentLayout
+    arcface: Literal["arcface_iresnet100", "arcface_iresnet50"]
+    code_smoothing: Decay
+    batch_size: Count
+    half: bool
 
 
 class _Edit(_Section):
@@ -243,6 +256,7 @@ class _Sha256(_Section):
     hopenet: Sha256
     face_recon: Sha256
     wsc_generator: Sha256
+    latent_swap: Sha256
     stylegan2_ffhq: Sha256
     e4e_encoder: Sha256
     maskfacegan_parser: Sha256
@@ -348,6 +362,11 @@ class _Train(_Section):
     wsc_lambda_outside: NonNegative
     wsc_lambda_3dmm: NonNegative
     wsc_lambda_removal: NonNegative
+    latent_lambda_id: NonNegative
+    latent_lambda_l2: NonNegative
+    latent_lambda_lpips: NonNegative
+    latent_lambda_3dmm: NonNegative
+    latent_lambda_mask: NonNegative
     checkpoint_every: Count
     sample_every: Count
     log_every: Count
@@ -385,6 +404,7 @@ class ConfigSchema(_Section):
     faceshifter: _FaceShifter
     wsc: _Wsc
     stylegan2: _StyleGAN2Layout
+    latent: _Latent
     edit: _Edit
     weights: _Weights
     mask: _Mask

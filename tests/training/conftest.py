@@ -46,3 +46,17 @@ def face_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     summary = prepare_faces([data_dir / "faces"], out, load_config(), size=256, progress=False)
     assert summary["crops_written"] >= 10, summary
     return out
+
+
+@pytest.fixture(scope="session")
+def ffhq_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """256² FFHQ-aligned crops of the shared photos (``prepare-faces --template ffhq``): the latent swap's
+    training crops; made once."""
+    from pipeline.training.prepare_faces import prepare_faces
+
+    out = tmp_path_factory.mktemp("ffhq_crops")
+    summary = prepare_faces(
+        [data_dir / "faces"], out, load_config(), size=256, progress=False, template="ffhq"
+    )
+    assert summary["crops_written"] >= 10, summary
+    return out

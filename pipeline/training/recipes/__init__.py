@@ -10,9 +10,10 @@ from __future__ import annotations
 from models.errors import ConfigError
 from pipeline.training.recipe import Recipe
 from pipeline.training.recipes.faceshifter import AEIRecipe, HEARRecipe
+from pipeline.training.recipes.latent import LatentRecipe
 from pipeline.training.recipes.wsc import WSCRecipe
 
-RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (AEIRecipe, HEARRecipe, WSCRecipe)}
+RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (AEIRecipe, HEARRecipe, WSCRecipe, LatentRecipe)}
 
 
 def recipe(name: str) -> type[Recipe]:
