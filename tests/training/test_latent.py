@@ -15,7 +15,7 @@ from pipeline.training.loop import train
 from tests.test_latent_swap import TINY_LATENT
 from tests.training.conftest import tiny_cfg
 
-STEPS = 60
+STEPS = 150  # the identity term needs about this many to halve
 TINY_LAYOUT = [o for o in TINY_LATENT if not o.startswith("align.")]
 
 
@@ -47,7 +47,8 @@ def test_tiny_latent_run_learns_reconstruction_and_the_mask(latent_run: tuple[Pa
     assert _mean(history, "l2", last) <= 0.5 * _mean(history, "l2", first)
     assert _mean(history, "lpips", last) < _mean(history, "lpips", first)
     assert _mean(history, "mask_iou", last) > _mean(history, "mask_iou", first) + 0.1
-    assert _mean(history, "id", last) < _mean(history, "id", first)
+    assert _mean(history, "id", last) <= 0.5 * _mean(history, "id", first)
+    assert _mean(history, "id_swap", last) < 0.8 * _mean(history, "id_swap", first)
     assert (out / "latent_swap.pth").is_file()
 
 

@@ -130,6 +130,28 @@ def test_second_run_adds_nothing(first_run, inputs: Path, base_cfg: dict):
     with pytest.raises(InputError, match="another size"):
         prepare_faces([inputs / "photos"], out, base_cfg, size=128, progress=False)
     assert (out / INDEX_NAME).read_bytes() == index_before
+    with pytest.raises(InputError, match="another template.*--template ghost"):  # nor FFHQ crops
+        prepare_faces([inputs / "photos"], out, base_cfg, progress=False, template="ffhq")
+    assert (out / INDEX_NAME).read_bytes() == index_before
+
+
+def test_ffhq_template_puts_a_frontal_face_where_frontal_points_says(inputs: Path, tmp_path: Path, base_cfg):
+    """``template="ffhq"``: FFHQ crops, recorded in the index; MTCNN on a frontal crop finds the eyes where
+    :func:`stages.geometry.frontal_points` puts them (the latent swap's training seeds dlib there)."""
+    import json
+
+    from stages.detect import DetectStage
+    from stages.geometry import frontal_points
+
+    out = tmp_path / "ffhq"
+    summary = prepare_faces([inputs / "photos"], out, base_cfg, progress=False, template="ffhq")
+    assert summary["crops_written"] > 0
+    rows = [json.loads(line) for line in (out / INDEX_NAME).read_text().splitlines()]
+    assert {r["template"] for r in rows} == {"ffhq"}
+    name = next(n for n in pngs(out) if n.startswith("obama_a_"))
+    faces = DetectStage(base_cfg).detect_image(np.asarray(Image.open(out / name)))
+    eyes_error = np.linalg.norm(faces[0].points5[:2] - frontal_points("ffhq", 256)[:2], axis=1)
+    assert eyes_error.max() < 10.0, eyes_error
 
 
 def test_bad_inputs_are_skipped_and_reported(tmp_path: Path, base_cfg: dict, capsys):

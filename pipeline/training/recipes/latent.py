@@ -8,14 +8,15 @@ One step (the paper's losses are known to us only by name; everything marked *ou
    module mixes the source's code into the target's; the generator draws ``G(w)``; the output is
    ``Y = m G(w) + (1 − m) X_t`` with ``m`` the encoder's mask of the target.
 2. ``L = λ_id L_id + λ_l2 L_l2 + λ_lpips L_lpips + λ_3dmm L_3dmm + λ_mask L_mask``:
-   ``L_id = 1 − cos(ArcFace(Y), ArcFace(X_s))``; ``L_l2 = ½ mean (Y − X_t)²`` and ``L_lpips`` = LPIPS(Y,
+   ``L_id = 1 − cos(ArcFace(Y), ArcFace(X_s))``, ArcFace seeing its own 112 px window of the FFHQ crops
+   (:func:`arcface_window`); ``L_l2 = ½ mean (Y − X_t)²`` and ``L_lpips`` = LPIPS(Y,
    X_t) over the reconstruction pairs (source = target: the swap must give the target back); ``L_3dmm``
    attribute preservation, Deep3DFaceRecon's expression, angle, lighting and translation of Y against
    X_t's (WSC-swap's term, :func:`pipeline.training.recipes.wsc.recon_loss`; *ours*: the paper names
    attribute preservation, not its measure); ``L_mask`` the binary cross-entropy of the mask head's logits
    against the target's face region, the outline of dlib's 68 landmarks (*ours*: no parsing labels needed;
-   :func:`pipeline.training.recipes.wsc.crop_regions`). Weights ``train.latent_lambda_*``: id 1, l2 1,
-   lpips 0.8 (pSp's and e4e's reconstruction weights), 3dmm 1, mask 1 (*ours*).
+   :func:`pipeline.training.recipes.wsc.crop_regions`). Weights ``train.latent_lambda_*``: id 5 (AEI-Net's
+   and our WSC's), l2 1 and lpips 0.8 (pSp's and e4e's reconstruction weights), 3dmm 1, mask 1 (*ours*).
 3. No adversarial term (*ours*): the generator is frozen, so every drawn face is on StyleGAN2's manifold,
    and the blend is the only thing a discriminator could judge.
 4. The encoder's ``latent_avg`` is the generator's mean W (:func:`stages.attribute_edit.mapping_mean`),
@@ -34,6 +35,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,8 +48,8 @@ from models.weights import load_configured
 from pipeline.training.data import PairBatch
 from pipeline.training.recipe import Recipe, core, require_files
 from pipeline.training.recipes.faceshifter import TINY_IDENTITY_LAYERS, adam_options, identity_encoder
-from pipeline.training.recipes.wsc import crop_regions, recon_loss, tiny_recon
-from stages.swap_faceshifter import arcface_input
+from pipeline.training.recipes.wsc import crop_regions, recon_loss, tiny_recon, window_grid
+from stages.swap_faceshifter import ARCFACE_SIZE
 
 TINY_GENERATOR_SEED = 20230300  # fixed, so every tiny run (and the tests' backend) sees the same generator
 TINY_LPIPS_SEED = 20180000
@@ -65,6 +67,19 @@ def tiny_generator(layout: dict) -> Generator:
             if name.endswith("noise.weight"):
                 nn.init.constant_(p, 0.1)
     return net
+
+
+def arcface_window(images: torch.Tensor) -> torch.Tensor:
+    """ArcFace's 112 px input cut out of FFHQ crops ``(N, 3, S, S)`` in [-1, 1], bilinearly (differentiable):
+    the window in which a frontal face's 5 points fall on ArcFace's template (the FFHQ crop holds hair, neck
+    and background around the face, which ArcFace was not trained to see)."""
+    from stages.geometry import ARCFACE_TEMPLATE, ffhq_alignment
+
+    m = ffhq_alignment(ARCFACE_TEMPLATE.astype(np.float64) * ARCFACE_SIZE, images.shape[-1])
+    grid = window_grid(m, ARCFACE_SIZE, images.shape[-1], len(images), str(images.device))
+    return F.grid_sample(
+        images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def mask_iou(logits: torch.Tensor, region: torch.Tensor) -> float:
@@ -166,7 +181,7 @@ class LatentRecipe(Recipe):
         self.optimizers = {"optimizer": self.opt}
 
     def _identity(self, images: torch.Tensor) -> torch.Tensor:
-        return self.identity(arcface_input(images))
+        return self.identity(arcface_window(images))
 
     def _draw(self, w: torch.Tensor, side: int) -> torch.Tensor:
         drawn = self.generator(w)

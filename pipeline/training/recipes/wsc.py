@@ -64,20 +64,29 @@ TINY_RECON_SEED = 20230000  # fixed, so every tiny run sees the same random 3DMM
 RECON_GROUPS = ("exp", "angle", "gamma", "trans")  # the non-identity 3DMM coefficients L_3dmm compares
 
 
+def window_grid(m: np.ndarray, out_size: int, in_size: int, n: int, device: str) -> torch.Tensor:
+    """The sampling grid ``(n, out_size, out_size, 2)`` (``F.grid_sample``, ``align_corners=False``) that
+    cuts a window out of ``in_size`` crops: ``m`` ``(2, 3)`` maps the window's pixels to the crop's (pixel
+    centres at integers)."""
+
+    def normalised(size: int) -> np.ndarray:  # pixel x -> (2 x + 1) / size - 1
+        return np.array([[2.0 / size, 0.0, 1.0 / size - 1.0], [0.0, 2.0 / size, 1.0 / size - 1.0], [0, 0, 1]])
+
+    full = np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
+    theta = (normalised(in_size) @ full @ np.linalg.inv(normalised(out_size)))[:2]
+    theta_t = torch.tensor(theta, dtype=torch.float32).expand(n, 2, 3)
+    return F.affine_grid(theta_t, [n, 3, out_size, out_size], align_corners=False).to(device)
+
+
 def recon_grid(size: int, n: int, device: str, template: str = "ghost") -> torch.Tensor:
     """The sampling grid ``(n, 224, 224, 2)`` that cuts Deep3DFaceRecon's input window
     (:func:`models.face_recon.input_window` of :func:`frontal_points`) out of ``size`` crops."""
     from models.face_recon import INPUT_SIZE
 
     x0, y0, side = input_window(frontal_points(template, size), size)
-    # normalised coordinates (align_corners=False): pixel x -> (2 x + 1) / size - 1
-    theta = torch.tensor(
-        [[side / size, 0.0, (2 * x0 + side) / size - 1.0], [0.0, side / size, (2 * y0 + side) / size - 1.0]],
-        dtype=torch.float32,
-    )
-    return F.affine_grid(theta.expand(n, 2, 3), [n, 3, INPUT_SIZE, INPUT_SIZE], align_corners=False).to(
-        device
-    )
+    step = side / INPUT_SIZE
+    m = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])
+    return window_grid(m, INPUT_SIZE, size, n, device)
 
 
 def recon_coefficients(
