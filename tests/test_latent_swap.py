@@ -89,3 +89,16 @@ def test_latent_backend_end_to_end_with_tiny_random_networks(data_dir: Path, tmp
             ),
             progress=False,
         )
+
+
+def test_codes_are_smoothed_along_a_track_and_restart_at_cuts_and_gaps() -> None:
+    from stages.scene import TrackMemory
+
+    memory = TrackMemory()
+    a = 0.5
+    assert memory.smooth("v", 3, 0, False, torch.tensor(4.0), a) == 4.0  # a new track starts at its code
+    assert memory.smooth("v", 3, 1, False, torch.tensor(0.0), a) == 2.0
+    assert memory.smooth("v", 3, 2, True, torch.tensor(8.0), a) == 8.0  # a scene cut restarts it
+    assert memory.smooth("v", 3, 4, False, torch.tensor(0.0), a) == 0.0  # so does a gap (frame 3 missing)
+    assert memory.smooth("v", -1, 5, False, torch.tensor(6.0), a) == 6.0  # an untracked face keeps nothing
+    assert memory.smooth("w", 3, 5, False, torch.tensor(1.0), a) == 1.0  # another video's track 3
