@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 LPIPS := lpips==0.1.4
 
-.PHONY: help swap-video edit test test-fast lint bench weights crops prepare-faces train-aei train-hear train-wsc train-latent ffpp clean-venv \
+.PHONY: help swap-video edit test test-fast lint bench weights crops prepare-faces train-aei train-hear train-wsc train-latent train-rsgan ffpp clean-venv \
 	cluster-up cluster-down swap-batch quality
 
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make prepare-faces IN=\"videos/ photos/\" OUT=crops/   aligned 256 px training crops"
 	@echo "make train-aei DATA=crops/ [OUT=runs/aei] [ARGS=...]  / make train-hear DATA=crops/ [OUT=runs/hear]"
 	@echo "make train-wsc DATA=crops/ [OUT=runs/wsc] [ARGS=...]  (WSC-swap: configs/wsc.yaml to swap with it)"
+	@echo "make train-rsgan DATA=crops/ [OUT=runs/rsgan] [ARGS=...]  (RSGAN: configs/rsgan.yaml to swap with it)"
 	@echo "make train-latent DATA=ffhq_crops/ [OUT=runs/latent] [ARGS=...]  (adaptive-latent swap: prepare-faces --template ffhq; configs/latent.yaml)"
 	@echo "make ffpp FFPP_ROOT=/data/FaceForensics++ [COMPRESSION=c23] [SPLIT=test] [LIMIT=N] [OUT=runs/ffpp-DATE] [SCORE_ONLY=DIR] [ARGS=...]"
 	@echo "make cluster-up [RAY_PORT=6379] [RAY_HOST=127.0.0.1] [RAY_ARGS=...]   Ray head on this machine (loopback); make cluster-down [RAY_PORT=...] stops that one only"
@@ -70,7 +71,7 @@ prepare-faces: $(STAMP)
 	$(PY) -m pipeline prepare-faces $(IN) --out "$(OUT)" $(ARGS)
 
 # One train-NAME per training recipe in pipeline/training/recipes (tests/training/test_recipes.py checks).
-train-aei train-hear train-wsc train-latent: train-%: $(STAMP)
+train-aei train-hear train-wsc train-latent train-rsgan: train-%: $(STAMP)
 	@if [ -z "$(DATA)" ]; then echo "usage: make $@ DATA=crops/ [OUT=runs/$*] [ARGS=\"key=value ...\"]" >&2; exit 2; fi
 	$(PY) -m pipeline train $* --data "$(DATA)" --out "$(or $(OUT),runs/$*)" $(ARGS)
 

@@ -88,11 +88,12 @@ def _wsc_weights(cfg: dict) -> list[str]:
     return names
 
 
-def _latent_source(image: np.ndarray, face: Any, path: str | Path, cfg: dict) -> np.ndarray:
-    """The source's FFHQ-aligned crop ``(S, S, 3) uint8`` (the stage encodes it once)."""
-    from stages.swap_latent import latent_source_crop
+def _aligned_crop_source(image: np.ndarray, face: Any, path: str | Path, cfg: dict) -> np.ndarray:
+    """The source's face cut as the targets are, ``(S, S, 3) uint8`` (the latent and RSGAN stages encode
+    it once)."""
+    from stages.align import crop_photo_face
 
-    return latent_source_crop(image, face.points5, cfg)
+    return crop_photo_face(image, face.points5, cfg["align"])
 
 
 BACKENDS: dict[str, Backend] = {
@@ -103,9 +104,10 @@ BACKENDS: dict[str, Backend] = {
     "wsc": Backend(("stages.swap_wsc", "WSCSwapStage"), _wsc_source, _wsc_weights),
     "latent": Backend(
         ("stages.swap_latent", "LatentSwapStage"),
-        _latent_source,
+        _aligned_crop_source,
         lambda cfg: ["stylegan2_ffhq", "latent_swap"],
     ),
+    "rsgan": Backend(("stages.swap_rsgan", "RSGANSwapStage"), _aligned_crop_source, lambda cfg: ["rsgan"]),
 }
 
 

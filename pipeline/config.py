@@ -133,7 +133,7 @@ class _Align(_Section):
 
 
 class _Swap(_Section):
-    backend: Literal["classic", "faceshifter", "wsc", "latent"]
+    backend: Literal["classic", "faceshifter", "wsc", "latent", "rsgan"]
     target: Literal["all", "largest"]
     source_face: Any
 
@@ -227,6 +227,20 @@ class _Latent(_Section):
     half: bool
 
 
+class _RSGANLayout(_Section):
+    size: Annotated[int, Field(ge=16)]
+    base: Count
+    z_dim: Count
+    n_attr: Index
+
+
+class _RSGAN(_Section):
+    layout: _RSGANLayout
+    code_smoothing: Decay
+    batch_size: Count
+    half: bool
+
+
 class _Edit(_Section):
     steps_latent: Index
     steps_noise: Index
@@ -257,6 +271,7 @@ class _Sha256(_Section):
     face_recon: Sha256
     wsc_generator: Sha256
     latent_swap: Sha256
+    rsgan: Sha256
     stylegan2_ffhq: Sha256
     e4e_encoder: Sha256
     maskfacegan_parser: Sha256
@@ -367,6 +382,10 @@ class _Train(_Section):
     latent_lambda_lpips: NonNegative
     latent_lambda_3dmm: NonNegative
     latent_lambda_mask: NonNegative
+    rsgan_lambda_kl: NonNegative
+    rsgan_lambda_region: NonNegative
+    rsgan_lambda_rec: NonNegative
+    rsgan_lambda_adv: NonNegative
     checkpoint_every: Count
     sample_every: Count
     log_every: Count
@@ -405,6 +424,7 @@ class ConfigSchema(_Section):
     wsc: _Wsc
     stylegan2: _StyleGAN2Layout
     latent: _Latent
+    rsgan: _RSGAN
     edit: _Edit
     weights: _Weights
     mask: _Mask

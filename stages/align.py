@@ -83,6 +83,13 @@ def crop_faces(
     return warp_crops(frames, frame_of_face, warps, size)
 
 
+def crop_photo_face(image: np.ndarray, points5: np.ndarray, align: dict) -> np.ndarray:
+    """One face of a photo ``(H, W, 3) uint8`` cut as the align stage cuts a video's faces at
+    ``align.crop_size`` (:func:`alignment`): ``(S, S, 3) uint8``, e.g. a learned backend's source crop."""
+    _, warp = alignment(points5, align)
+    return crop_faces(image[None], [0], [warp], align)[0]
+
+
 class AlignStage:
     """Sets ``affine`` (frame → crop, ``(2, 3) float32``) and ``crop`` (``(S, S, 3) uint8`` RGB) on
     selected faces; the cut per ``align.template`` (:func:`alignment`), S = ``align.crop_size`` or, for a

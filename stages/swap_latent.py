@@ -24,18 +24,10 @@ from stages.swap_faceshifter import runtime_of, to_signed, to_uint8
 from stages.types import FrameBatch
 
 
-def latent_source_crop(image: np.ndarray, points5: np.ndarray, cfg: dict) -> np.ndarray:
-    """The source photo's face cut as the backend's targets are (``align``: FFHQ at ``crop_size``):
-    ``(S, S, 3) uint8`` RGB."""
-    from stages.align import alignment, crop_faces
-
-    _, warp = alignment(points5, cfg["align"])
-    return crop_faces(image[None], [0], [warp], cfg["align"])[0]
-
-
 class LatentSwapStage:
     """Sets ``swapped`` ``(S, S, 3) uint8`` RGB and ``mask`` ``(S, S) float32`` on every selected face with
-    a crop (module docstring). source_crop: the source's aligned crop (:func:`latent_source_crop`)."""
+    a crop (module docstring). source_crop: the source's aligned crop
+    (:func:`stages.align.crop_photo_face`)."""
 
     def __init__(self, cfg: dict, source_crop: np.ndarray) -> None:
         c = cfg["latent"]

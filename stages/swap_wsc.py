@@ -42,6 +42,24 @@ def region_masks(
     return face_region_masks(landmarks, images.shape[-1]).to(images.device)
 
 
+def crop_regions(images: torch.Tensor, template: str, landmarker=None, parser=None) -> torch.Tensor:
+    """Face regions ``(B, 1, S, S)`` in [0, 1] of training crops ``(B, 3, S, S)`` RGB in [-1, 1]: the face
+    parser's classes (``parser``, a BiSeNet), else the outline of dlib's 68 landmarks predicted by
+    ``landmarker`` (a :class:`stages.landmarks.LandmarkStage`) from where a frontal face's 5 points lie in a
+    crop of ``template`` (:func:`stages.geometry.frontal_points`; the crops' own points are not at hand)."""
+    if parser is not None:
+        return region_masks(images, parser=parser)
+    from stages.geometry import frontal_points
+    from stages.types import FaceRecord
+
+    points = frontal_points(template, images.shape[-1]).astype(np.float32)
+    landmarks = []
+    for crop in to_uint8(images.detach()):
+        face = FaceRecord(np.zeros(4, np.float32), 1.0, points.copy())
+        landmarks.append(landmarker.landmarks_for(np.ascontiguousarray(crop), [face])[0])
+    return region_masks(images, np.stack(landmarks))
+
+
 class WSCSwapStage:
     """Sets ``swapped`` ``(S, S, 3) uint8`` RGB and ``mask`` ``(S, S) float32`` on every selected face.
 

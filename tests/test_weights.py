@@ -14,7 +14,7 @@ from models.weights import REGISTRY, load_network, locate
 def test_registry_entries_are_complete():
     for name, entry in REGISTRY.items():
         assert entry.name == name and entry.filename and entry.obtain
-        assert entry.crop_size in (112, 224, 256, 512, 1024)
+        assert entry.crop_size in (112, 128, 224, 256, 512, 1024)
     assert REGISTRY["aei_net"].crop_size == 256 and REGISTRY["arcface_iresnet100"].crop_size == 112
 
 

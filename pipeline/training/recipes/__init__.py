@@ -11,9 +11,12 @@ from models.errors import ConfigError
 from pipeline.training.recipe import Recipe
 from pipeline.training.recipes.faceshifter import AEIRecipe, HEARRecipe
 from pipeline.training.recipes.latent import LatentRecipe
+from pipeline.training.recipes.rsgan import RSGANRecipe
 from pipeline.training.recipes.wsc import WSCRecipe
 
-RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (AEIRecipe, HEARRecipe, WSCRecipe, LatentRecipe)}
+RECIPES: dict[str, type[Recipe]] = {
+    r.name: r for r in (AEIRecipe, HEARRecipe, WSCRecipe, LatentRecipe, RSGANRecipe)
+}
 
 
 def recipe(name: str) -> type[Recipe]:

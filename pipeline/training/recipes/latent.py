@@ -15,7 +15,7 @@ One step (the paper's losses are known to us only by name; everything marked *ou
    X_t's (WSC-swap's term, :func:`pipeline.training.recipes.wsc.recon_loss`; *ours*: the paper names
    attribute preservation, not its measure); ``L_mask`` the binary cross-entropy of the mask head's logits
    against the target's face region, the outline of dlib's 68 landmarks (*ours*: no parsing labels needed;
-   :func:`pipeline.training.recipes.wsc.crop_regions`). Weights ``train.latent_lambda_*``: id 5 (AEI-Net's
+   :func:`stages.swap_wsc.crop_regions`). Weights ``train.latent_lambda_*``: id 5 (AEI-Net's
    and our WSC's), l2 1 and lpips 0.8 (pSp's and e4e's reconstruction weights), 3dmm 1, mask 1 (*ours*).
 3. No adversarial term (*ours*): the generator is frozen, so every drawn face is on StyleGAN2's manifold,
    and the blend is the only thing a discriminator could judge.
@@ -48,8 +48,9 @@ from models.weights import load_configured
 from pipeline.training.data import PairBatch
 from pipeline.training.recipe import Recipe, core, require_files
 from pipeline.training.recipes.faceshifter import TINY_IDENTITY_LAYERS, adam_options, identity_encoder
-from pipeline.training.recipes.wsc import crop_regions, recon_loss, tiny_recon, window_grid
+from pipeline.training.recipes.wsc import recon_loss, tiny_recon, window_grid
 from stages.swap_faceshifter import ARCFACE_SIZE
+from stages.swap_wsc import crop_regions
 
 TINY_GENERATOR_SEED = 20230300  # fixed, so every tiny run (and the tests' backend) sees the same generator
 TINY_LPIPS_SEED = 20180000

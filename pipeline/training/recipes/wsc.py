@@ -56,8 +56,8 @@ from pipeline.training.data import PairBatch
 from pipeline.training.recipe import Recipe, core, require_files
 from pipeline.training.recipes.faceshifter import TINY_IDENTITY_LAYERS, adam_options, identity_encoder
 from stages.geometry import frontal_points
-from stages.swap_faceshifter import arcface_input, to_uint8
-from stages.swap_wsc import region_masks
+from stages.swap_faceshifter import arcface_input
+from stages.swap_wsc import crop_regions
 
 PROBE_TEMPERATURE = 0.1  # cosine / temperature: the probe's logits over the batch's identities
 TINY_RECON_SEED = 20230000  # fixed, so every tiny run sees the same random 3DMM regressor
@@ -110,23 +110,6 @@ def recon_loss(
     with torch.no_grad():
         theirs = recon_coefficients(net, target, template)
     return sum((mine[g] - theirs[g]).abs().mean() for g in RECON_GROUPS)
-
-
-def crop_regions(images: torch.Tensor, template: str, landmarker=None, parser=None) -> torch.Tensor:
-    """Face regions ``(B, 1, S, S)`` in [0, 1] of training crops ``(B, 3, S, S)`` RGB in [-1, 1]: the face
-    parser's classes (``parser``, a BiSeNet), else the outline of dlib's 68 landmarks predicted by
-    ``landmarker`` (a :class:`stages.landmarks.LandmarkStage`) from where a frontal face's 5 points lie in a
-    crop of ``template`` (:func:`stages.geometry.frontal_points`; the crops' own points are not at hand)."""
-    if parser is not None:
-        return region_masks(images, parser=parser)
-    from stages.types import FaceRecord
-
-    points = frontal_points(template, images.shape[-1]).astype(np.float32)
-    landmarks = []
-    for crop in to_uint8(images.detach()):
-        face = FaceRecord(np.zeros(4, np.float32), 1.0, points.copy())
-        landmarks.append(landmarker.landmarks_for(np.ascontiguousarray(crop), [face])[0])
-    return region_masks(images, np.stack(landmarks))
 
 
 def probe_logits(predicted: torch.Tensor, identities: torch.Tensor) -> torch.Tensor:
