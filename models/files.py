@@ -51,13 +51,28 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG of ``(H, W, 3) uint8`` RGB (or ``(H, W)`` grey): the same pixels give the same bytes."""
+def png_bytes(image: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """PNG of ``(H, W, 3) uint8`` RGB (or ``(H, W)`` grey): the same pixels give the same bytes. ``text``:
+    tEXt chunks (key → value), e.g. the synthetic tag of a picture swapstream made."""
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
 
+    info = None
+    if text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def synthetic_png(image: np.ndarray, what: str, version: str) -> bytes:
+    """:func:`png_bytes` with the text chunks that say the picture is synthetic (the videos' container
+    tag, for pictures): ``Software`` ``swapstream <version>``, ``Comment`` ``synthetic: <what> by swapstream
+    <version>``."""
+    comment = f"synthetic: {what} by swapstream {version}"
+    return png_bytes(image, {"Software": f"swapstream {version}", "Comment": comment})
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:

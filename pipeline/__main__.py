@@ -24,6 +24,7 @@ DELEGATED = {
         "align faces from videos or photos into 256 px training crops",
     ),
     "edit": ("pipeline.edit", "change face attributes (smiling, hair colour, ...) in a photo or video"),
+    "sample": ("pipeline.sample", "random face or hair for a photo (RSGAN), as a grid image"),
     "crops": ("pipeline.crops", "write the aligned crops the configured swap backend receives (PNGs)"),
     "train": ("pipeline.training.train", "train AEI-Net or HEAR-Net (FaceShifter) on prepared crops"),
     "evaluate": (

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+import pipeline
 from models.errors import InputError
 
 EDIT_STAGES = ("detect", "landmarks", "track", "smooth", "align", "swap", "blend")
@@ -76,7 +77,7 @@ def default_output(input_path: Path, photo: bool) -> Path:
 
 def edit_photo(input_path: Path, output: Path, cfg: dict, request, overwrite: bool = False) -> str:
     """Edit every face of a photo; write ``output`` (PNG) atomically. Returns the summary line."""
-    from models.files import write_bytes_atomic
+    from models.files import synthetic_png, write_bytes_atomic
     from pipeline.executors import StageChain
     from pipeline.run import check_paths, load_image
     from stages.attribute_edit import AttributeEditStage
@@ -98,7 +99,7 @@ def edit_photo(input_path: Path, output: Path, cfg: dict, request, overwrite: bo
     if not batch.faces[0]:
         raise InputError(f"no face found in {input_path}: use a photo where the face is at least 64 px wide")
     faces = [f for f in batch.faces[0] if f.pasted]
-    write_bytes_atomic(output, _png_with_tag(batch.frames[0]))
+    write_bytes_atomic(output, synthetic_png(batch.frames[0], "face attributes edited", pipeline.__version__))
     changes = "; ".join(_describe(result) for _, result in sorted(edit_stage.keyframe_results.items()))
     return (
         f"swapstream: {len(faces)} of {len(batch.faces[0])} face(s) edited ({changes}), "
@@ -109,24 +110,6 @@ def edit_photo(input_path: Path, output: Path, cfg: dict, request, overwrite: bo
 def _describe(result) -> str:
     """``smiling 0.08 -> 0.93`` per attribute: the classifier's probability on the input and the result."""
     return ", ".join(f"{n} {result.before[n]:.2f} -> {result.after[n]:.2f}" for n in result.before)
-
-
-def _png_with_tag(image: np.ndarray) -> bytes:
-    """PNG bytes of ``(H, W, 3) uint8`` RGB with text chunks saying the picture is synthetic (the video's
-    container tag, for photos)."""
-    import io
-
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    import pipeline
-
-    info = PngInfo()
-    info.add_text("Software", f"swapstream {pipeline.__version__}")
-    info.add_text("Comment", f"synthetic: face attributes edited by swapstream {pipeline.__version__}")
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
 
 
 def edit_video(

@@ -105,3 +105,68 @@ def test_rsgan_backend_end_to_end(rsgan_run: tuple[Path, list[dict]], data_dir: 
             load_config(None, ["swap.backend=rsgan", *overrides]),
             progress=False,
         )
+
+
+@pytest.mark.slow
+def test_sample_command_draws_a_grid_of_random_parts(
+    rsgan_run: tuple[Path, list[dict]], data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """``sample --backend rsgan``: the photo's crop, then ``count`` random faces (or hairs) on its own hair
+    (or face), as a synthetic-tagged PNG grid; the same seed draws the same grid, another a different one."""
+    from PIL import Image
+
+    from pipeline.sample import main
+
+    out_dir, _ = rsgan_run
+    photo = data_dir / "faces" / "obama_a.jpg"
+    common = [
+        "--backend",
+        "rsgan",
+        "--input",
+        str(photo),
+        f"weights.dir={out_dir}",
+        "align.crop_size=64",
+        *TINY_RSGAN,
+    ]
+    grids = {}
+    for k, (part, seed) in enumerate((("face", 0), ("face", 0), ("face", 1), ("hair", 0))):
+        out = tmp_path / f"{k}.png"
+        assert (
+            main(
+                [
+                    *common,
+                    "--part",
+                    part,
+                    "--seed",
+                    str(seed),
+                    "--count",
+                    "7",
+                    "--output",
+                    str(out),
+                    "--overwrite",
+                ]
+            )
+            == 0
+        )
+        assert f"7 random {part}s" in capsys.readouterr().out
+        with Image.open(out) as im:
+            assert "synthetic" in im.info["Comment"]
+            grids[k] = np.asarray(im.convert("RGB"))
+    grid = grids[0]
+    assert np.array_equal(grids[1], grid)  # the same seed draws the same grid
+    assert grid.shape == (128, 256, 3)  # 8 tiles of 64 px in rows of 4
+    tiles = [
+        grid[r * 64 : (r + 1) * 64, c * 64 : (c + 1) * 64].astype(int) for r in range(2) for c in range(4)
+    ]
+    assert all(np.abs(tiles[k] - tiles[k + 1]).mean() > 1.0 for k in range(1, 7))  # the samples differ
+    assert np.array_equal(grids[2][:64, :64], grid[:64, :64])  # the photo's own crop comes first
+    assert not np.array_equal(grids[2], grid)
+    assert not np.array_equal(grids[3], grid)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (
+        main([*common[:4], "--part", "face", f"weights.dir={empty}", "--output", str(tmp_path / "x.png")])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rsgan.pth" in err and not (tmp_path / "x.png").exists()
