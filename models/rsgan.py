@@ -30,6 +30,16 @@ import torch
 from torch import nn
 
 Z_DIM = 256
+# CelebA's 40 attributes in the order of its list_attr_celeba.txt header (alphabetical): the attribute
+# vector's order when a model has attributes (n_attr 40).
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)  # fmt: skip
 
 
 def _widths(size: int, base: int) -> list[int]:
@@ -146,11 +156,14 @@ class RSGAN(nn.Module):
         mu_hair, logvar_hair)``: the face region is ``x · face``, the hair region ``x · (1 − face)``."""
         return (*self.enc_face(x * face), *self.enc_hair(x * (1.0 - face)))
 
-    def forward(self, x: torch.Tensor, face: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, face: torch.Tensor, attributes: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The training forward (one call, so DistributedDataParallel sees it): crops and face masks → the
         VAEs' statistics (``mu_f``, ``lv_f``, ``mu_h``, ``lv_h``), both regions rebuilt from drawn latents
         (``rec_face``, ``rec_hair``), the whole crop rebuilt (``whole``) and the batch's faces swapped
-        (``swapped``: each crop's hair latent with the face latent of the crop before it)."""
+        (``swapped``: each crop's hair latent with the face latent of the crop before it), both with the
+        crops' own ``attributes`` ``(N, n_attr)`` in [0, 1] (None: none)."""
         mu_f, lv_f, mu_h, lv_h = self.encode(x, face)
         z_f, z_h = reparameterise(mu_f, lv_f), reparameterise(mu_h, lv_h)
         return {
@@ -160,8 +173,8 @@ class RSGAN(nn.Module):
             "lv_h": lv_h,
             "rec_face": self.dec_face(z_f),
             "rec_hair": self.dec_hair(z_h),
-            "whole": self.generate(z_f, z_h),
-            "swapped": self.generate(torch.roll(z_f, 1, dims=0), z_h),
+            "whole": self.generate(z_f, z_h, attributes),
+            "swapped": self.generate(torch.roll(z_f, 1, dims=0), z_h, attributes),
         }
 
     def generate(self, z_face: torch.Tensor, z_hair: torch.Tensor, attributes: torch.Tensor | None = None):
@@ -175,6 +188,14 @@ class RSGAN(nn.Module):
 def rsgan(**layout) -> RSGAN:
     """The registry's factory (``layout``: the ``rsgan.layout`` config section)."""
     return RSGAN(**layout)
+
+
+def rsgan_discriminator(
+    size: int = 128, base: int = 64, z_dim: int = Z_DIM, n_attr: int = 0
+) -> RSGANDiscriminator:
+    """The registry's factory for the exported discriminator (its attribute head estimates an image's
+    attributes for editing); takes the generator's layout (``z_dim`` unused)."""
+    return RSGANDiscriminator(size, base, n_attr)
 
 
 def reparameterise(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

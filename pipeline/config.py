@@ -272,6 +272,7 @@ class _Sha256(_Section):
     wsc_generator: Sha256
     latent_swap: Sha256
     rsgan: Sha256
+    rsgan_discriminator: Sha256
     stylegan2_ffhq: Sha256
     e4e_encoder: Sha256
     maskfacegan_parser: Sha256
@@ -386,6 +387,8 @@ class _Train(_Section):
     rsgan_lambda_region: NonNegative
     rsgan_lambda_rec: NonNegative
     rsgan_lambda_adv: NonNegative
+    rsgan_lambda_cls: NonNegative
+    rsgan_attributes: str
     checkpoint_every: Count
     sample_every: Count
     log_every: Count

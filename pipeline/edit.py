@@ -28,29 +28,43 @@ from models.errors import InputError
 EDIT_STAGES = ("detect", "landmarks", "track", "smooth", "align", "swap", "blend")
 
 
-def edit_config(cfg: dict) -> dict:
-    """``cfg`` with the crop the edit's networks take (FFHQ alignment at the generator's size, every face
-    however small in the frame), and the video in one part."""
+EDIT_BACKENDS = {
+    "maskfacegan": ("stages.attribute_edit", "AttributeEditStage"),
+    "rsgan": ("stages.edit_rsgan", "RSGANEditStage"),
+}
+
+
+def edit_config(cfg: dict, backend: str = "maskfacegan") -> dict:
+    """``cfg`` with the crop the backend's networks take, every face however small in the frame
+    (MaskFaceGAN: FFHQ alignment at the generator's size; RSGAN: its training crop, GHOST's, at
+    ``rsgan.layout.size``), and the video in one part."""
     from pipeline.config import with_overrides
 
-    size = int(cfg["stylegan2"]["size"])
-    crop = ["align.template=ffhq", f"align.crop_size={size}", f"align.min_crop_size={size}"]
-    # One part only: segments run apart would each edit their own keyframe, and the edit could change at
-    # a seam; a track's edit must come from one keyframe.
+    if backend == "rsgan":
+        size = int(cfg["rsgan"]["layout"]["size"])
+        crop = ["align.template=ghost", f"align.crop_size={size}", f"align.min_crop_size={size}"]
+    else:
+        size = int(cfg["stylegan2"]["size"])
+        crop = ["align.template=ffhq", f"align.crop_size={size}", f"align.min_crop_size={size}"]
+    # One part only: segments run apart would each start their tracks afresh (a MaskFaceGAN keyframe, a
+    # smoothing filter), and the edit could change at a seam.
     return with_overrides(cfg, [*crop, "segments.parts=1"])
 
 
 def build_edit_specs(cfg: dict, request) -> list:
-    """The swap's chain (:func:`pipeline.run.build_specs`) with the edit stage in the swap's place and no
-    mask stage (the edit brings its own blend mask)."""
+    """The swap's chain (:func:`pipeline.run.build_specs`) with the request's edit stage in the swap's place
+    and no mask stage (the edit brings its own paste mask)."""
+    import importlib
+
     from pipeline.executors import StageSpec
     from pipeline.run import build_specs
-    from stages.attribute_edit import AttributeEditStage
 
+    module, name = EDIT_BACKENDS[request.backend]
+    stage_class = getattr(importlib.import_module(module), name)
     specs = []
     for spec in build_specs(cfg, None):
         if spec.name == "swap":
-            specs.append(StageSpec("swap", AttributeEditStage, (cfg, request), num_gpus=spec.num_gpus))
+            specs.append(StageSpec("swap", stage_class, (cfg, request), num_gpus=spec.num_gpus))
         elif spec.name in EDIT_STAGES:
             specs.append(spec)
     return specs
@@ -61,8 +75,12 @@ def check_weights(cfg: dict, request) -> None:
     from models.weights import verify_configured
     from stages.attribute_edit import EditPlan, edit_weights
 
-    plan = EditPlan.of(request.attributes, float(cfg["edit"]["smoothing"]), request.force_global)
-    for name in edit_weights(plan):
+    if request.backend == "rsgan":
+        names = ["rsgan", "rsgan_discriminator"]
+    else:
+        plan = EditPlan.of(request.attributes, float(cfg["edit"]["smoothing"]), request.force_global)
+        names = edit_weights(plan)
+    for name in names:
         verify_configured(name, cfg)
 
 
@@ -80,7 +98,6 @@ def edit_photo(input_path: Path, output: Path, cfg: dict, request, overwrite: bo
     from models.files import synthetic_png, write_bytes_atomic
     from pipeline.executors import StageChain
     from pipeline.run import check_paths, load_image
-    from stages.attribute_edit import AttributeEditStage
     from stages.types import FrameBatch
 
     started = time.perf_counter()
@@ -95,7 +112,7 @@ def edit_photo(input_path: Path, output: Path, cfg: dict, request, overwrite: bo
     chain = StageChain(build_edit_specs(cfg, request))
     done = [chain(FrameBatch(str(input_path), zero, zero, image[None])), *chain.flush()]
     batch = next(b for b in done if len(b.indices))
-    edit_stage = next(s for s in chain.stages if isinstance(s, AttributeEditStage))
+    edit_stage = next(s for s in chain.stages if hasattr(s, "keyframe_results"))
     if not batch.faces[0]:
         raise InputError(f"no face found in {input_path}: use a photo where the face is at least 64 px wide")
     faces = [f for f in batch.faces[0] if f.pasted]
@@ -153,6 +170,12 @@ def main(argv: list[str]) -> int:
         metavar="NAME=VALUE",
         help="CelebA attribute and target in [0, 1], e.g. smiling=1, male=0 (repeatable)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=tuple(EDIT_BACKENDS),
+        default="maskfacegan",
+        help="maskfacegan (StyleGAN2 optimisation; default) | rsgan (trained with attribute labels)",
+    )
     parser.add_argument("--output", help="output PNG or video (default: <input stem>.edited.png/.mp4)")
     parser.add_argument("--config", help="YAML config merged over configs/default.yaml")
     parser.add_argument(
@@ -170,10 +193,10 @@ def main(argv: list[str]) -> int:
         from stages.attribute_edit import EditError, EditRequest, parse_attributes
 
         try:
-            request = EditRequest(parse_attributes(args.attribute), args.force_global)
+            request = EditRequest(parse_attributes(args.attribute), args.force_global, args.backend)
         except EditError as exc:
             raise InputError(str(exc)) from None
-        cfg = edit_config(load_config(args.config, args.overrides))
+        cfg = edit_config(load_config(args.config, args.overrides), args.backend)
         input_path = Path(args.input)
         if not input_path.is_file():
             raise InputError(f"{input_path}: no such file")

@@ -477,11 +477,13 @@ def edit_weights(plan: EditPlan) -> list[str]:
 
 @dataclass(frozen=True)
 class EditRequest:
-    """What the edit stage is built with: the attributes to set (``{name: value in [0, 1]}``) and whether
-    to force a global edit."""
+    """What an edit stage is built with: the attributes to set (``{name: value in [0, 1]}``), whether to
+    force a global edit (MaskFaceGAN), and the method: ``maskfacegan`` (:class:`AttributeEditStage`) or
+    ``rsgan`` (:class:`stages.edit_rsgan.RSGANEditStage`)."""
 
     attributes: dict[str, float]
     force_global: bool = False
+    backend: str = "maskfacegan"
 
 
 @dataclass

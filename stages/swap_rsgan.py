@@ -25,6 +25,35 @@ from stages.swap_faceshifter import runtime_of, to_signed, to_uint8
 from stages.types import FrameBatch, swap_inputs
 
 
+def encoded_chunks(batch: FrameBatch, size: int, batch_size: int, device: str, dtype: torch.dtype):
+    """The batch's selected faces in chunks of ``batch_size``, in the order that keeps tracks in frame order
+    (:func:`stages.types.swap_inputs`): yields ``(faces, landmarks (F, 68, 2) crop pixels, crops (F, 3, S,
+    S) in [-1, 1], face regions (F, 1, S, S), frames)`` where ``frames`` holds each face's ``(frame
+    number, scene cut there)`` (cuts from :class:`stages.scene.SceneCuts` kept in ``batch.cuts``)."""
+    cuts = batch.cuts if batch.cuts is not None else np.zeros(len(batch), bool)
+    frame_of = {id(f): fi for fi, faces in enumerate(batch.faces) for f in faces}
+    todo, crops, landmarks = swap_inputs(batch, size)
+    for start in range(0, len(todo), batch_size):
+        part = slice(start, start + batch_size)
+        faces = todo[part]
+        frames = [(int(batch.indices[frame_of[id(f)]]), bool(cuts[frame_of[id(f)]])) for f in faces]
+        x = to_signed(crops[part], device, dtype)
+        face = face_region_masks(landmarks[part], size).to(device, dtype)
+        yield faces, landmarks[part], x, face, frames
+
+
+def smooth_along_tracks(
+    memory: TrackMemory, video_id: str, faces: list, frames: list, values: torch.Tensor, a: float
+) -> torch.Tensor:
+    """Each face's row of ``values`` ``(F, D)`` through ``memory``'s filter along its track
+    (:meth:`stages.scene.TrackMemory.smooth`); ``frames`` as :func:`encoded_chunks` gives them."""
+    rows = [
+        memory.smooth(video_id, f.track_id, frame, cut, values[k : k + 1], a)
+        for k, (f, (frame, cut)) in enumerate(zip(faces, frames))
+    ]
+    return torch.cat(rows)
+
+
 class RSGANSwapStage:
     """Sets ``swapped`` ``(S, S, 3) uint8`` RGB and ``mask`` ``(S, S) float32`` on every selected face
     (module docstring). source_crop: the source's aligned crop (:func:`stages.align.crop_photo_face`)."""
@@ -56,30 +85,15 @@ class RSGANSwapStage:
 
     @torch.inference_mode()
     def __call__(self, batch: FrameBatch) -> FrameBatch:
-        cuts = self.scene.of(batch)
-        frame_of = {id(f): fi for fi, faces in enumerate(batch.faces) for f in faces}
-        todo, crops, landmarks = swap_inputs(batch, self.size)
-        for start in range(0, len(todo), self.batch_size):
-            part = slice(start, start + self.batch_size)
-            x = to_signed(crops[part], self.device, self.dtype)
-            face = face_region_masks(landmarks[part], self.size).to(self.device, self.dtype)
+        self.scene.of(batch)  # the cuts, kept in batch.cuts
+        for faces, landmarks, x, face, frames in encoded_chunks(
+            batch, self.size, self.batch_size, self.device, self.dtype
+        ):
             mu_hair = self.net.encode(x, face)[2]
-            hair = []
-            for k, f in enumerate(todo[part]):
-                fi = frame_of[id(f)]
-                hair.append(
-                    self.codes.smooth(
-                        batch.video_id,
-                        f.track_id,
-                        int(batch.indices[fi]),
-                        bool(cuts[fi]),
-                        mu_hair[k : k + 1],
-                        self.smoothing,
-                    )
-                )
-            drawn = self.net.generate(self.z_face.expand(len(x), -1), torch.cat(hair))
-            masks = face_masks(landmarks[part], self.cfg, keep_inner_mouth=False).numpy()
-            for f, image, m in zip(todo[part], to_uint8(drawn), masks):
+            hair = smooth_along_tracks(self.codes, batch.video_id, faces, frames, mu_hair, self.smoothing)
+            drawn = self.net.generate(self.z_face.expand(len(x), -1), hair)
+            masks = face_masks(landmarks, self.cfg, keep_inner_mouth=False).numpy()
+            for f, image, m in zip(faces, to_uint8(drawn), masks):
                 f.swapped = image
                 f.mask = m
         if len(batch):

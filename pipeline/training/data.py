@@ -141,22 +141,27 @@ class PairBatch:
 
     target, source: ``(B, 3, S, S) float32`` RGB (channel order R, G, B) in [-1, 1] (``pixel / 127.5 - 1``),
     S = the recipe's ``architecture(cfg)["size"]``. same: ``(B,) bool``, True where the source crop IS the
-    target crop (a reconstruction pair: ``source[i]`` equals ``target[i]``).
+    target crop (a reconstruction pair: ``source[i]`` equals ``target[i]``). target_index, source_index:
+    ``(B,) int64`` (CPU) the crops' positions in :attr:`FaceCrops.files`, for recipes that look up
+    per-crop data (RSGAN's attribute labels); None where a batch was built otherwise.
     """
 
     target: torch.Tensor
     source: torch.Tensor
     same: torch.Tensor
+    target_index: torch.Tensor | None = None
+    source_index: torch.Tensor | None = None
 
     @classmethod
     def draw(cls, data: FaceCrops, sampler: PairSampler, step: int, device: str) -> PairBatch:
         """Step ``step``'s batch of ``sampler`` read from ``data`` and moved to ``device``."""
         t_idx, s_idx, same = sampler(step)
-        return cls(data.batch(t_idx).to(device), data.batch(s_idx).to(device), same.to(device))
+        return cls(data.batch(t_idx).to(device), data.batch(s_idx).to(device), same.to(device), t_idx, s_idx)
 
     @classmethod
     def fixed(cls, data: FaceCrops, k: int, device: str) -> PairBatch:
         """The sample grids' fixed pairs: crops 0..k-1 as targets, each with the next crop as source."""
         idx = torch.arange(k)
         same = torch.zeros(k, dtype=torch.bool) if k > 1 else torch.ones(k, dtype=torch.bool)
-        return cls(data.batch(idx).to(device), data.batch(torch.roll(idx, -1)).to(device), same.to(device))
+        s_idx = torch.roll(idx, -1)
+        return cls(data.batch(idx).to(device), data.batch(s_idx).to(device), same.to(device), idx, s_idx)

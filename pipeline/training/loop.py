@@ -130,6 +130,7 @@ class _Trainer:
         )
         torch.manual_seed(int(t["seed"]))
         self.recipe = self.recipe_class(self.arch, cfg, ctx.device, ctx.prepare)
+        self.recipe.bind_crops(self.data.files)
         clash = (set(self.recipe.networks) | set(self.recipe.optimizers)) & RESERVED_KEYS
         if clash or set(self.recipe.networks) & set(self.recipe.optimizers):
             raise ValueError(f"recipe {kind}: network/optimiser names collide in the checkpoint: {clash}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -94,6 +95,11 @@ class Recipe(ABC):
         """Build the frozen helpers on ``device``, the trainable :attr:`networks` (in train mode, passed
         through ``prepare``, which moves them to ``device``) and their :attr:`optimizers`, from ``arch`` and
         ``cfg["train"]``."""
+
+    def bind_crops(self, files: list[Path]) -> None:
+        """Called once after ``__init__`` with the training crops' files (:attr:`FaceCrops.files`, the order
+        ``PairBatch.target_index`` counts in), for a recipe that reads per-crop data. Default: nothing."""
+        return None
 
     @abstractmethod
     def step(self, batch: PairBatch) -> dict[str, float]:

@@ -170,3 +170,108 @@ def test_sample_command_draws_a_grid_of_random_parts(
     )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "rsgan.pth" in err and not (tmp_path / "x.png").exists()
+
+
+def write_labels(crops: Path, path: Path) -> Path:
+    """A ``list_attr_celeba.txt`` labelling every source image of ``crops`` (arbitrary, fixed labels)."""
+    import json
+
+    from models.rsgan import CELEBA_ATTRIBUTES
+
+    sources = sorted(
+        {
+            Path(json.loads(line)["source"]).name
+            for line in (crops / "index.jsonl").read_text().splitlines()
+            if line.strip()
+        }
+    )
+    rng = np.random.default_rng(0)
+    lines = [str(len(sources)), " ".join(CELEBA_ATTRIBUTES)]
+    lines += [f"{name} " + " ".join(rng.choice(["1", "-1"], size=40)) for name in sources]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def rsgan_attr_run(face_crops: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("rsgan_attr")
+    labels = write_labels(face_crops, out / "list_attr_celeba.txt")
+    cfg = tiny_cfg(
+        *TINY_RSGAN,
+        "rsgan.layout.n_attr=40",
+        f"train.rsgan_attributes={labels}",
+        "train.steps=60",
+        "train.checkpoint_every=60",
+        "train.sample_every=60",
+    )
+    return out, train("rsgan", face_crops, out, cfg)
+
+
+@pytest.mark.slow
+def test_attribute_labels_train_the_classifier_head_and_edit_a_photo_and_a_clip(
+    rsgan_attr_run: tuple[Path, list[dict]], data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """With CelebA-format labels: the attribute terms run, both networks are exported, and ``edit --backend
+    rsgan`` changes a photo only around its face and edits a clip keeping frames, times, audio and tag."""
+    from PIL import Image
+
+    from pipeline.config import load_config
+    from pipeline.edit import edit_config, edit_video, main
+    from pipeline.run import load_image
+    from stages.attribute_edit import EditRequest
+    from stages.detect import DetectStage
+    from tests.media_checks import check_learned_swap
+    from tests.media_making import stream_copy
+
+    out_dir, history = rsgan_attr_run
+    assert all(np.isfinite(r["cls"]) and r["cls"] > 0 for r in history)
+    assert (out_dir / "rsgan.pth").is_file() and (out_dir / "rsgan_discriminator.pth").is_file()
+    layout = [*TINY_RSGAN, "rsgan.layout.n_attr=40", f"weights.dir={out_dir}"]
+    photo = data_dir / "faces" / "obama_a.jpg"
+    out = tmp_path / "obama.edited.png"
+    args = ["--backend", "rsgan", "--input", str(photo), "--attribute", "smiling=1", "--output", str(out)]
+    assert main([*args, *layout]) == 0
+    assert "1 of 1 face(s) edited (smiling" in capsys.readouterr().out
+    before, after = load_image(photo), np.asarray(Image.open(out).convert("RGB"))
+    changed = (before != after).any(axis=2)
+    x1, y1, x2, y2 = DetectStage(load_config()).detect_image(before)[0].box
+    w, h = x2 - x1, y2 - y1  # the hull (brows lifted, feathered) lies within MTCNN's box grown by a quarter
+    inside = np.zeros_like(changed)
+    inside[max(int(y1 - h / 4), 0) : int(y2 + h / 4), max(int(x1 - w / 4), 0) : int(x2 + w / 4)] = True
+    assert changed.any() and not (changed & ~inside).any()
+    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
+    cfg = edit_config(load_config(None, [*layout, "executor=local"]), "rsgan")
+    summary = edit_video(
+        clip, tmp_path / "e.mp4", cfg, EditRequest({"black_hair": 1.0}, backend="rsgan"), progress=False
+    )
+    check_learned_swap(clip, tmp_path / "e.mp4", summary, grow=1.0)  # a hair edit pastes the whole crop
+
+
+def test_rsgan_edit_and_labels_are_refused_in_one_line_where_they_cannot_work(
+    rsgan_run: tuple[Path, list[dict]], data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """A model trained without attributes cannot edit; labels that miss a crop's image are named."""
+    from models.errors import InputError
+    from pipeline.edit import main
+    from pipeline.training.recipes.rsgan import crop_labels, read_celeba_attributes
+
+    out_dir, _ = rsgan_run
+    args = [
+        "--backend",
+        "rsgan",
+        "--input",
+        str(data_dir / "faces" / "obama_a.jpg"),
+        "--attribute",
+        "smiling=1",
+    ]
+    assert main([*args, "--output", str(tmp_path / "o.png"), f"weights.dir={out_dir}", *TINY_RSGAN]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "train.rsgan_attributes" in err and not (tmp_path / "o.png").exists()
+    )
+    bad = tmp_path / "attrs.txt"
+    bad.write_text("1\nSmiling\nx.jpg 1\n")
+    with pytest.raises(InputError, match="not CelebA's list_attr_celeba.txt format"):
+        read_celeba_attributes(bad)
+    with pytest.raises(InputError, match="no labels for 1 of 1 crops"):
+        crop_labels([tmp_path / "c.png"], {}, "attrs.txt")
