@@ -236,6 +236,7 @@ class _RSGANLayout(_Section):
 
 class _RSGAN(_Section):
     layout: _RSGANLayout
+    regions: Literal["landmarks", "parsing"]
     code_smoothing: Decay
     batch_size: Count
     half: bool

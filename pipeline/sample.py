@@ -35,6 +35,7 @@ def sample_grid(photo: Path, part: str, count: int, seed: int, cfg: dict) -> np.
     from stages.detect import DetectStage
     from stages.landmarks import LandmarkStage
     from stages.swap_faceshifter import to_signed, to_uint8
+    from stages.swap_rsgan import rsgan_parser
     from stages.swap_wsc import crop_regions
 
     image = check_source(photo, cfg)
@@ -47,7 +48,7 @@ def sample_grid(photo: Path, part: str, count: int, seed: int, cfg: dict) -> np.
     x = to_signed(crop[None], "cpu", torch.float32)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        region = crop_regions(x, cfg["align"]["template"], LandmarkStage(cfg))
+        region = crop_regions(x, cfg["align"]["template"], LandmarkStage(cfg), rsgan_parser(cfg, "cpu"))
         mu_face, _, mu_hair, _ = net.encode(x, region)
         drawn = torch.randn(count, net.z_dim, generator=gen)
         if part == "face":

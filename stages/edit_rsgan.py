@@ -24,7 +24,7 @@ from stages.mask import box_masks
 from stages.mask_geometry import face_masks
 from stages.scene import SceneCuts, TrackMemory
 from stages.swap_faceshifter import runtime_of, to_uint8
-from stages.swap_rsgan import encoded_chunks, smooth_along_tracks
+from stages.swap_rsgan import encoded_chunks, rsgan_parser, smooth_along_tracks
 from stages.types import FrameBatch
 
 HAIR_ATTRIBUTES = frozenset(
@@ -71,6 +71,7 @@ class RSGANEditStage:
         self.smoothing = float(c["code_smoothing"])
         self.net = load_configured("rsgan", cfg, self.device, self.dtype)
         self.disc = load_configured("rsgan_discriminator", cfg, self.device, self.dtype)
+        self.parser = rsgan_parser(cfg, self.device)
         self.scene = SceneCuts(cfg)
         self.codes = TrackMemory()
         self.keyframe_results: dict[int, AttributeChange] = {}
@@ -81,7 +82,7 @@ class RSGANEditStage:
     @torch.inference_mode()
     def __call__(self, batch: FrameBatch) -> FrameBatch:
         self.scene.of(batch)  # the cuts, kept in batch.cuts
-        chunks = encoded_chunks(batch, self.size, self.batch_size, self.device, self.dtype)
+        chunks = encoded_chunks(batch, self.size, self.batch_size, self.device, self.dtype, self.parser)
         for faces, landmarks, x, face, frames in chunks:
             mu_f, _, mu_h, _ = self.net.encode(x, face)
             code = torch.cat((mu_f.float(), mu_h.float(), self._estimate(x)), dim=1)

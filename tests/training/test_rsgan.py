@@ -275,3 +275,40 @@ def test_rsgan_edit_and_labels_are_refused_in_one_line_where_they_cannot_work(
         read_celeba_attributes(bad)
     with pytest.raises(InputError, match="no labels for 1 of 1 crops"):
         crop_labels([tmp_path / "c.png"], {}, "attrs.txt")
+
+
+@pytest.mark.slow
+def test_parsing_regions_are_wired_through_swap_and_training(
+    rsgan_run: tuple[Path, list[dict]], data_dir: Path, tmp_path: Path
+) -> None:
+    """``rsgan.regions=parsing``: the swap takes both regions from the face parser (here a random BiSeNet:
+    the wiring, not the quality), and training names the parser's file when it is missing."""
+    from models.bisenet import bisenet19
+    from models.errors import ModelFileError
+    from models.weights import REGISTRY
+    from pipeline.config import CONFIG_DIR, load_config
+    from pipeline.run import swap_video
+    from pipeline.training.recipes.rsgan import RSGANRecipe
+    from tests.media_checks import check_learned_swap
+    from tests.media_making import stream_copy
+
+    out_dir, _ = rsgan_run
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "rsgan.pth").write_bytes((out_dir / "rsgan.pth").read_bytes())
+    torch.manual_seed(0)
+    torch.save(bisenet19().state_dict(), weights / REGISTRY["face_parser_bisenet"].filename)
+    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
+    overrides = [
+        f"weights.dir={weights}",
+        "executor=local",
+        "align.crop_size=64",
+        "rsgan.regions=parsing",
+        *TINY_RSGAN,
+    ]
+    cfg = load_config(CONFIG_DIR / "rsgan.yaml", overrides)
+    summary = swap_video(clip, data_dir / "faces" / "obama_a.jpg", tmp_path / "p.mp4", cfg, progress=False)
+    check_learned_swap(clip, tmp_path / "p.mp4", summary)
+    empty = load_config(None, [*TINY_RSGAN, "rsgan.regions=parsing", f"weights.dir={tmp_path}"])
+    with pytest.raises(ModelFileError, match="rsgan.regions=parsing.*79999_iter.pth"):
+        RSGANRecipe.check_files(RSGANRecipe.architecture(empty), empty)

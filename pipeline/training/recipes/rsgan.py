@@ -3,7 +3,8 @@
 One step (choices marked *ours*: the paper's layouts and weights are not known to us):
 
 1. The targets' face regions: the outline of dlib's 68 landmarks predicted on each crop
-   (:func:`stages.swap_wsc.crop_regions`; prepare-faces' GHOST crops). The face region is ``x · m``, the
+   (:func:`stages.swap_wsc.crop_regions`; prepare-faces' GHOST crops), or with ``rsgan.regions=parsing``
+   the face parser's skin, brows, eyes, nose and lips. The face region is ``x · m``, the
    hair region (hair, the rest of the head, the background) ``x · (1 − m)``.
 2. Both region VAEs encode their region; latents are drawn with the reparameterisation; each decoder
    rebuilds its own region; the generator rebuilds the whole crop from both latents and the crop's
@@ -39,7 +40,7 @@ from torch import nn
 from models.errors import ConfigError, InputError
 from models.rsgan import CELEBA_ATTRIBUTES, RSGAN, RSGANDiscriminator, kl_divergence
 from pipeline.training.data import PairBatch
-from pipeline.training.recipe import Recipe, core
+from pipeline.training.recipe import Recipe, core, require_files
 from pipeline.training.recipes.faceshifter import adam_options
 from stages.swap_wsc import crop_regions
 
@@ -124,13 +125,23 @@ class RSGANRecipe(Recipe):
                     else "without train.rsgan_attributes"
                 )
             )
-        return {"kind": "rsgan", "size": int(layout["size"]), "rsgan": layout, "attributes": labels}
+        regions = cfg["rsgan"]["regions"]
+        return {
+            "kind": "rsgan",
+            "size": int(layout["size"]),
+            "rsgan": layout,
+            "attributes": labels,
+            "regions": regions,
+        }
 
     @classmethod
     def check_files(cls, arch: dict[str, Any], cfg: dict) -> None:
-        """The attribute file, when given, readable and in CelebA's format."""
+        """The attribute file, when given, readable and in CelebA's format; the face parser with
+        ``rsgan.regions=parsing``."""
         if arch["attributes"]:
             read_celeba_attributes(arch["attributes"])
+        if arch["regions"] == "parsing":
+            require_files("rsgan", [("face_parser_bisenet", "rsgan.regions=parsing (or landmarks)")], cfg)
 
     def __init__(
         self, arch: dict[str, Any], cfg: dict, device: str, prepare: Callable[[nn.Module], nn.Module]
@@ -139,7 +150,10 @@ class RSGANRecipe(Recipe):
 
         t, layout = cfg["train"], arch["rsgan"]
         self.weights = {k: float(t[f"rsgan_lambda_{k}"]) for k in LAMBDAS}
+        from stages.swap_rsgan import rsgan_parser
+
         self.landmarker = LandmarkStage(cfg)
+        self.parser = rsgan_parser(cfg, device) if arch["regions"] == "parsing" else None
         self.model = prepare(RSGAN(**layout).train())
         self.disc = prepare(
             RSGANDiscriminator(int(layout["size"]), int(layout["base"]), int(layout["n_attr"])).train()
@@ -164,7 +178,7 @@ class RSGANRecipe(Recipe):
         return self.labels[index].to(self.device)
 
     def regions(self, x: torch.Tensor) -> torch.Tensor:
-        return crop_regions(x, "ghost", self.landmarker)
+        return crop_regions(x, "ghost", self.landmarker, self.parser)
 
     def step(self, batch: PairBatch) -> dict[str, float]:
         x = batch.target
