@@ -1,11 +1,14 @@
-"""``python -m pipeline edit``: change face attributes in a photo or a video (MaskFaceGAN; the procedure and
-its choices are in :mod:`stages.attribute_edit`).
+"""``python -m pipeline edit``: change face attributes in a photo or a video, with MaskFaceGAN (the default;
+the procedure and its choices are in :mod:`stages.attribute_edit`) or RSGAN (``--backend rsgan``,
+:mod:`stages.edit_rsgan`).
 
     python -m pipeline edit --input PHOTO_OR_VIDEO --attribute smiling=1 [--attribute NAME=VALUE ...]
-        [--output OUT] [--config FILE] [--overwrite] [--force-global] [--quiet] [key=value ...]
+        [--backend maskfacegan|rsgan] [--output OUT] [--config FILE] [--overwrite] [--force-global]
+        [--quiet] [key=value ...]
 
 The input runs through the swap's own stages with the edit stage in the swap's place: detect, landmarks,
-track, smooth, align (``align.template=ffhq`` at the generator's size, set here), edit, blend. A photo is a
+track, smooth, align (the backend's crop, set here: FFHQ's at the generator's size, or RSGAN's training
+crop), edit, blend. A photo is a
 one-frame video; its result is a PNG (lossless, so every pixel outside the blend mask keeps its exact value),
 ``<stem>.edited.png`` by default, with a text chunk saying it is synthetic. A video keeps its frames,
 timestamps and audio exactly as the swap does (``<stem>.edited.mp4``) and may run under Ray
@@ -138,7 +141,7 @@ def edit_video(
     overwrite: bool = False,
     digest: bool = False,
 ):
-    """Edit every tracked face of a video (:class:`stages.attribute_edit.AttributeEditStage`); frames,
+    """Edit every tracked face of a video with the request's backend (:data:`EDIT_BACKENDS`); frames,
     timestamps and audio as the swap keeps them. Returns the :class:`pipeline.run.Summary` (with the
     frames' digest when ``digest``, as :func:`pipeline.run.swap_video`)."""
     from pipeline.run import run_video
@@ -160,7 +163,7 @@ def edit_video(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline edit", description="change face attributes in a photo or video (MaskFaceGAN)"
+        prog="python -m pipeline edit", description="change face attributes in a photo or video"
     )
     parser.add_argument("--input", required=True, help="photo or video to edit (never modified)")
     parser.add_argument(
