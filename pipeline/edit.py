@@ -19,6 +19,7 @@ temporary name and renamed when complete; an input is never changed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,7 @@ def edit_photo(input_path: Path, output: Path, cfg: dict, request, overwrite: bo
     check_paths(input_path, output, overwrite, suffixes=(".png",))
     check_weights(cfg, request)
     image = load_image(input_path)
+    request = dataclasses.replace(request, photo=True)  # MaskFaceGAN's own procedure, no video offset
     zero = np.zeros(1, np.int64)
     chain = StageChain(build_edit_specs(cfg, request))
     done = [chain(FrameBatch(str(input_path), zero, zero, image[None])), *chain.flush()]

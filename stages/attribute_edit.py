@@ -35,12 +35,13 @@ Choices the public code leaves open (recorded in the README's "Attribute editing
   are unseeded), so that a run, and the Ray and in-process executors, give the same frames.
 - MaskFaceGAN's ``--size`` term (resizing the region) is not built.
 
-**Video** (:class:`AttributeEditStage`, which the public code does not do): per track, its first face is the
-keyframe and gets the whole procedure from its e4e inversion; the edit is kept as the offset ``Δ = W+_edit
-− W+_e4e`` and the keyframe's optimised noise. Every face of the track is inverted by e4e, the codes are
-smoothed along the track (``code_smoothing``: ``w ← a w_prev + (1 − a) w_now``, restarted at scene cuts and
-gaps, :class:`stages.scene.TrackMemory`; an untracked face is its own keyframe),
-and the face is drawn as ``G(w + Δ, keyframe noise)`` and blended by the blend mask of its own parse. The
+**Photos** (:class:`AttributeEditStage` with ``request.photo``): each face gets the procedure above as it
+is. **Video** (:class:`AttributeEditStage`, which the public code does not do): per track, its first face
+is the keyframe and gets the whole procedure from its e4e inversion; the edit is kept as the offset ``Δ =
+W+_edit − W+_e4e`` and the keyframe's optimised noise. Every face of the track is inverted by e4e, the
+codes are smoothed along the track (``code_smoothing``: ``w ← a w_prev + (1 − a) w_now``, restarted at
+scene cuts and gaps, :class:`stages.scene.TrackMemory`; an untracked face is its own keyframe), and the
+face is drawn as ``G(w + Δ, keyframe noise)`` and blended by the blend mask of its own parse. The
 blend stage pastes it back (pixels where the mask is zero are never written).
 """
 
@@ -484,6 +485,7 @@ class EditRequest:
     attributes: dict[str, float]
     force_global: bool = False
     backend: str = "maskfacegan"
+    photo: bool = False  # a photo: MaskFaceGAN's procedure as it is (its start), no video offset
 
 
 @dataclass
@@ -499,7 +501,9 @@ class AttributeEditStage:
     Faces must be FFHQ-aligned at the generator's size (``align.template=ffhq``, ``align.crop_size=R``;
     the edit command sets both).
 
-    ``keyframe_results`` keeps each track's :class:`EditResult` (its losses) for the command's report.
+    ``keyframe_results`` keeps each track's :class:`EditResult` (its losses) for the command's report. For
+    a photo (``request.photo``) every face gets MaskFaceGAN's procedure exactly, from its own start, and its
+    result is the generated face with the input's blend mask (what ``generate_result`` composites).
     """
 
     def __init__(self, cfg: dict, request: EditRequest) -> None:
@@ -510,6 +514,7 @@ class AttributeEditStage:
         self.plan = EditPlan.of(request.attributes, float(edit["smoothing"]), request.force_global)
         self.settings = EditSettings.of(edit)
         self.smoothing = float(edit["code_smoothing"])
+        self.photo = request.photo
         self.device, _ = runtime_of(cfg, half=False)
         self.nets = load_edit_networks(cfg, self.plan, self.device)
         if int(cfg["align"]["crop_size"]) != self.nets.size or cfg["align"]["template"] != "ffhq":
@@ -538,6 +543,12 @@ class AttributeEditStage:
         for k, (fi, face) in enumerate(todo):
             key = (batch.video_id, int(face.track_id))
             state = self.tracks.get(key)
+            if self.photo:  # MaskFaceGAN's own start (the mapping mean, or e4e for a global edit)
+                result = edit_face(crops[k : k + 1], self.plan, self.nets, self.settings)
+                self.keyframe_results[len(self.keyframe_results)] = result
+                face.swapped = to_uint8(result.image.clamp(0.0, 1.0).float().cpu())[0]
+                face.mask = result.blend[0, 0].float().cpu().numpy()
+                continue
             if state is None or face.track_id < 0:
                 result = edit_face(
                     crops[k : k + 1], self.plan, self.nets, self.settings, start=codes[k : k + 1]
