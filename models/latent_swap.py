@@ -118,15 +118,20 @@ class LatentSwapNet(nn.Module):
 
     @staticmethod
     def blend(generated: torch.Tensor, target: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        """``m G(w) + (1 − m) target`` with ``m = sigmoid(mask_logits)``; the generated face area-resized to
-        the target's side when they differ. All ``(N, 3, S, S)`` in [-1, 1]."""
-        if generated.shape[-1] != target.shape[-1]:
-            side = target.shape[-1]
-            generated = F.interpolate(
-                generated, size=(side, side), mode="area" if generated.shape[-1] > side else "bilinear"
-            )
+        """``m G(w) + (1 − m) target`` with ``m = sigmoid(mask_logits)``; the generated face resized to the
+        target's side (:func:`to_side`). All ``(N, 3, S, S)`` in [-1, 1]."""
+        generated = to_side(generated, target.shape[-1])
         m = torch.sigmoid(mask_logits)
         return m * generated + (1.0 - m) * target
+
+
+def to_side(images: torch.Tensor, side: int) -> torch.Tensor:
+    """The generator's images ``(N, 3, R, R)`` at the crops' ``side``: area-averaged when larger, bilinear
+    when smaller, unchanged when equal."""
+    if images.shape[-1] == side:
+        return images
+    mode = "area" if images.shape[-1] > side else "bilinear"
+    return F.interpolate(images, size=(side, side), mode=mode)
 
 
 def latent_swap(**layout) -> LatentSwapNet:

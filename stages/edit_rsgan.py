@@ -24,7 +24,7 @@ from stages.mask import box_masks
 from stages.mask_geometry import face_masks
 from stages.scene import SceneCuts, TrackMemory
 from stages.swap_faceshifter import runtime_of, to_uint8
-from stages.swap_rsgan import encoded_chunks, rsgan_parser, smooth_along_tracks
+from stages.swap_rsgan import encoded_chunks, rsgan_parser
 from stages.types import FrameBatch
 
 HAIR_ATTRIBUTES = frozenset(
@@ -86,7 +86,8 @@ class RSGANEditStage:
         for faces, landmarks, x, face, frames in chunks:
             mu_f, _, mu_h, _ = self.net.encode(x, face)
             code = torch.cat((mu_f.float(), mu_h.float(), self._estimate(x)), dim=1)
-            code = smooth_along_tracks(self.codes, batch.video_id, faces, frames, code, self.smoothing)
+            tracks = [f.track_id for f in faces]
+            code = self.codes.smooth_rows(batch.video_id, tracks, frames, code, self.smoothing)
             z = self.net.z_dim
             attributes = code[:, 2 * z :].clone()
             before = attributes[:, self.ids].clone()
@@ -94,18 +95,25 @@ class RSGANEditStage:
             drawn = self.net.generate(
                 code[:, :z].to(self.dtype), code[:, z : 2 * z].to(self.dtype), attributes.to(self.dtype)
             )
-            after = self._estimate(drawn)[:, self.ids]
             if self.hair:
                 masks = box_masks(len(x), self.size, float(self.cfg["mask"]["box_blur"])).numpy()
             else:
                 masks = face_masks(landmarks, self.cfg, keep_inner_mouth=False).numpy()
-            for k, (f, image, m) in enumerate(zip(faces, to_uint8(drawn), masks)):
+            for f, image, m in zip(faces, to_uint8(drawn), masks):
                 f.swapped = image
                 f.mask = m
+            # the report: each track's first face only (the discriminator is not run on the others)
+            first = {}
+            for k, f in enumerate(faces):
                 if int(f.track_id) not in self.keyframe_results:
-                    self.keyframe_results[int(f.track_id)] = AttributeChange(
+                    first.setdefault(int(f.track_id), k)
+            if first:
+                rows = list(first.values())
+                after = self._estimate(drawn[rows])[:, self.ids]
+                for (track, k), estimate in zip(first.items(), after):
+                    self.keyframe_results[track] = AttributeChange(
                         {n: float(v) for n, v in zip(self.names, before[k])},
-                        {n: float(v) for n, v in zip(self.names, after[k])},
+                        {n: float(v) for n, v in zip(self.names, estimate)},
                     )
         if len(batch):
             self.codes.forget_before(batch.video_id, int(batch.indices[0]))

@@ -153,6 +153,19 @@ class TrackMemory:
         self.store(video_id, track_id, frame, out)
         return out
 
+    def smooth_rows(
+        self, video_id: str, track_ids: list[int], frames: list[tuple[int, bool]], values: Any, a: float
+    ) -> Any:
+        """:meth:`smooth` of each row of ``values`` ``(F, D)`` (a tensor) along its track: ``track_ids``
+        and ``frames`` (frame number, scene cut there) per row. Returns the smoothed rows, concatenated."""
+        import torch
+
+        rows = [
+            self.smooth(video_id, t, frame, cut, values[k : k + 1], a)
+            for k, (t, (frame, cut)) in enumerate(zip(track_ids, frames))
+        ]
+        return torch.cat(rows)
+
     def forget_before(self, video_id: str, frame: int) -> None:
         """Drop the video's tracks last seen before ``frame - 1``: they can only start afresh."""
         for key in [k for k, (f, _) in self._last.items() if k[0] == video_id and f < frame - 1]:

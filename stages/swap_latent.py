@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models.errors import ConfigError
+from models.latent_swap import to_side
 from models.weights import load_configured
 from stages.scene import SceneCuts, TrackMemory
 from stages.swap_faceshifter import runtime_of, to_signed, to_uint8
@@ -60,24 +60,11 @@ class LatentSwapStage:
             part = todo[start : start + self.batch_size]
             x = to_signed(np.stack([face.crop for _, face in part]), self.device, self.dtype)
             w_target, mask = self.net.encoder(x)
-            smoothed = torch.cat(
-                [
-                    self.codes.smooth(
-                        batch.video_id,
-                        face.track_id,
-                        int(batch.indices[fi]),
-                        bool(cuts[fi]),
-                        w_target[k : k + 1],
-                        self.smoothing,
-                    )
-                    for k, (fi, face) in enumerate(part)
-                ]
-            )
+            tracks = [face.track_id for _, face in part]
+            frames = [(int(batch.indices[fi]), bool(cuts[fi])) for fi, _ in part]
+            smoothed = self.codes.smooth_rows(batch.video_id, tracks, frames, w_target, self.smoothing)
             w, _ = self.net.swapper(self.w_source.expand_as(smoothed), smoothed)
-            drawn = self.generator(w)
-            if drawn.shape[-1] != self.size:
-                mode = "area" if drawn.shape[-1] > self.size else "bilinear"
-                drawn = F.interpolate(drawn, size=(self.size, self.size), mode=mode)
+            drawn = to_side(self.generator(w), self.size)
             weights = torch.sigmoid(mask.float())[:, 0].cpu().numpy()
             for (_, face), image, m in zip(part, to_uint8(drawn), weights):
                 face.swapped = image

@@ -50,18 +50,6 @@ def encoded_chunks(
         yield faces, landmarks[part], x, face, frames
 
 
-def smooth_along_tracks(
-    memory: TrackMemory, video_id: str, faces: list, frames: list, values: torch.Tensor, a: float
-) -> torch.Tensor:
-    """Each face's row of ``values`` ``(F, D)`` through ``memory``'s filter along its track
-    (:meth:`stages.scene.TrackMemory.smooth`); ``frames`` as :func:`encoded_chunks` gives them."""
-    rows = [
-        memory.smooth(video_id, f.track_id, frame, cut, values[k : k + 1], a)
-        for k, (f, (frame, cut)) in enumerate(zip(faces, frames))
-    ]
-    return torch.cat(rows)
-
-
 def rsgan_parser(cfg: dict, device: str):
     """The face parser (BiSeNet, ``face_parser_bisenet``) with ``rsgan.regions=parsing``, else None."""
     if cfg["rsgan"]["regions"] != "parsing":
@@ -105,7 +93,8 @@ class RSGANSwapStage:
             batch, self.size, self.batch_size, self.device, self.dtype, self.parser
         ):
             mu_hair = self.net.encode(x, face)[2]
-            hair = smooth_along_tracks(self.codes, batch.video_id, faces, frames, mu_hair, self.smoothing)
+            tracks = [f.track_id for f in faces]
+            hair = self.codes.smooth_rows(batch.video_id, tracks, frames, mu_hair, self.smoothing)
             drawn = self.net.generate(self.z_face.expand(len(x), -1), hair)
             masks = face_masks(landmarks, self.cfg, keep_inner_mouth=False).numpy()
             for f, image, m in zip(faces, to_uint8(drawn), masks):

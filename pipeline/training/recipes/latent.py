@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.errors import ConfigError
-from models.latent_swap import LatentSwapNet
+from models.latent_swap import LatentSwapNet, to_side
 from models.losses import identity_loss, reconstruction_loss
 from models.stylegan2 import Generator
 from models.weights import load_configured
@@ -185,11 +185,7 @@ class LatentRecipe(Recipe):
         return self.identity(arcface_window(images))
 
     def _draw(self, w: torch.Tensor, side: int) -> torch.Tensor:
-        drawn = self.generator(w)
-        if drawn.shape[-1] != side:
-            mode = "area" if drawn.shape[-1] > side else "bilinear"
-            drawn = F.interpolate(drawn, size=(side, side), mode=mode)
-        return drawn
+        return to_side(self.generator(w), side)
 
     def step(self, batch: PairBatch) -> dict[str, float]:
         """One update of the encoder and the gates; returns the loss terms and ``mask_iou``."""
