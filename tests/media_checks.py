@@ -96,3 +96,33 @@ def check_learned_swap(clip: Path, out: Path, summary, every: int = 4, grow: flo
         assert boxes
         assert psnr_outside(orig, new, boxes, grow=grow) >= 30.0
         assert abs(orig.astype(int) - new.astype(int)).mean() > 0.5  # the face region did change
+
+
+def check_backend_end_to_end(
+    data_dir: Path, tmp_path: Path, backend: str, overrides: list[str], grow: float = 0.25
+) -> None:
+    """``swap.backend=<backend>`` from ``--config configs/<backend>.yaml`` plus ``overrides``: half a second
+    of retalking_face_5 swapped with obama_a passes :func:`check_learned_swap` (``grow``); the same
+    overrides without that config (so without the crop the networks were trained on) are refused with a
+    ConfigError naming it."""
+    import pytest
+
+    from models.errors import ConfigError
+    from pipeline.config import CONFIG_DIR, load_config
+    from pipeline.run import swap_video
+    from tests.media_making import stream_copy
+
+    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
+    source = data_dir / "faces" / "obama_a.jpg"
+    out = tmp_path / "out.mp4"
+    cfg = load_config(CONFIG_DIR / f"{backend}.yaml", overrides)
+    summary = swap_video(clip, source, out, cfg, progress=False)
+    check_learned_swap(clip, out, summary, grow=grow)
+    with pytest.raises(ConfigError, match=f"configs/{backend}.yaml"):
+        swap_video(
+            clip,
+            source,
+            tmp_path / "o2.mp4",
+            load_config(None, [f"swap.backend={backend}", *overrides]),
+            progress=False,
+        )

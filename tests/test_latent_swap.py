@@ -60,35 +60,19 @@ def test_encoder_gives_codes_and_a_mask_of_the_crop() -> None:
 
 @pytest.mark.slow
 def test_latent_backend_end_to_end_with_tiny_random_networks(data_dir: Path, tmp_path: Path) -> None:
-    from pipeline.run import swap_video
-    from tests.media_checks import check_learned_swap
-    from tests.media_making import stream_copy
+    from tests.media_checks import check_backend_end_to_end
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    cfg = load_config(CONFIG_DIR / "latent.yaml", [f"weights.dir={weights}", "executor=local", *TINY_LATENT])
+    overrides = [f"weights.dir={weights}", "executor=local", *TINY_LATENT]
+    cfg = load_config(CONFIG_DIR / "latent.yaml", overrides)
     torch.manual_seed(0)
     for name in ("stylegan2_ffhq", "latent_swap"):
         entry = REGISTRY[name]
         state = build_network(entry.network, layout_of(name, cfg)).state_dict()
         torch.save({entry.state_key: state} if entry.state_key else state, weights / entry.filename)
-    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
-    out = tmp_path / "out.mp4"
-    summary = swap_video(clip, data_dir / "faces" / "obama_a.jpg", out, cfg, progress=False)
-    check_learned_swap(clip, out, summary, grow=1.0)  # the FFHQ crop reaches well beyond MTCNN's box
-    # the crop the networks were trained on is required, with a one-line error naming the config
-    from models.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="configs/latent.yaml"):
-        swap_video(
-            clip,
-            data_dir / "faces" / "obama_a.jpg",
-            tmp_path / "o2.mp4",
-            load_config(
-                None, ["swap.backend=latent", f"weights.dir={weights}", "executor=local", *TINY_LATENT]
-            ),
-            progress=False,
-        )
+    # the FFHQ crop reaches well beyond MTCNN's box; without configs/latent.yaml the crop is refused
+    check_backend_end_to_end(data_dir, tmp_path, "latent", overrides, grow=1.0)
 
 
 def test_codes_are_smoothed_along_a_track_and_restart_at_cuts_and_gaps() -> None:

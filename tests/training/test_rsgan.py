@@ -79,32 +79,11 @@ def test_swapped_face_keeps_the_targets_hair_and_the_sources_face(
 def test_rsgan_backend_end_to_end(rsgan_run: tuple[Path, list[dict]], data_dir: Path, tmp_path: Path) -> None:
     """``--config configs/rsgan.yaml`` with the tiny run's weights: every frame and timestamp, the audio
     packets and the synthetic tag kept; the face changed, the background not; the wrong crop refused."""
-    from models.errors import ConfigError
-    from pipeline.config import CONFIG_DIR, load_config
-    from pipeline.run import swap_video
-    from tests.media_checks import check_learned_swap
-    from tests.media_making import stream_copy
+    from tests.media_checks import check_backend_end_to_end
 
     out_dir, _ = rsgan_run
-    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
     overrides = [f"weights.dir={out_dir}", "executor=local", "align.crop_size=64", *TINY_RSGAN]
-    out = tmp_path / "out.mp4"
-    summary = swap_video(
-        clip,
-        data_dir / "faces" / "obama_a.jpg",
-        out,
-        load_config(CONFIG_DIR / "rsgan.yaml", overrides),
-        progress=False,
-    )
-    check_learned_swap(clip, out, summary)
-    with pytest.raises(ConfigError, match="configs/rsgan.yaml"):
-        swap_video(
-            clip,
-            data_dir / "faces" / "obama_a.jpg",
-            tmp_path / "o2.mp4",
-            load_config(None, ["swap.backend=rsgan", *overrides]),
-            progress=False,
-        )
+    check_backend_end_to_end(data_dir, tmp_path, "rsgan", overrides)
 
 
 @pytest.mark.slow

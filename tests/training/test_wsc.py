@@ -119,11 +119,10 @@ def test_train_wsc_names_the_files_it_needs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_wsc_backend_end_to_end(wsc_run: tuple[Path, list[dict]], data_dir: Path, tmp_path: Path) -> None:
     """``--config configs/wsc.yaml`` with the tiny run's generator and a random ArcFace: every frame and
-    timestamp, the audio packets and the synthetic tag kept; the face changed, the background not."""
+    timestamp, the audio packets and the synthetic tag kept; the face changed, the background not; the crop
+    the generator was trained on is required, with a one-line error."""
     from models.arcface import iresnet50
-    from pipeline.run import swap_video
-    from tests.media_checks import check_learned_swap
-    from tests.media_making import stream_copy
+    from tests.media_checks import check_backend_end_to_end
 
     out_dir, _ = wsc_run
     weights = tmp_path / "weights"
@@ -131,8 +130,6 @@ def test_wsc_backend_end_to_end(wsc_run: tuple[Path, list[dict]], data_dir: Path
     (weights / "wsc_generator.pth").write_bytes((out_dir / "wsc_generator.pth").read_bytes())
     torch.manual_seed(0)
     torch.save(iresnet50().state_dict(), weights / "arcface_r50_backbone.pth")
-    clip = stream_copy(data_dir / "videos" / "retalking_face_5.mp4", tmp_path / "clip.mp4", 0.5)
-    out = tmp_path / "out.mp4"
     overrides = [
         f"weights.dir={weights}",
         "executor=local",
@@ -140,18 +137,7 @@ def test_wsc_backend_end_to_end(wsc_run: tuple[Path, list[dict]], data_dir: Path
         "align.crop_size=64",
         *TINY_LAYOUT,
     ]
-    cfg = load_config(CONFIG_DIR / "wsc.yaml", overrides)
-    summary = swap_video(clip, data_dir / "faces" / "obama_a.jpg", out, cfg, progress=False)
-    check_learned_swap(clip, out, summary)
-    # the crop the generator was trained on is required, with a one-line error
-    with pytest.raises(ConfigError, match="configs/wsc.yaml"):
-        swap_video(
-            clip,
-            data_dir / "faces" / "obama_a.jpg",
-            tmp_path / "o2.mp4",
-            load_config(None, ["swap.backend=wsc", *overrides]),
-            progress=False,
-        )
+    check_backend_end_to_end(data_dir, tmp_path, "wsc", overrides)
 
 
 def test_missing_wsc_generator_is_a_one_line_error(data_dir: Path, tmp_path: Path, capsys) -> None:
