@@ -537,8 +537,11 @@ class AttributeEditStage:
         if not todo:
             return batch
         crops = to_tensor(np.stack([face.crop for _, face in todo])).to(self.device)
-        with torch.no_grad():
-            codes = torch.cat([self.nets.invert(crops[k : k + 4]) for k in range(0, len(todo), 4)])
+        if not self.photo:  # each face's e4e code and parse (a photo's edit makes its own start and masks)
+            with torch.no_grad():
+                chunks = [crops[k : k + 4] for k in range(0, len(todo), 4)]
+                codes = torch.cat([self.nets.invert(c) for c in chunks])
+                probs = torch.cat([self.nets.parse(c) for c in chunks])
         cuts = self.scene.of(batch)
         for k, (fi, face) in enumerate(todo):
             key = (batch.video_id, int(face.track_id))
@@ -563,9 +566,9 @@ class AttributeEditStage:
             )
             with torch.no_grad():
                 image = self.nets.draw(code + state.offset, state.noise)
-                probs = self.nets.parse(crops[k : k + 1])
                 blend = floor_mask(
-                    image_masks(probs, self.plan, self.nets.size)["blend"], self.settings.mask_floor
+                    image_masks(probs[k : k + 1], self.plan, self.nets.size)["blend"],
+                    self.settings.mask_floor,
                 )
             face.swapped = to_uint8(image.clamp(0.0, 1.0).float().cpu())[0]
             face.mask = blend[0, 0].float().cpu().numpy()
